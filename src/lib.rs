@@ -1,0 +1,20 @@
+//! Ferrium: a replicated, strongly consistent key-value server.
+//!
+//! Module map (request flow from the outside in):
+//!
+//! - [`config`]: the TOML schema, its defaults, search paths, `FERRIUM_*` and
+//!   command-line overrides, and validation. Everything else receives typed,
+//!   already-validated settings.
+//! - [`logging`]: `log` + `env_logger` set-up, text or JSON lines.
+//! - [`http`]: our own HTTP/1.1 server and pooled client. Knows nothing about
+//!   Raft or keys.
+//! - [`raft`]: the openraft type configuration, the commands that go into the
+//!   log, and the peer network over [`http`].
+//! - [`store`]: openraft's log storage and state machine on one RocksDB
+//!   instance, plus snapshot files. Knows nothing about HTTP.
+
+pub mod config;
+pub mod http;
+pub mod logging;
+pub mod raft;
+pub mod store;

@@ -1,0 +1,1 @@
+//! Raft glue: the openraft type configuration, log commands and peer network.
