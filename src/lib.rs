@@ -2,6 +2,7 @@
 //!
 //! Module map (request flow from the outside in):
 //!
+//! - [`api`]: the generated protobuf types (and the REST and gRPC front ends).
 //! - [`config`]: the TOML schema, its defaults, search paths, `FERRIUM_*` and
 //!   command-line overrides, and validation. Everything else receives typed,
 //!   already-validated settings.
@@ -10,11 +11,14 @@
 //!   Raft or keys.
 //! - [`raft`]: the openraft type configuration, the commands that go into the
 //!   log, and the peer network over [`http`].
+//! - [`server`]: wires storage, Raft and listeners; signals and shutdown.
 //! - [`store`]: openraft's log storage and state machine on one RocksDB
 //!   instance, plus snapshot files. Knows nothing about HTTP.
 
+pub mod api;
 pub mod config;
 pub mod http;
 pub mod logging;
 pub mod raft;
+pub mod server;
 pub mod store;

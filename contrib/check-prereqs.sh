@@ -1,0 +1,40 @@
+#!/bin/sh
+# Checks what building Ferrium needs beyond Rust: a C++ compiler and libclang
+# (RocksDB is compiled from source and its Rust bindings are generated with
+# libclang), plus curl and python3 used by the test suite. Installs what is
+# missing with apt-get when run as root on Debian/Ubuntu; otherwise prints the
+# exact command and stops.
+set -eu
+
+missing=""
+command -v cargo >/dev/null 2>&1 || {
+    echo "cargo not found: install Rust with https://rustup.rs (rustup default stable), then retry." >&2
+    exit 1
+}
+command -v c++ >/dev/null 2>&1 || command -v g++ >/dev/null 2>&1 || missing="$missing g++"
+have_libclang=no
+if [ -n "${LIBCLANG_PATH:-}" ] && ls "$LIBCLANG_PATH"/libclang*.so* >/dev/null 2>&1; then
+    have_libclang=yes
+else
+    for f in /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-[0-9]*.so* \
+             /usr/lib/*-linux-gnu/libclang.so* /usr/lib/*-linux-gnu/libclang-[0-9]*.so* /usr/lib64/libclang.so*; do
+        [ -e "$f" ] && have_libclang=yes && break
+    done
+fi
+[ "$have_libclang" = yes ] || missing="$missing libclang-dev"
+command -v make >/dev/null 2>&1 || missing="$missing make"
+command -v curl >/dev/null 2>&1 || missing="$missing curl"
+command -v python3 >/dev/null 2>&1 || missing="$missing python3"
+
+[ -z "$missing" ] && exit 0
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "Installing build prerequisites:$missing" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing
+    exit 0
+fi
+echo "Missing build prerequisites:$missing" >&2
+echo "Install them with:  sudo apt-get install -y$missing" >&2
+echo "(on Fedora/RHEL: sudo dnf install -y gcc-c++ clang-devel curl python3)" >&2
+exit 1

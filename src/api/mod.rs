@@ -1,0 +1,14 @@
+//! Client-facing front ends: thin translations of wire formats into calls on
+//! the node core. No business logic lives here.
+
+/// Types and service stubs generated from `proto/` at build time.
+pub mod proto {
+    /// `ferrium.kv`: the key-value service.
+    pub mod kv {
+        tonic::include_proto!("ferrium.kv");
+    }
+    /// `ferrium.management`: cluster management.
+    pub mod management {
+        tonic::include_proto!("ferrium.management");
+    }
+}

@@ -1,0 +1,484 @@
+//! The shared cluster harness: starts real `ferrium-server` processes on
+//! loopback ports, talks to them over plain HTTP/1.1, and injects faults
+//! (kill -9, SIGSTOP/SIGCONT, restart).
+//!
+//! Each cluster lives in its own scratch directory (configs, data, logs).
+//! When a test fails the directory is kept and its path printed, so the
+//! nodes' logs can be read.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const SERVER: &str = env!("CARGO_BIN_EXE_ferrium-server");
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+/// A scratch directory, removed unless the test is failing.
+pub struct Scratch {
+    pub path: PathBuf,
+}
+
+impl Scratch {
+    pub fn new(name: &str) -> Scratch {
+        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let path = std::env::temp_dir().join(format!(
+            "ferrium-test-{name}-{}-{n}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create scratch dir");
+        Scratch { path }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("test failed: logs and data kept in {}", self.path.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// An HTTP answer: status and body.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection (`Connection: close`).
+pub fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> std::io::Result<Reply> {
+    http_with_timeout(addr, method, path, body, Duration::from_secs(15))
+}
+
+pub fn http_with_timeout(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    timeout: Duration,
+) -> std::io::Result<Reply> {
+    let sock: std::net::SocketAddr = addr
+        .parse()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{e}")))?;
+    let mut s = TcpStream::connect_timeout(&sock, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    let body = body.unwrap_or("");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if !body.is_empty() || method == "POST" || method == "PUT" {
+        req.push_str("Content-Type: application/json\r\n");
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    parse_reply(&raw)
+}
+
+fn parse_reply(raw: &[u8]) -> std::io::Result<Reply> {
+    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+    let text = String::from_utf8_lossy(raw);
+    let (head, rest) = text.split_once("\r\n\r\n").ok_or_else(|| bad("no end of headers"))?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().ok_or_else(|| bad("empty reply"))?;
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("bad status line"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let body = if chunked { dechunk(rest) } else { rest.to_string() };
+    Ok(Reply {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// How a test cluster forms.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// Every node lists all members in `cluster.initial_members`.
+    Static,
+    /// No initial members: nodes wait for `/init` or `/add-learner`.
+    Manual,
+}
+
+/// One `ferrium-server` process and its files.
+pub struct NodeProc {
+    pub id: u64,
+    pub http_port: u16,
+    pub grpc_port: u16,
+    pub config: PathBuf,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+    paused: bool,
+}
+
+impl NodeProc {
+    pub fn http_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.http_port)
+    }
+
+    pub fn grpc_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.grpc_port)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+}
+
+/// A set of nodes started from one scratch directory.
+pub struct Cluster {
+    pub nodes: Vec<NodeProc>,
+    pub scratch: Scratch,
+    pub extra_config: String,
+}
+
+impl Cluster {
+    /// Starts `n` nodes with ids 1..=n and waits for a leader when
+    /// `bootstrap` is [`Bootstrap::Static`].
+    pub fn start(name: &str, n: u64, bootstrap: Bootstrap) -> Cluster {
+        Cluster::start_with(name, n, bootstrap, "")
+    }
+
+    /// Like [`Cluster::start`], with extra TOML appended to every config
+    /// (e.g. `"[raft]\nsnapshot_threshold = 500\n"`).
+    pub fn start_with(name: &str, n: u64, bootstrap: Bootstrap, extra: &str) -> Cluster {
+        let scratch = Scratch::new(name);
+        let mut nodes = Vec::new();
+        for id in 1..=n {
+            nodes.push(NodeProc {
+                id,
+                http_port: free_port(),
+                grpc_port: free_port(),
+                config: scratch.path.join(format!("node{id}.toml")),
+                data_dir: scratch.path.join(format!("data{id}")),
+                log: scratch.path.join(format!("node{id}.log")),
+                child: None,
+                paused: false,
+            });
+        }
+        let mut cluster = Cluster {
+            nodes,
+            scratch,
+            extra_config: extra.to_string(),
+        };
+        let members: Vec<u64> = if bootstrap == Bootstrap::Static {
+            (1..=n).collect()
+        } else {
+            Vec::new()
+        };
+        for id in 1..=n {
+            cluster.write_config(id, &members);
+            cluster.spawn(id);
+        }
+        for id in 1..=n {
+            cluster.wait_http(id, Duration::from_secs(30));
+        }
+        if bootstrap == Bootstrap::Static {
+            cluster.wait_leader(Duration::from_secs(30));
+        }
+        cluster
+    }
+
+    /// Adds a node process (not yet a member) and returns its id.
+    pub fn add_node(&mut self) -> u64 {
+        let id = self.nodes.iter().map(|n| n.id).max().unwrap_or(0) + 1;
+        self.nodes.push(NodeProc {
+            id,
+            http_port: free_port(),
+            grpc_port: free_port(),
+            config: self.scratch.path.join(format!("node{id}.toml")),
+            data_dir: self.scratch.path.join(format!("data{id}")),
+            log: self.scratch.path.join(format!("node{id}.log")),
+            child: None,
+            paused: false,
+        });
+        self.write_config(id, &[]);
+        self.spawn(id);
+        self.wait_http(id, Duration::from_secs(30));
+        id
+    }
+
+    fn write_config(&self, id: u64, members: &[u64]) {
+        let node = self.node(id);
+        let mut text = format!(
+            "[node]\nid = {id}\nhttp_addr = \"{}\"\ngrpc_addr = \"{}\"\ndata_dir = \"{}\"\n\n[logging]\nlevel = \"info\"\nenable_colors = false\n\n[cluster]\nname = \"test\"\n",
+            node.http_addr(),
+            node.grpc_addr(),
+            node.data_dir.display()
+        );
+        if !members.is_empty() {
+            text.push_str("initial_members = [\n");
+            for m in members {
+                let peer = self.node(*m);
+                text.push_str(&format!(
+                    "  {{ id = {m}, http_addr = \"{}\", grpc_addr = \"{}\" }},\n",
+                    peer.http_addr(),
+                    peer.grpc_addr()
+                ));
+            }
+            text.push_str("]\n");
+        }
+        text.push('\n');
+        text.push_str(&self.extra_config);
+        std::fs::write(&node.config, text).expect("write node config");
+    }
+
+    pub fn node(&self, id: u64) -> &NodeProc {
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .unwrap_or_else(|| panic!("no node {id}"))
+    }
+
+    fn node_mut(&mut self, id: u64) -> &mut NodeProc {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.id == id)
+            .unwrap_or_else(|| panic!("no node {id}"))
+    }
+
+    pub fn addr(&self, id: u64) -> String {
+        self.node(id).http_addr()
+    }
+
+    pub fn ids(&self) -> Vec<u64> {
+        self.nodes.iter().map(|n| n.id).collect()
+    }
+
+    pub fn running_ids(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .filter(|n| n.is_running() && !n.paused)
+            .map(|n| n.id)
+            .collect()
+    }
+
+    fn spawn(&mut self, id: u64) {
+        let node = self.node(id);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .expect("open node log");
+        let log2 = log.try_clone().expect("clone log handle");
+        let child = Command::new(SERVER)
+            .arg("--config")
+            .arg(&node.config)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log2))
+            .spawn()
+            .expect("spawn ferrium-server");
+        let node = self.node_mut(id);
+        node.child = Some(child);
+        node.paused = false;
+    }
+
+    /// Waits until the node answers `/health` at all.
+    pub fn wait_http(&self, id: u64, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if http_with_timeout(&self.addr(id), "GET", "/health", None, Duration::from_secs(2)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "node {id} did not answer HTTP within {timeout:?}; log: {}",
+            self.log_tail(id)
+        );
+    }
+
+    /// The leader id as seen by a majority of running nodes, once they agree.
+    pub fn wait_leader(&self, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(l) = self.current_leader() {
+                return l;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("no leader within {timeout:?}");
+    }
+
+    /// The leader all running nodes agree on, if they do and it is running.
+    pub fn current_leader(&self) -> Option<u64> {
+        let running = self.running_ids();
+        let mut seen = None;
+        for id in &running {
+            let r = http_with_timeout(&self.addr(*id), "GET", "/leader", None, Duration::from_secs(2)).ok()?;
+            let leader = r.json()["leader"].as_u64()?;
+            match seen {
+                None => seen = Some(leader),
+                Some(l) if l != leader => return None,
+                _ => {}
+            }
+        }
+        seen.filter(|l| running.contains(l))
+    }
+
+    pub fn kill(&mut self, id: u64) {
+        let node = self.node_mut(id);
+        if let Some(mut child) = node.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        node.paused = false;
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit status code.
+    pub fn stop(&mut self, id: u64) -> Option<i32> {
+        let node = self.node_mut(id);
+        let mut child = node.child.take()?;
+        signal(child.id(), "TERM");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn restart(&mut self, id: u64) {
+        if self.node(id).is_running() {
+            self.kill(id);
+        }
+        self.spawn(id);
+        self.wait_http(id, Duration::from_secs(30));
+    }
+
+    pub fn pause(&mut self, id: u64) {
+        if let Some(pid) = self.node(id).pid() {
+            signal(pid, "STOP");
+            self.node_mut(id).paused = true;
+        }
+    }
+
+    pub fn resume(&mut self, id: u64) {
+        if let Some(pid) = self.node(id).pid() {
+            signal(pid, "CONT");
+            self.node_mut(id).paused = false;
+        }
+    }
+
+    pub fn log_tail(&self, id: u64) -> String {
+        let text = std::fs::read_to_string(&self.node(id).log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// `POST /write` with a Set.
+    pub fn set(&self, id: u64, key: &str, value: &str) -> std::io::Result<Reply> {
+        let body = serde_json::json!({"Set": {"key": key, "value": value}}).to_string();
+        http(&self.addr(id), "POST", "/write", Some(&body))
+    }
+
+    /// `POST /read` with a consistency level.
+    pub fn get(&self, id: u64, key: &str, consistency: &str) -> std::io::Result<Reply> {
+        let body = serde_json::json!({"key": key, "consistency": consistency}).to_string();
+        http(&self.addr(id), "POST", "/read", Some(&body))
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let ids = self.ids();
+        for id in ids {
+            if self.node(id).paused {
+                self.resume(id);
+            }
+            self.kill(id);
+        }
+    }
+}
+
+/// Sends a signal by name with kill(1), which every test host has.
+pub fn signal(pid: u32, name: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// Polls `f` until it returns Some or the timeout passes.
+pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
