@@ -380,7 +380,12 @@ pub fn suggest(path: &str) -> Option<&'static str> {
         let full = levenshtein(path, cand);
         let same_section = section(path) == section(cand) && cand.contains('.');
         let by_leaf = levenshtein(&leaf(path), &leaf(cand)) + if same_section { 0 } else { 2 };
-        let score = full.min(by_leaf);
+        let prefix = leaf(path).len() >= 4 && leaf(cand).starts_with(&leaf(path));
+        let score = if prefix {
+            usize::from(!same_section)
+        } else {
+            full.min(by_leaf)
+        };
         if best.is_none_or(|(b, _)| score < b) {
             best = Some((score, cand));
         }
