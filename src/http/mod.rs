@@ -22,6 +22,8 @@
 pub mod body;
 pub mod request;
 pub mod response;
+pub mod router;
+pub mod server;
 
 use std::fmt;
 use std::future::Future;
@@ -31,6 +33,8 @@ use std::pin::Pin;
 pub use body::{Body, Incoming};
 pub use request::{Headers, Method, Request, Version};
 pub use response::Response;
+pub use router::Router;
+pub use server::{H2Connection, H2Handoff, Server, ServerConfig, ShutdownHandle};
 
 /// A boxed, sendable future: what a [`Handler`] returns.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
