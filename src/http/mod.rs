@@ -20,6 +20,7 @@
 //! ARCHITECTURE.md.
 
 pub mod body;
+pub mod client;
 pub mod request;
 pub mod response;
 pub mod router;
@@ -31,6 +32,7 @@ use std::io;
 use std::pin::Pin;
 
 pub use body::{Body, Incoming};
+pub use client::{Client, ClientConfig, ClientRequest, ClientResponse};
 pub use request::{Headers, Method, Request, Version};
 pub use response::Response;
 pub use router::Router;
