@@ -1,0 +1,592 @@
+//! A pooled HTTP/1.1 client for peer RPCs, forwarding to the leader and
+//! ferriumctl.
+//!
+//! Each [`Client`] keeps idle keep-alive connections per `host:port` and reuses
+//! the most recent one first. A pooled connection can have been closed by the
+//! server since its last use (idle timeout, restart); when that is found out
+//! before any response byte arrives, an idempotent request with a replayable
+//! body is retried once on a fresh connection, transparently. Everything else
+//! is reported to the caller, who knows whether a retry is safe.
+//!
+//! A connection goes back to the pool only when its response body has been
+//! read to the end, so the caller streams (or collects) the body and the pool
+//! never holds a connection with unread bytes. Callers that must not queue
+//! behind each other (Raft heartbeats behind a snapshot upload) use separate
+//! pools: [`Client::separate_pool`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::time::{Instant, timeout};
+
+use super::Error;
+use super::body::{Body, ChunkedDecoder, ConnReader, Decoder, Incoming};
+use super::request::{
+    Framing, HeadKind, HeadParser, Headers, Limits, Method, Version, check_status_line,
+    content_length_of,
+};
+use super::response::{
+    HeaderText, header_is_safe, is_framing_header, push_hex, push_u64, status_has_no_body,
+};
+
+/// Client timeouts and pool bounds.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Time to establish a TCP connection. Default 3 s.
+    pub connect_timeout: Duration,
+    /// Time from sending a request to receiving the response head, unless
+    /// the request sets its own. Default 30 s.
+    pub request_timeout: Duration,
+    /// How long one read of a response body may wait for data. Default 30 s.
+    pub body_read_timeout: Duration,
+    /// Pooled connections idle longer than this are not reused. Keep it below
+    /// the servers' keep-alive timeout. Default 30 s.
+    pub idle_timeout: Duration,
+    /// Most idle connections kept per host. Default 32.
+    pub max_idle_per_host: usize,
+    /// Largest response head accepted. Default 64 KiB.
+    pub max_response_head: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            connect_timeout: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(30),
+            max_idle_per_host: 32,
+            max_response_head: 64 * 1024,
+        }
+    }
+}
+
+/// An HTTP/1.1 client with a keep-alive pool. Cloning shares the pool.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), ferrium::http::Error> {
+/// use ferrium::http::{Client, ClientConfig, ClientRequest, Method};
+///
+/// let client = Client::new(ClientConfig::default());
+/// let resp = client.get("http://127.0.0.1:8001/health").await?;
+/// let body = resp.collect(1 << 20).await?;
+///
+/// let req = ClientRequest::new(Method::Post, "http://node2:8001/write")?
+///     .header("content-type", "application/json")
+///     .body(r#"{"Set":{"key":"k","value":"v"}}"#);
+/// let resp = client.send(req).await?;
+/// assert_eq!(resp.status(), 200);
+///
+/// // Snapshots go through their own pool so heartbeats never wait behind them.
+/// let snapshots = client.separate_pool();
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ClientConfig,
+    pool: Mutex<HashMap<String, Vec<IdleConn>>>,
+}
+
+struct IdleConn {
+    reader: ConnReader,
+    writer: OwnedWriteHalf,
+    since: Instant,
+}
+
+/// A request to send: method, URL, extra headers, body, optional timeout.
+pub struct ClientRequest {
+    method: Method,
+    host: String,
+    port: u16,
+    path: String,
+    headers: Vec<(HeaderText, HeaderText)>,
+    body: Body,
+    timeout: Option<Duration>,
+}
+
+impl ClientRequest {
+    /// A request for `url`: `http://host[:port][/path][?query]`, or the same
+    /// without `http://` (peers are known by `host:port`).
+    pub fn new(method: Method, url: &str) -> Result<ClientRequest, Error> {
+        let invalid = || Error::InvalidUrl(url.to_string());
+        let rest = match url.find("://") {
+            Some(i) if url[..i].eq_ignore_ascii_case("http") => &url[i + 3..],
+            Some(_) => return Err(invalid()),
+            None => url,
+        };
+        let split = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(split);
+        let path = match path.as_bytes().first() {
+            None => "/".to_string(),
+            Some(b'?') => format!("/{path}"),
+            Some(_) => path.to_string(),
+        };
+        if path.bytes().any(|b| !(b'!'..=b'~').contains(&b)) || path.contains('#') {
+            return Err(invalid());
+        }
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let end = v6.find(']').ok_or_else(invalid)?;
+            let port = match &v6[end + 1..] {
+                "" => 80,
+                p => p
+                    .strip_prefix(':')
+                    .and_then(|p| p.parse::<u16>().ok())
+                    .ok_or_else(invalid)?,
+            };
+            (format!("[{}]", &v6[..end]), port)
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), p.parse::<u16>().map_err(|_| invalid())?),
+                None => (authority.to_string(), 80),
+            }
+        };
+        let host_ok = |h: &str| {
+            !h.is_empty()
+                && h.bytes().all(|b| {
+                    b.is_ascii_alphanumeric()
+                        || matches!(b, b'.' | b'-' | b'_' | b'[' | b']' | b':')
+                })
+        };
+        if !host_ok(&host) {
+            return Err(invalid());
+        }
+        Ok(ClientRequest {
+            method,
+            host,
+            port,
+            path,
+            headers: Vec::new(),
+            body: Body::Empty,
+            timeout: None,
+        })
+    }
+
+    /// Adds a header field. `Host` and the framing fields are the client's to set.
+    pub fn header(
+        mut self,
+        name: impl Into<HeaderText>,
+        value: impl Into<HeaderText>,
+    ) -> ClientRequest {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Sets the body: bytes, or [`Body::stream`] / [`Body::sized_stream`].
+    pub fn body(mut self, body: impl Into<Body>) -> ClientRequest {
+        self.body = body.into();
+        self
+    }
+
+    /// Overrides [`ClientConfig::request_timeout`] for this request (e.g. a
+    /// large streamed upload).
+    pub fn timeout(mut self, t: Duration) -> ClientRequest {
+        self.timeout = Some(t);
+        self
+    }
+
+    fn pool_key(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    fn connect_host(&self) -> &str {
+        self.host.trim_start_matches('[').trim_end_matches(']')
+    }
+}
+
+/// A response: status, headers and a body to stream or collect.
+#[derive(Debug)]
+pub struct ClientResponse {
+    status: u16,
+    version: Version,
+    headers: Headers,
+    body: Incoming,
+}
+
+impl ClientResponse {
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    pub fn headers(&self) -> &Headers {
+        &self.headers
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name)
+    }
+
+    /// The body, to read as a stream (it implements `AsyncRead`).
+    pub fn body_mut(&mut self) -> &mut Incoming {
+        &mut self.body
+    }
+
+    pub fn into_body(self) -> Incoming {
+        self.body
+    }
+
+    /// Reads the whole body; more than `max` bytes is [`Error::BodyTooLarge`].
+    pub async fn collect(self, max: usize) -> Result<Vec<u8>, Error> {
+        self.body.collect(max).await
+    }
+}
+
+impl Client {
+    pub fn new(config: ClientConfig) -> Client {
+        Client {
+            inner: Arc::new(Inner {
+                config,
+                pool: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// A client with the same settings and a pool of its own.
+    pub fn separate_pool(&self) -> Client {
+        Client::new(self.inner.config.clone())
+    }
+
+    /// The number of idle pooled connections (all hosts).
+    pub fn idle_connections(&self) -> usize {
+        self.inner
+            .pool
+            .lock()
+            .map(|p| p.values().map(Vec::len).sum())
+            .unwrap_or(0)
+    }
+
+    /// `GET url`.
+    pub async fn get(&self, url: &str) -> Result<ClientResponse, Error> {
+        self.send(ClientRequest::new(Method::Get, url)?).await
+    }
+
+    /// `POST url` with a body of the given content type.
+    pub async fn post(
+        &self,
+        url: &str,
+        content_type: &'static str,
+        body: impl Into<Body>,
+    ) -> Result<ClientResponse, Error> {
+        let req = ClientRequest::new(Method::Post, url)?
+            .header("content-type", content_type)
+            .body(body);
+        self.send(req).await
+    }
+
+    /// Sends a request and returns once the response head has arrived.
+    pub async fn send(&self, mut req: ClientRequest) -> Result<ClientResponse, Error> {
+        let limit = req.timeout.unwrap_or(self.inner.config.request_timeout);
+        match timeout(limit, self.exchange(&mut req)).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Timeout("no response in time")),
+        }
+    }
+
+    async fn exchange(&self, req: &mut ClientRequest) -> Result<ClientResponse, Error> {
+        let key = req.pool_key();
+        let replayable = req.method.is_idempotent() && !matches!(req.body, Body::Stream { .. });
+        if let Some(conn) = self.checkout(&key) {
+            match self.exchange_on(conn, req, &key).await {
+                Err(e) if replayable && e.is_connection_lost() => {
+                    log::debug!(
+                        "http client: pooled connection to {key} was closed ({e}); retrying once"
+                    );
+                }
+                other => return other,
+            }
+        }
+        let conn = self.connect(req).await?;
+        self.exchange_on(conn, req, &key).await
+    }
+
+    /// Takes the most recently used live connection to `key` from the pool.
+    fn checkout(&self, key: &str) -> Option<IdleConn> {
+        let mut pool = self.inner.pool.lock().ok()?;
+        let idle = pool.get_mut(key)?;
+        while let Some(mut conn) = idle.pop() {
+            if conn.since.elapsed() < self.inner.config.idle_timeout && !is_closed(&mut conn.reader)
+            {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    async fn connect(&self, req: &ClientRequest) -> Result<IdleConn, Error> {
+        let addr = (req.connect_host(), req.port);
+        let stream =
+            match timeout(self.inner.config.connect_timeout, TcpStream::connect(addr)).await {
+                Ok(s) => s?,
+                Err(_) => return Err(Error::Timeout("connect")),
+            };
+        let _ = stream.set_nodelay(true);
+        let (r, w) = stream.into_split();
+        Ok(IdleConn {
+            reader: ConnReader::new(Box::new(r), Vec::new()),
+            writer: w,
+            since: Instant::now(),
+        })
+    }
+
+    /// Sends `req` on `conn` and reads the response head.
+    async fn exchange_on(
+        &self,
+        mut conn: IdleConn,
+        req: &mut ClientRequest,
+        key: &str,
+    ) -> Result<ClientResponse, Error> {
+        self.write_request(&mut conn.writer, req).await?;
+        let limits = Limits {
+            max_line: 8 * 1024,
+            max_header_bytes: self.inner.config.max_response_head,
+            max_headers: 256,
+        };
+        let mut parser = HeadParser::new(HeadKind::Response, limits);
+        let (raw, version, status) = loop {
+            let parsed = if conn.reader.buffered().is_empty() {
+                None
+            } else {
+                parser.parse(conn.reader.buffered())?
+            };
+            match parsed {
+                Some((raw, n)) => {
+                    conn.reader.consume(n);
+                    let (version, status) = check_status_line(raw.first_line())?;
+                    if (100..200).contains(&status) {
+                        if status == 101 {
+                            return Err(Error::BadResponse("unexpected protocol switch"));
+                        }
+                        parser.reset();
+                        continue;
+                    }
+                    break (raw, version, status);
+                }
+                None => {
+                    if conn.reader.fill().await? == 0 {
+                        return Err(Error::Closed);
+                    }
+                }
+            }
+        };
+        let headers = raw.headers;
+        let framing = response_framing(&req.method, status, &headers)?;
+        let keep_alive = match version {
+            Version::Http11 => !headers.has_token("connection", "close"),
+            Version::Http10 => headers.has_token("connection", "keep-alive"),
+        } && framing != Framing::UntilClose;
+
+        let decoder = match framing {
+            Framing::None => {
+                if keep_alive {
+                    self.checkin(key, conn.reader, conn.writer);
+                }
+                return Ok(ClientResponse {
+                    status,
+                    version,
+                    headers,
+                    body: Incoming::empty(),
+                });
+            }
+            Framing::Length(n) => {
+                // A small body that arrived with its head: the connection can
+                // go back to the pool before the caller even reads it.
+                if let Some(data) = conn.reader.buffered().get(..n as usize) {
+                    let data = data.to_vec();
+                    conn.reader.consume(data.len());
+                    if keep_alive {
+                        self.checkin(key, conn.reader, conn.writer);
+                    }
+                    return Ok(ClientResponse {
+                        status,
+                        version,
+                        headers,
+                        body: Incoming::full(data),
+                    });
+                }
+                Decoder::Length(n)
+            }
+            Framing::Chunked => Decoder::Chunked(ChunkedDecoder::new(
+                self.inner.config.max_response_head,
+                u64::MAX,
+            )),
+            Framing::UntilClose => Decoder::UntilClose,
+        };
+        conn.reader
+            .set_idle_timeout(Some(self.inner.config.body_read_timeout));
+        let inner = Arc::downgrade(&self.inner);
+        let key = key.to_string();
+        let writer = conn.writer;
+        let on_done = Box::new(move |mut reader: ConnReader, clean: bool| {
+            if clean && keep_alive {
+                if let Some(inner) = inner.upgrade() {
+                    reader.set_idle_timeout(None);
+                    Client { inner }.checkin(&key, reader, writer);
+                }
+            }
+        });
+        Ok(ClientResponse {
+            status,
+            version,
+            headers,
+            body: Incoming::stream(conn.reader, decoder, u64::MAX, on_done),
+        })
+    }
+
+    /// Returns a connection whose last response was read to its end.
+    fn checkin(&self, key: &str, reader: ConnReader, writer: OwnedWriteHalf) {
+        if !reader.buffered().is_empty() {
+            return; // The server sent more than its response: not trustworthy.
+        }
+        let Ok(mut pool) = self.inner.pool.lock() else {
+            return;
+        };
+        let idle = pool.entry(key.to_string()).or_default();
+        if idle.len() < self.inner.config.max_idle_per_host {
+            idle.push(IdleConn {
+                reader,
+                writer,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    async fn write_request(
+        &self,
+        w: &mut OwnedWriteHalf,
+        req: &mut ClientRequest,
+    ) -> Result<(), Error> {
+        let mut out = Vec::with_capacity(256);
+        out.extend_from_slice(req.method.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(req.path.as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+        out.extend_from_slice(req.host.as_bytes());
+        if req.port != 80 {
+            out.push(b':');
+            push_u64(&mut out, u64::from(req.port));
+        }
+        out.extend_from_slice(b"\r\n");
+        for (name, value) in &req.headers {
+            if is_framing_header(name)
+                || name.eq_ignore_ascii_case("host")
+                || !header_is_safe(name, value)
+            {
+                continue;
+            }
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        let chunked = req.body.known_length().is_none();
+        match req.body.known_length() {
+            Some(0) if !matches!(req.method, Method::Post | Method::Put | Method::Patch) => {}
+            Some(n) => {
+                out.extend_from_slice(b"content-length: ");
+                push_u64(&mut out, n);
+                out.extend_from_slice(b"\r\n");
+            }
+            None => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        }
+        out.extend_from_slice(b"\r\n");
+        match &mut req.body {
+            Body::Empty => w.write_all(&out).await?,
+            Body::Bytes(b) => {
+                if b.len() <= 64 * 1024 {
+                    out.extend_from_slice(b);
+                    w.write_all(&out).await?;
+                } else {
+                    w.write_all(&out).await?;
+                    w.write_all(b).await?;
+                }
+            }
+            Body::Stream { reader, length } => {
+                w.write_all(&out).await?;
+                let mut left = *length;
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut frame = Vec::with_capacity(buf.len() + 16);
+                loop {
+                    let want = left.map_or(buf.len(), |l| {
+                        buf.len().min(usize::try_from(l).unwrap_or(usize::MAX))
+                    });
+                    if want == 0 {
+                        break;
+                    }
+                    let n = reader.read(&mut buf[..want]).await?;
+                    if n == 0 {
+                        if left.is_some() {
+                            return Err(Error::Io(std::io::Error::new(
+                                std::io::ErrorKind::UnexpectedEof,
+                                "request body ended before its length",
+                            )));
+                        }
+                        break;
+                    }
+                    if chunked {
+                        frame.clear();
+                        push_hex(&mut frame, n as u64);
+                        frame.extend_from_slice(b"\r\n");
+                        frame.extend_from_slice(&buf[..n]);
+                        frame.extend_from_slice(b"\r\n");
+                        w.write_all(&frame).await?;
+                    } else {
+                        w.write_all(&buf[..n]).await?;
+                    }
+                    if let Some(l) = left.as_mut() {
+                        *l -= n as u64;
+                    }
+                }
+                if chunked {
+                    w.write_all(b"0\r\n\r\n").await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether a pooled connection is known to be unusable: the server closed it,
+/// reset it, or sent bytes nobody asked for. Checked without waiting.
+fn is_closed(reader: &mut ConnReader) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    !matches!(reader.poll_fill(&mut cx), Poll::Pending)
+}
+
+/// How a response body is delimited (RFC 9112 6.3).
+fn response_framing(method: &Method, status: u16, headers: &Headers) -> Result<Framing, Error> {
+    if *method == Method::Head || status_has_no_body(status) {
+        return Ok(Framing::None);
+    }
+    let te = headers.get_all("transfer-encoding").next().is_some();
+    let cl =
+        content_length_of(headers).map_err(|_| Error::BadResponse("invalid Content-Length"))?;
+    if te {
+        if cl.is_some() {
+            return Err(Error::BadResponse(
+                "both Content-Length and Transfer-Encoding",
+            ));
+        }
+        return Ok(if headers.has_token("transfer-encoding", "chunked") {
+            Framing::Chunked
+        } else {
+            Framing::UntilClose
+        });
+    }
+    Ok(match cl {
+        Some(0) => Framing::None,
+        Some(n) => Framing::Length(n),
+        None => Framing::UntilClose,
+    })
+}

@@ -1,0 +1,214 @@
+//! The pooled client against the server, and the server's graceful shutdown.
+
+mod http_support;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use ferrium::http::{Body, Client, ClientConfig, ClientRequest, Error, Method};
+use http_support::{FNV_START, HELLO, TestServer, fnv, pattern};
+use tokio::io::AsyncReadExt;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+#[test]
+fn client_reuses_connections_and_streams_bodies() {
+    let server = TestServer::start();
+    runtime().block_on(async {
+        let client = Client::new(ClientConfig::default());
+        for _ in 0..3 {
+            let resp = client.get(&server.url("/hello")).await.expect("get");
+            assert_eq!(resp.status(), 200);
+            assert_eq!(resp.collect(1024).await.expect("body"), HELLO.as_bytes());
+        }
+        assert_eq!(
+            client.idle_connections(),
+            1,
+            "keep-alive connection not pooled"
+        );
+
+        // Host names work, not only addresses.
+        let url = format!("http://localhost:{}/hello", server.addr.port());
+        assert_eq!(client.get(&url).await.expect("get by name").status(), 200);
+
+        let resp = client
+            .post(&server.url("/echo"), "text/plain", "hello")
+            .await
+            .expect("post");
+        assert_eq!(resp.collect(1024).await.expect("body"), b"hello");
+
+        // A streamed upload of unknown length (chunked) and of known length.
+        let data = pattern(3 * 1024 * 1024 + 17);
+        let want = format!(
+            r#"{{"fnv":"{}","len":{}}}"#,
+            fnv(&data, FNV_START),
+            data.len()
+        );
+        let req = ClientRequest::new(Method::Post, &server.url("/upload"))
+            .expect("url")
+            .body(Body::stream(std::io::Cursor::new(data.clone())));
+        let resp = client.send(req).await.expect("chunked upload");
+        assert_eq!(resp.collect(1024).await.expect("body"), want.as_bytes());
+        let req = ClientRequest::new(Method::Post, &server.url("/upload"))
+            .expect("url")
+            .body(Body::sized_stream(
+                std::io::Cursor::new(data.clone()),
+                data.len() as u64,
+            ));
+        let resp = client.send(req).await.expect("sized upload");
+        assert_eq!(resp.collect(1024).await.expect("body"), want.as_bytes());
+
+        // A streamed (chunked) download, read piece by piece.
+        let mut resp = client
+            .get(&server.url("/stream?n=1000000"))
+            .await
+            .expect("get");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 10_000];
+        loop {
+            let n = resp.body_mut().read(&mut buf).await.expect("read");
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got, pattern(1_000_000));
+        drop(resp);
+        // One connection per host name: 127.0.0.1 and localhost.
+        assert_eq!(client.idle_connections(), 2);
+
+        // Limits on collect.
+        let resp = client.get(&server.url("/big")).await.expect("get");
+        assert!(matches!(resp.collect(1024).await, Err(Error::BodyTooLarge)));
+
+        // A separate pool shares nothing.
+        let other = client.separate_pool();
+        assert_eq!(other.idle_connections(), 0);
+        assert_eq!(
+            other
+                .get(&server.url("/hello"))
+                .await
+                .expect("get")
+                .status(),
+            200
+        );
+        assert_eq!(other.idle_connections(), 1);
+    });
+}
+
+#[test]
+fn client_retries_once_when_a_pooled_connection_was_closed() {
+    // A server that answers one request per connection and then closes
+    // without saying so: the pooled connection is dead on its next use.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let served = std::thread::spawn(move || {
+        let mut count = 0;
+        for stream in listener.incoming().take(3) {
+            let mut s = stream.expect("accept");
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+            count += 1;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        count
+    });
+    runtime().block_on(async {
+        let client = Client::new(ClientConfig::default());
+        let url = format!("http://{addr}/");
+        for _ in 0..3 {
+            let resp = client.get(&url).await.expect("get");
+            assert_eq!(resp.collect(16).await.expect("body"), b"ok");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    assert_eq!(served.join().expect("server thread"), 3);
+}
+
+#[test]
+fn client_timeouts() {
+    // Accepts, never answers.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    runtime().block_on(async {
+        let client = Client::new(ClientConfig {
+            request_timeout: Duration::from_millis(300),
+            ..ClientConfig::default()
+        });
+        let started = Instant::now();
+        let r = client.get(&format!("http://{addr}/")).await;
+        assert!(matches!(r, Err(Error::Timeout(_))), "{r:?}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(matches!(
+            client.get("https://x/").await,
+            Err(Error::InvalidUrl(_))
+        ));
+        assert!(matches!(
+            client.get("http://a b/").await,
+            Err(Error::InvalidUrl(_))
+        ));
+    });
+    drop(listener);
+}
+
+#[test]
+fn graceful_shutdown_finishes_in_flight_refuses_new_and_meets_its_deadline() {
+    let mut server = TestServer::start();
+    let addr = server.addr;
+    // A request in flight (the handler takes 400 ms) when shutdown starts.
+    let in_flight = std::thread::spawn(move || {
+        http_support::exchange(addr, b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
+    });
+    // An idle keep-alive connection, which shutdown should close at once.
+    let mut idle = std::net::TcpStream::connect(addr).expect("connect");
+    idle.write_all(b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n")
+        .expect("write");
+    std::thread::sleep(Duration::from_millis(100));
+
+    let stop = server.stop.clone();
+    let stopper = std::thread::spawn(move || {
+        stop.shutdown();
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "a new connection was accepted during shutdown"
+    );
+    let took = server.shutdown();
+    stopper.join().expect("stopper");
+
+    let reply = in_flight.join().expect("client thread");
+    let text = String::from_utf8_lossy(&reply);
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("connection: close"),
+        "{text}"
+    );
+    assert!(text.ends_with("slow done"));
+    let idle_reply = http_support::read_to_close(&mut idle);
+    assert!(idle_reply.closed);
+    assert!(took < Duration::from_millis(1000), "shutdown took {took:?}");
+}
+
+#[test]
+fn shutdown_aborts_requests_that_outlive_the_deadline() {
+    let mut server = TestServer::start();
+    let addr = server.addr;
+    let stuck = std::thread::spawn(move || {
+        http_support::exchange_reply(addr, b"GET /forever HTTP/1.1\r\nHost: t\r\n\r\n")
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let took = server.shutdown();
+    // The test config's deadline is 1.5 s.
+    assert!(took >= Duration::from_millis(1400), "{took:?}");
+    assert!(took < Duration::from_millis(2500), "{took:?}");
+    let reply = stuck.join().expect("client thread");
+    assert!(reply.closed && reply.bytes.is_empty());
+}
