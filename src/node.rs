@@ -1,0 +1,728 @@
+//! The node core: the one service both front ends (REST and gRPC) call.
+//!
+//! `Node` owns the Raft handle, the state-machine reader and the peer client.
+//! It decides where a request is served: writes go through the leader's log
+//! (forwarded one hop from a follower), linearizable reads confirm the
+//! leader's authority with a quorum (ReadIndex) and wait until the local
+//! state machine has applied up to that point, lease reads trust the leader's
+//! lease, stale reads read locally. Handlers translate wire formats into
+//! these calls and [`Error`] into statuses; no request logic lives in them.
+//!
+//! A write whose fate is unknown (the leader changed after appending it, or
+//! no answer came in time) is reported as [`Error::OutcomeUnknown`], never as
+//! success or as a plain failure: the client must not assume either.
+
+use crate::config::Config;
+use crate::http::{self, ClientRequest, Method};
+use crate::raft::network::{CLUSTER_HEADER, FROM_HEADER, TARGET_HEADER};
+use crate::raft::types::{Command, CommandResult, Node as NodeInfo, TypeConfig};
+use crate::store::{StateMachine, StateReader, StoredValue};
+use openraft::error::{ClientWriteError, InitializeError, LinearizableReadError, RaftError};
+use openraft::raft::ReadPolicy;
+use openraft::{Raft, ServerState};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// The Raft handle type used throughout the server.
+pub type FerriumRaft = Raft<TypeConfig, StateMachine>;
+
+/// How fresh a read must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadConsistency {
+    /// Confirmed with a quorum (ReadIndex), on any member.
+    #[default]
+    Linearizable,
+    /// Served under the leader's lease; falls back to ReadIndex when stale.
+    Lease,
+    /// From the local state machine, without any network round trip.
+    Stale,
+}
+
+impl ReadConsistency {
+    pub fn parse(s: &str) -> Option<ReadConsistency> {
+        match s {
+            "" | "linearizable" => Some(ReadConsistency::Linearizable),
+            "lease" => Some(ReadConsistency::Lease),
+            "stale" => Some(ReadConsistency::Stale),
+            _ => None,
+        }
+    }
+}
+
+/// The leader as far as this node knows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderInfo {
+    pub id: u64,
+    pub node: Option<NodeInfo>,
+}
+
+/// Why a node call failed. Converted once into an HTTP status or gRPC code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Error {
+    /// Malformed input: empty key, bad consistency, ... (400).
+    Invalid(String),
+    /// A key, value or batch over its limit (413).
+    TooLarge(String),
+    /// This node is not the leader and forwarding is off (503 with the leader).
+    NotLeader(Option<LeaderInfo>),
+    /// No leader, no quorum, shutting down (503).
+    Unavailable(String),
+    /// The write may or may not have been applied (503 `outcome_unknown`).
+    OutcomeUnknown(String),
+    /// Already initialised, conflicting membership change (409).
+    Conflict(String),
+    /// A precondition does not hold, e.g. an unknown node in a membership change (400/412).
+    Precondition(String),
+    /// Storage or Raft failed on this node (500).
+    Internal(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Invalid(m)
+            | Error::TooLarge(m)
+            | Error::Unavailable(m)
+            | Error::OutcomeUnknown(m)
+            | Error::Conflict(m)
+            | Error::Precondition(m)
+            | Error::Internal(m) => f.write_str(m),
+            Error::NotLeader(Some(l)) => match &l.node {
+                Some(n) => write!(
+                    f,
+                    "this node is not the leader; send the request to node {} at {}",
+                    l.id, n.api_addr
+                ),
+                None => write!(f, "this node is not the leader; the leader is node {}", l.id),
+            },
+            Error::NotLeader(None) => f.write_str("this node is not the leader and no leader is known; retry shortly"),
+        }
+    }
+}
+
+impl Error {
+    /// The machine-readable code used by REST error bodies.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Invalid(_) => "invalid_request",
+            Error::TooLarge(_) => "payload_too_large",
+            Error::NotLeader(_) | Error::Unavailable(_) => "unavailable",
+            Error::OutcomeUnknown(_) => "outcome_unknown",
+            Error::Conflict(_) => "conflict",
+            Error::Precondition(_) => "failed_precondition",
+            Error::Internal(_) => "internal",
+        }
+    }
+}
+
+/// Limits applied to client input before it reaches Raft.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_key: usize,
+    pub max_value: usize,
+    pub max_batch_bytes: usize,
+}
+
+struct Inner {
+    id: u64,
+    cluster: String,
+    raft: FerriumRaft,
+    reader: StateReader,
+    peers: http::Client,
+    me: NodeInfo,
+    forward: bool,
+    request_timeout: Duration,
+    limits: Limits,
+    shutting_down: AtomicBool,
+    storage_failed: AtomicBool,
+}
+
+/// The node core. Cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+/// Raft status of this node, as `/metrics` and `GetMetrics` report it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub node_id: u64,
+    pub cluster: String,
+    pub state: String,
+    pub current_term: u64,
+    pub current_leader: Option<u64>,
+    pub last_log_index: Option<u64>,
+    pub last_applied: Option<u64>,
+    pub committed: Option<u64>,
+    pub snapshot: Option<u64>,
+    pub purged: Option<u64>,
+    pub millis_since_quorum_ack: Option<u64>,
+    pub membership: MembershipStatus,
+    /// On the leader: per follower, the last index it has and its lag.
+    pub replication: BTreeMap<u64, Replication>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MembershipStatus {
+    pub log_index: Option<u64>,
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
+    pub nodes: BTreeMap<u64, NodeInfo>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Replication {
+    pub matched: Option<u64>,
+    pub matched_term: Option<u64>,
+    pub lag: u64,
+}
+
+impl Node {
+    pub fn new(
+        config: &Config,
+        raft: FerriumRaft,
+        reader: StateReader,
+        peers: http::Client,
+        me: NodeInfo,
+    ) -> Node {
+        let max_message = config.network.max_message_size.bytes() as usize;
+        Node {
+            inner: Arc::new(Inner {
+                id: config.node.id,
+                cluster: config.cluster.name.clone(),
+                raft,
+                reader,
+                peers,
+                me,
+                forward: config.network.forward_to_leader,
+                request_timeout: config.network.request_timeout.as_duration(),
+                limits: Limits {
+                    max_key: config.network.max_key_size.bytes() as usize,
+                    max_value: config.network.max_value_size.bytes() as usize,
+                    max_batch_bytes: max_message,
+                },
+                shutting_down: AtomicBool::new(false),
+                storage_failed: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    pub fn cluster(&self) -> &str {
+        &self.inner.cluster
+    }
+
+    pub fn raft(&self) -> &FerriumRaft {
+        &self.inner.raft
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// Marks the node as shutting down: health turns unhealthy, new requests
+    /// are refused with 503.
+    pub fn begin_shutdown(&self) {
+        self.inner.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// False once storage has failed or the node is shutting down.
+    pub fn is_healthy(&self) -> bool {
+        !self.is_shutting_down()
+            && !self.inner.storage_failed.load(Ordering::SeqCst)
+            && self.inner.raft.metrics().borrow().running_state.is_ok()
+    }
+
+    fn check_serving(&self) -> Result<(), Error> {
+        if self.is_shutting_down() {
+            return Err(Error::Unavailable("the node is shutting down; use another member".into()));
+        }
+        Ok(())
+    }
+
+    /// Checks a key against the limits.
+    pub fn check_key(&self, key: &str) -> Result<(), Error> {
+        if key.is_empty() {
+            return Err(Error::Invalid("the key is empty".into()));
+        }
+        if key.len() > self.inner.limits.max_key {
+            return Err(Error::TooLarge(format!(
+                "the key is {} bytes; the limit is {} (network.max_key_size)",
+                key.len(),
+                self.inner.limits.max_key
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_value(&self, value: &str) -> Result<(), Error> {
+        if value.len() > self.inner.limits.max_value {
+            return Err(Error::TooLarge(format!(
+                "the value is {} bytes; the limit is {} (network.max_value_size)",
+                value.len(),
+                self.inner.limits.max_value
+            )));
+        }
+        Ok(())
+    }
+
+    /// Validates a command before it is proposed.
+    pub fn check_command(&self, cmd: &Command) -> Result<(), Error> {
+        match cmd {
+            Command::Set { key, value } => {
+                self.check_key(key)?;
+                self.check_value(value)
+            }
+            Command::Delete { key } => self.check_key(key),
+            Command::BatchSet { pairs } => {
+                if pairs.is_empty() {
+                    return Err(Error::Invalid("the batch is empty".into()));
+                }
+                let mut total = 0usize;
+                for (k, v) in pairs {
+                    self.check_key(k)?;
+                    self.check_value(v)?;
+                    total += k.len() + v.len();
+                }
+                if total > self.inner.limits.max_batch_bytes {
+                    return Err(Error::TooLarge(format!(
+                        "the batch holds {total} bytes; the limit is {} (network.max_message_size)",
+                        self.inner.limits.max_batch_bytes
+                    )));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The leader as this node knows it.
+    pub fn leader(&self) -> Option<LeaderInfo> {
+        let m = self.inner.raft.metrics().borrow().clone();
+        let id = m.current_leader?;
+        let node = m
+            .membership_config
+            .membership()
+            .nodes()
+            .find(|(nid, _)| **nid == id)
+            .map(|(_, n)| n.clone());
+        Some(LeaderInfo { id, node })
+    }
+
+    pub fn is_leader(&self) -> bool {
+        let m = self.inner.raft.metrics().borrow().clone();
+        m.state == ServerState::Leader && m.current_leader == Some(self.inner.id)
+    }
+
+    /// Applies a write through the leader's log.
+    pub async fn write(&self, cmd: Command) -> Result<CommandResult, Error> {
+        self.check_serving()?;
+        self.check_command(&cmd)?;
+        if !self.is_leader() {
+            if let Some(leader) = self.leader().filter(|l| l.id != self.inner.id) {
+                if !self.inner.forward {
+                    return Err(Error::NotLeader(Some(leader)));
+                }
+                return self.forward(&leader, "/raft/write", &cmd).await;
+            }
+        }
+        match self.propose(cmd.clone()).await {
+            Err(Error::NotLeader(Some(leader))) if self.inner.forward && leader.id != self.inner.id => {
+                self.forward(&leader, "/raft/write", &cmd).await
+            }
+            other => other,
+        }
+    }
+
+    /// Proposes on this node only (the peer route `/raft/write` calls this:
+    /// a forwarded write is never forwarded again).
+    pub async fn propose(&self, cmd: Command) -> Result<CommandResult, Error> {
+        self.check_serving()?;
+        let fut = self.inner.raft.client_write(cmd);
+        match tokio::time::timeout(self.inner.request_timeout, fut).await {
+            Err(_) => Err(Error::OutcomeUnknown(format!(
+                "no commit within {:?} (network.request_timeout); the write may or may not be applied",
+                self.inner.request_timeout
+            ))),
+            Ok(Ok(resp)) => Ok(resp.data),
+            Ok(Err(e)) => Err(self.write_error(e)),
+        }
+    }
+
+    fn write_error(&self, e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> Error {
+        match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => match f.leader_id {
+                Some(id) => Error::NotLeader(Some(LeaderInfo {
+                    id,
+                    node: f.leader_node,
+                })),
+                None => Error::Unavailable("no leader is elected; retry shortly".into()),
+            },
+            RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)) => Error::OutcomeUnknown(
+                "the leader changed after the write was appended; it may or may not be applied".into(),
+            ),
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+                Error::Conflict(format!("membership change refused: {e}"))
+            }
+            RaftError::APIError(ClientWriteError::PreconditionFailed(e)) => Error::Precondition(e.to_string()),
+            RaftError::Fatal(f) => {
+                self.inner.storage_failed.store(true, Ordering::SeqCst);
+                Error::Internal(format!("Raft stopped on node {}: {f}", self.inner.id))
+            }
+        }
+    }
+
+    /// Sends a request to the leader's peer route and decodes its answer.
+    async fn forward<Req: Serialize, Resp: for<'de> Deserialize<'de>>(
+        &self,
+        leader: &LeaderInfo,
+        path: &str,
+        body: &Req,
+    ) -> Result<Resp, Error> {
+        let Some(node) = &leader.node else {
+            return Err(Error::Unavailable(format!(
+                "the leader is node {} but its address is unknown here; retry shortly",
+                leader.id
+            )));
+        };
+        let url = format!("http://{}{path}", node.rpc_addr);
+        let body = serde_json::to_vec(body).map_err(|e| Error::Internal(format!("encode: {e}")))?;
+        let req = ClientRequest::new(Method::Post, &url)
+            .map_err(|e| Error::Unavailable(format!("leader address {}: {e}", node.rpc_addr)))?
+            .header(TARGET_HEADER, leader.id.to_string())
+            .header(FROM_HEADER, self.inner.id.to_string())
+            .header(CLUSTER_HEADER, self.inner.cluster.clone())
+            .header("content-type", "application/json")
+            .body(body)
+            .timeout(self.inner.request_timeout);
+        let resp = match self.inner.peers.send(req).await {
+            Ok(r) => r,
+            Err(e) => return Err(forward_failure(&e, leader.id, &node.rpc_addr)),
+        };
+        let status = resp.status();
+        let bytes = resp
+            .collect(64 * 1024 * 1024)
+            .await
+            .map_err(|e| Error::OutcomeUnknown(format!("the leader's answer was cut off: {e}")))?;
+        if status != 200 {
+            return Err(Error::Unavailable(format!(
+                "the leader (node {}) refused the forwarded request with status {status}",
+                leader.id
+            )));
+        }
+        let reply: Result<Resp, Error> = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::OutcomeUnknown(format!("undecodable answer from the leader: {e}")))?;
+        reply
+    }
+
+    /// Reads one key at the given consistency.
+    pub async fn read(&self, key: &str, consistency: ReadConsistency) -> Result<Option<StoredValue>, Error> {
+        self.check_serving()?;
+        self.check_key(key)?;
+        self.linearize(consistency).await?;
+        self.inner.reader.get(key).map_err(|e| self.storage_error(e))
+    }
+
+    /// Lists keys under a prefix, strictly after `start_after`.
+    pub async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+        consistency: ReadConsistency,
+    ) -> Result<(Vec<(String, StoredValue)>, bool), Error> {
+        self.check_serving()?;
+        self.linearize(consistency).await?;
+        self.inner
+            .reader
+            .list(prefix, start_after, limit)
+            .map_err(|e| self.storage_error(e))
+    }
+
+    fn storage_error(&self, e: crate::store::Error) -> Error {
+        Error::Internal(format!("storage read failed on node {}: {e}", self.inner.id))
+    }
+
+    /// Waits until a read at `consistency` may be served from the local
+    /// state machine.
+    async fn linearize(&self, consistency: ReadConsistency) -> Result<(), Error> {
+        let policy = match consistency {
+            ReadConsistency::Stale => return Ok(()),
+            ReadConsistency::Linearizable => ReadPolicy::ReadIndex,
+            ReadConsistency::Lease => ReadPolicy::LeaseRead,
+        };
+        let deadline = self.inner.request_timeout;
+        let local = async {
+            if self.is_leader() {
+                match self.leader_read_index(consistency).await {
+                    Err(Error::NotLeader(_)) => {}
+                    other => return other.map(|_| ()),
+                }
+            }
+            let leader = match self.leader() {
+                Some(l) if l.id != self.inner.id => l,
+                _ => return Err(Error::Unavailable("no leader is elected; retry shortly".into())),
+            };
+            if !self.inner.forward {
+                return Err(Error::NotLeader(Some(leader)));
+            }
+            let read_log_id: openraft::raft::linearizable_read::ReadLogId<TypeConfig> =
+                self.forward(&leader, "/raft/read-index", &consistency).await?;
+            let linearizer = openraft::raft::linearizable_read::Linearizer::new(leader.id, read_log_id, None);
+            match linearizer.try_await_ready(&self.inner.raft, Some(deadline)).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(_)) => Err(Error::Unavailable(format!(
+                    "this node did not catch up with the leader within {deadline:?}; retry or read from the leader"
+                ))),
+                Err(f) => Err(Error::Internal(format!("Raft stopped: {f}"))),
+            }
+        };
+        let _ = policy;
+        match tokio::time::timeout(deadline, local).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Unavailable(format!(
+                "could not confirm a linearizable read within {deadline:?}: no quorum?"
+            ))),
+        }
+    }
+
+    /// On the leader: confirms leadership (by quorum or lease) and waits for
+    /// the local apply; returns the read log id for followers.
+    pub async fn leader_read_index(
+        &self,
+        consistency: ReadConsistency,
+    ) -> Result<openraft::raft::linearizable_read::ReadLogId<TypeConfig>, Error> {
+        let policy = match consistency {
+            ReadConsistency::Lease => ReadPolicy::LeaseRead,
+            _ => ReadPolicy::ReadIndex,
+        };
+        let r = match self.inner.raft.ensure_linearizable(policy).await {
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(_)))
+                if consistency == ReadConsistency::Lease =>
+            {
+                // Lease stale (or lost): fall back to a quorum round.
+                self.inner.raft.ensure_linearizable(ReadPolicy::ReadIndex).await
+            }
+            other => other,
+        };
+        match r {
+            Ok(id) => Ok(id),
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
+                Err(Error::NotLeader(f.leader_id.map(|id| LeaderInfo {
+                    id,
+                    node: f.leader_node,
+                })))
+            }
+            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(q))) => Err(Error::Unavailable(format!(
+                "the leader cannot reach a quorum: {q}"
+            ))),
+            Err(RaftError::Fatal(f)) => Err(Error::Internal(format!("Raft stopped: {f}"))),
+        }
+    }
+
+    /// Initialises a new cluster: this node alone, or the given members.
+    pub async fn initialize(&self, members: Option<BTreeMap<u64, NodeInfo>>) -> Result<(), Error> {
+        self.check_serving()?;
+        let members = match members {
+            Some(m) if !m.is_empty() => m,
+            _ => BTreeMap::from([(self.inner.id, self.inner.me.clone())]),
+        };
+        if !members.contains_key(&self.inner.id) {
+            return Err(Error::Invalid(format!(
+                "the member map must include this node ({})",
+                self.inner.id
+            )));
+        }
+        let initialized = self
+            .inner
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        if initialized {
+            return Err(Error::Conflict(
+                "this node is already part of an initialised cluster; use /add-learner to grow it".into(),
+            ));
+        }
+        match self.inner.raft.initialize(members).await {
+            Ok(()) => Ok(()),
+            Err(RaftError::APIError(InitializeError::NotAllowed(e))) => Err(Error::Conflict(format!(
+                "this node is already initialised: {e}"
+            ))),
+            Err(RaftError::APIError(InitializeError::NotInMembers(e))) => Err(Error::Invalid(e.to_string())),
+            Err(RaftError::Fatal(f)) => Err(Error::Internal(f.to_string())),
+        }
+    }
+
+    /// Adds a learner and waits until it has caught up. Forwarded to the leader.
+    pub async fn add_learner(&self, id: u64, node: NodeInfo) -> Result<(), Error> {
+        self.check_serving()?;
+        if id == 0 {
+            return Err(Error::Invalid("node id 0 is reserved".into()));
+        }
+        if node.rpc_addr.is_empty() {
+            return Err(Error::Invalid("rpc_addr is required".into()));
+        }
+        if let Some(leader) = self.leader().filter(|l| l.id != self.inner.id) {
+            if !self.inner.forward {
+                return Err(Error::NotLeader(Some(leader)));
+            }
+            return self.forward(&leader, "/raft/add-learner", &(id, node)).await;
+        }
+        self.add_learner_local(id, node).await
+    }
+
+    pub async fn add_learner_local(&self, id: u64, node: NodeInfo) -> Result<(), Error> {
+        let existing = self.membership().nodes.get(&id).cloned();
+        if let Some(existing) = existing {
+            if existing != node {
+                return Err(Error::Conflict(format!(
+                    "node id {id} is already used by a member at {}; ids are never reused",
+                    existing.rpc_addr
+                )));
+            }
+        }
+        match self.inner.raft.add_learner(id, node, true).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.write_error(e)),
+        }
+    }
+
+    /// Replaces the voter set and waits until the change is committed.
+    pub async fn change_membership(&self, voters: BTreeSet<u64>) -> Result<(), Error> {
+        self.check_serving()?;
+        if voters.is_empty() {
+            return Err(Error::Invalid("the voter set is empty".into()));
+        }
+        if let Some(leader) = self.leader().filter(|l| l.id != self.inner.id) {
+            if !self.inner.forward {
+                return Err(Error::NotLeader(Some(leader)));
+            }
+            return self.forward(&leader, "/raft/change-membership", &voters).await;
+        }
+        self.change_membership_local(voters).await
+    }
+
+    pub async fn change_membership_local(&self, voters: BTreeSet<u64>) -> Result<(), Error> {
+        let known = self.membership().nodes;
+        let unknown: Vec<u64> = voters.iter().filter(|id| !known.contains_key(id)).copied().collect();
+        if !unknown.is_empty() {
+            return Err(Error::Precondition(format!(
+                "nodes {unknown:?} are not members; add them first with /add-learner"
+            )));
+        }
+        match self.inner.raft.change_membership(voters, false).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.write_error(e)),
+        }
+    }
+
+    fn membership(&self) -> MembershipStatus {
+        let m = self.inner.raft.metrics().borrow().clone();
+        let mem = m.membership_config.membership();
+        MembershipStatus {
+            log_index: m.membership_config.log_id().as_ref().map(|l| l.index),
+            voters: mem.voter_ids().collect(),
+            learners: mem.learner_ids().collect(),
+            nodes: mem.nodes().map(|(id, n)| (*id, n.clone())).collect(),
+        }
+    }
+
+    /// A snapshot of this node's Raft state.
+    pub fn status(&self) -> Status {
+        let m = self.inner.raft.metrics().borrow().clone();
+        let last = m.last_log_index.unwrap_or(0);
+        let replication = m
+            .replication
+            .as_ref()
+            .map(|r| {
+                r.iter()
+                    .map(|(id, matched)| {
+                        let idx = matched.as_ref().map(|l| l.index);
+                        (
+                            *id,
+                            Replication {
+                                matched: idx,
+                                matched_term: matched.as_ref().map(|l| l.leader_id.term),
+                                lag: last.saturating_sub(idx.unwrap_or(0)),
+                            },
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Status {
+            node_id: self.inner.id,
+            cluster: self.inner.cluster.clone(),
+            state: format!("{:?}", m.state),
+            current_term: m.current_term,
+            current_leader: m.current_leader,
+            last_log_index: m.last_log_index,
+            last_applied: m.last_applied.as_ref().map(|l| l.index),
+            committed: m.committed.as_ref().map(|l| l.index),
+            snapshot: m.snapshot.as_ref().map(|l| l.index),
+            purged: m.purged.as_ref().map(|l| l.index),
+            millis_since_quorum_ack: m.millis_since_quorum_ack,
+            membership: self.membership(),
+            replication,
+        }
+    }
+
+    /// True when this node can serve: it knows a leader, is a member, and
+    /// has applied what it knows to be committed. Otherwise the reason.
+    pub fn readiness(&self) -> Result<(), String> {
+        if self.is_shutting_down() {
+            return Err("shutting down".into());
+        }
+        let m = self.inner.raft.metrics().borrow().clone();
+        if m.current_leader.is_none() {
+            return Err("no leader is known".into());
+        }
+        let member = m.membership_config.membership().nodes().any(|(id, _)| *id == self.inner.id);
+        if !member {
+            return Err("this node is not part of the cluster configuration".into());
+        }
+        let committed = m.committed.as_ref().map(|l| l.index).unwrap_or(0);
+        let applied = m.last_applied.as_ref().map(|l| l.index).unwrap_or(0);
+        if applied < committed {
+            return Err(format!("applying: at {applied} of {committed}"));
+        }
+        Ok(())
+    }
+}
+
+/// A failed forward: if the leader certainly never got the request it is
+/// unavailable, otherwise the outcome is unknown.
+fn forward_failure(e: &http::Error, leader: u64, addr: &str) -> Error {
+    let never_sent = match e {
+        http::Error::Io(io) => matches!(
+            io.kind(),
+            std::io::ErrorKind::ConnectionRefused
+                | std::io::ErrorKind::AddrNotAvailable
+                | std::io::ErrorKind::NotFound
+                | std::io::ErrorKind::HostUnreachable
+                | std::io::ErrorKind::NetworkUnreachable
+        ),
+        http::Error::Timeout(what) => what.contains("connect"),
+        http::Error::InvalidUrl(_) => true,
+        _ => false,
+    };
+    if never_sent {
+        Error::Unavailable(format!("cannot reach the leader (node {leader} at {addr}): {e}"))
+    } else {
+        Error::OutcomeUnknown(format!(
+            "lost the connection to the leader (node {leader} at {addr}) during the request: {e}"
+        ))
+    }
+}

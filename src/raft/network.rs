@@ -1,0 +1,287 @@
+//! The Raft peer network: openraft's `RaftNetworkV2` over our HTTP client.
+//!
+//! Every RPC is a `POST /raft/<name>` to the target's advertised HTTP
+//! address with a JSON body, carrying the target's node id and the cluster
+//! name in headers so that a node answering at a reused address, or a node
+//! of another cluster, refuses instead of acting on a message not meant for
+//! it. Heartbeats, log replication and snapshots use separate connection
+//! pools, so a snapshot transfer never delays a heartbeat.
+//!
+//! Failures are reported the way openraft expects: a peer that cannot be
+//! reached is `Unreachable` (openraft backs off), a deadline is `Timeout`.
+
+use crate::http::{self, Body, ClientRequest, Method};
+use crate::raft::types::{Node, TypeConfig};
+use crate::store::SnapshotFile;
+use openraft::alias::{SnapshotOf, VoteOf};
+use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable};
+use openraft::network::{RPCOption, RPCTypes, RaftNetworkFactory, v2::RaftNetworkV2};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::future::Future;
+use std::time::Duration;
+
+/// Header naming the node a peer request is meant for.
+pub const TARGET_HEADER: &str = "x-ferrium-target";
+/// Header naming the cluster of the sender.
+pub const CLUSTER_HEADER: &str = "x-ferrium-cluster";
+/// Header naming the sending node.
+pub const FROM_HEADER: &str = "x-ferrium-from";
+/// Header carrying the leader's vote with a snapshot.
+pub const VOTE_HEADER: &str = "x-ferrium-vote";
+/// Header carrying the snapshot's metadata.
+pub const SNAPSHOT_META_HEADER: &str = "x-ferrium-snapshot-meta";
+
+/// Largest peer response accepted (append responses are tiny).
+const MAX_RESPONSE: usize = 16 * 1024 * 1024;
+
+/// Creates one [`PeerConnection`] per target, sharing connection pools.
+#[derive(Clone)]
+pub struct PeerNetwork {
+    id: u64,
+    cluster: String,
+    replication: http::Client,
+    heartbeat: http::Client,
+    snapshot: http::Client,
+    snapshot_timeout: Duration,
+}
+
+impl PeerNetwork {
+    pub fn new(id: u64, cluster: &str, client: http::Client, snapshot_timeout: Duration) -> PeerNetwork {
+        PeerNetwork {
+            id,
+            cluster: cluster.to_string(),
+            heartbeat: client.separate_pool(),
+            snapshot: client.separate_pool(),
+            replication: client,
+            snapshot_timeout,
+        }
+    }
+
+    fn connection(&self, target: u64, node: &Node, client: &http::Client) -> PeerConnection {
+        PeerConnection {
+            id: self.id,
+            target,
+            addr: node.rpc_addr.clone(),
+            cluster: self.cluster.clone(),
+            client: client.clone(),
+            snapshot: self.snapshot.clone(),
+            snapshot_timeout: self.snapshot_timeout,
+        }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
+    type Network = PeerConnection;
+
+    async fn new_client(&mut self, target: u64, node: &Node) -> PeerConnection {
+        let client = self.replication.clone();
+        self.connection(target, node, &client)
+    }
+
+    async fn new_heartbeat_client(&mut self, target: u64, node: &Node) -> PeerConnection {
+        let client = self.heartbeat.clone();
+        self.connection(target, node, &client)
+    }
+
+    async fn new_snapshot_client(&mut self, target: u64, node: &Node) -> PeerConnection {
+        let client = self.snapshot.clone();
+        self.connection(target, node, &client)
+    }
+}
+
+/// The channel to one peer.
+pub struct PeerConnection {
+    id: u64,
+    target: u64,
+    addr: String,
+    cluster: String,
+    client: http::Client,
+    snapshot: http::Client,
+    snapshot_timeout: Duration,
+}
+
+/// Why a peer call failed, before it is mapped onto openraft's error types.
+enum CallError {
+    /// Not connected or refused: the peer never saw the request.
+    Unreachable(String),
+    /// The deadline passed.
+    Timeout,
+    /// Anything else on the wire.
+    Network(String),
+}
+
+impl PeerConnection {
+    fn request(&self, path: &str) -> Result<ClientRequest, CallError> {
+        let url = format!("http://{}{path}", self.addr);
+        let req = ClientRequest::new(Method::Post, &url)
+            .map_err(|e| CallError::Unreachable(format!("bad peer address {}: {e}", self.addr)))?;
+        Ok(req
+            .header(TARGET_HEADER, self.target.to_string())
+            .header(FROM_HEADER, self.id.to_string())
+            .header(CLUSTER_HEADER, self.cluster.clone()))
+    }
+
+    async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, CallError> {
+        let body = serde_json::to_vec(body).map_err(|e| CallError::Network(format!("encode: {e}")))?;
+        let req = self
+            .request(path)?
+            .header("content-type", "application/json")
+            .body(body)
+            .timeout(timeout);
+        let send = async {
+            let resp = self.client.send(req).await.map_err(|e| classify(&e))?;
+            let status = resp.status();
+            let bytes = resp.collect(MAX_RESPONSE).await.map_err(|e| classify(&e))?;
+            Ok::<_, CallError>((status, bytes))
+        };
+        let (status, bytes) = match tokio::time::timeout(timeout, send).await {
+            Ok(r) => r?,
+            Err(_) => return Err(CallError::Timeout),
+        };
+        decode_reply(status, &bytes, self.target, &self.addr)
+    }
+
+    fn rpc_error(&self, e: CallError, action: RPCTypes, timeout: Duration) -> RPCError<TypeConfig> {
+        match e {
+            CallError::Unreachable(m) => RPCError::Unreachable(Unreachable::from_string(m)),
+            CallError::Timeout => RPCError::Timeout(Timeout {
+                action,
+                id: self.id,
+                target: self.target,
+                timeout,
+            }),
+            CallError::Network(m) => RPCError::Network(NetworkError::from_string(m)),
+        }
+    }
+}
+
+/// Turns a peer's answer into the decoded value or an error. Peers answer
+/// 200 with `{"Ok": ...}` or `{"Err": "..."}`; anything else is a refusal.
+fn decode_reply<Resp: DeserializeOwned>(
+    status: u16,
+    bytes: &[u8],
+    target: u64,
+    addr: &str,
+) -> Result<Resp, CallError> {
+    if status != 200 {
+        let text = String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).into_owned();
+        return Err(CallError::Unreachable(format!(
+            "node {target} at {addr} refused the request with status {status}: {text}"
+        )));
+    }
+    let reply: Result<Resp, String> = serde_json::from_slice(bytes)
+        .map_err(|e| CallError::Network(format!("undecodable reply from node {target}: {e}")))?;
+    reply.map_err(|e| CallError::Unreachable(format!("node {target} could not serve the request: {e}")))
+}
+
+/// Connection-level failures mean the peer is unreachable; others are
+/// network errors that openraft retries at once.
+fn classify(e: &http::Error) -> CallError {
+    match e {
+        http::Error::Timeout(_) => CallError::Timeout,
+        http::Error::Io(io) => CallError::Unreachable(io.to_string()),
+        http::Error::Closed => CallError::Unreachable("connection closed".to_string()),
+        other => CallError::Network(other.to_string()),
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerConnection {
+    type SnapshotData = SnapshotFile;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let ttl = option.hard_ttl();
+        self.call("/raft/append", &rpc, ttl)
+            .await
+            .map_err(|e| self.rpc_error(e, RPCTypes::AppendEntries, ttl))
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let ttl = option.hard_ttl();
+        self.call("/raft/vote", &rpc, ttl)
+            .await
+            .map_err(|e| self.rpc_error(e, RPCTypes::Vote, ttl))
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let ttl = option.hard_ttl();
+        self.call("/raft/pre-vote", &rpc, ttl)
+            .await
+            .map_err(|e| self.rpc_error(e, RPCTypes::Vote, ttl))
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: VoteOf<TypeConfig>,
+        snapshot: SnapshotOf<TypeConfig, SnapshotFile>,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let unreachable = |m: String| StreamingError::Unreachable(Unreachable::from_string(m));
+        let size = snapshot
+            .snapshot
+            .size()
+            .map_err(|e| unreachable(format!("snapshot file: {e}")))?;
+        let file = tokio::fs::File::open(snapshot.snapshot.path())
+            .await
+            .map_err(|e| unreachable(format!("open snapshot file: {e}")))?;
+        let vote_json = serde_json::to_string(&vote).map_err(|e| unreachable(e.to_string()))?;
+        let meta_json = serde_json::to_string(&snapshot.meta).map_err(|e| unreachable(e.to_string()))?;
+        let req = self
+            .request("/raft/snapshot")
+            .map_err(|_| unreachable(format!("bad peer address {}", self.addr)))?
+            .header(VOTE_HEADER, vote_json)
+            .header(SNAPSHOT_META_HEADER, meta_json)
+            .header("content-type", "application/octet-stream")
+            .body(Body::sized_stream(file, size))
+            .timeout(self.snapshot_timeout);
+        let client = self.snapshot.clone();
+        let target = self.target;
+        let addr = self.addr.clone();
+        let transfer = async move {
+            let resp = client.send(req).await.map_err(|e| classify(&e))?;
+            let status = resp.status();
+            let bytes = resp.collect(MAX_RESPONSE).await.map_err(|e| classify(&e))?;
+            decode_reply::<SnapshotResponse<TypeConfig>>(status, &bytes, target, &addr)
+        };
+        let timeout = self.snapshot_timeout;
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            r = tokio::time::timeout(timeout, transfer) => match r {
+                Err(_) => Err(StreamingError::Timeout(Timeout {
+                    action: RPCTypes::InstallSnapshot,
+                    id: self.id,
+                    target: self.target,
+                    timeout,
+                })),
+                Ok(Ok(resp)) => Ok(resp),
+                Ok(Err(CallError::Timeout)) => Err(StreamingError::Timeout(Timeout {
+                    action: RPCTypes::InstallSnapshot,
+                    id: self.id,
+                    target: self.target,
+                    timeout,
+                })),
+                Ok(Err(CallError::Unreachable(m))) => Err(unreachable(m)),
+                Ok(Err(CallError::Network(m))) => Err(StreamingError::Network(NetworkError::from_string(m))),
+            },
+        }
+    }
+}

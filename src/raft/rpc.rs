@@ -1,0 +1,200 @@
+//! Peer-facing routes under `/raft/` on the HTTP listener: the Raft protocol
+//! (append, vote, pre-vote, snapshot) and the node-to-node services built on
+//! it (forwarded writes, read index for follower reads, forwarded membership
+//! changes).
+//!
+//! These are not a client API. Every request must name this node's id and
+//! cluster in its headers; a mismatch is refused with 421 so that a message
+//! for a node that used to live at this address is never acted upon.
+//! Answers are `200 {"Ok": ...}` or `200 {"Err": ...}`.
+
+use crate::http::{Method, Request, Response, Router};
+use crate::node::{Node, ReadConsistency};
+use crate::raft::network::{CLUSTER_HEADER, SNAPSHOT_META_HEADER, TARGET_HEADER, VOTE_HEADER};
+use crate::raft::types::{Command, Node as NodeInfo, TypeConfig};
+use crate::store::StateReader;
+use openraft::Snapshot;
+use openraft::alias::{SnapshotMetaOf, VoteOf};
+use openraft::raft::{AppendEntriesRequest, VoteRequest};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::collections::BTreeSet;
+use tokio::io::AsyncReadExt;
+
+/// Largest Raft message body (a batch of entries); snapshots are streamed.
+const MAX_RPC_BODY: u64 = 256 * 1024 * 1024;
+/// Largest snapshot accepted.
+const MAX_SNAPSHOT: u64 = 1 << 40;
+
+/// Adds the peer routes to `router`.
+pub fn routes(router: Router, node: Node, reader: StateReader) -> Router {
+    let n = node.clone();
+    let router = router.route_with_body_limit(Method::Post, "/raft/append", MAX_RPC_BODY, move |req| {
+        let n = n.clone();
+        async move {
+            peer(&n, req, |n, rpc: AppendEntriesRequest<TypeConfig>| async move {
+                n.raft().append_entries(rpc).await.map_err(|e| e.to_string())
+            })
+            .await
+        }
+    });
+    let n = node.clone();
+    let router = router.route(Method::Post, "/raft/vote", move |req| {
+        let n = n.clone();
+        async move {
+            peer(&n, req, |n, rpc: VoteRequest<TypeConfig>| async move {
+                n.raft().vote(rpc).await.map_err(|e| e.to_string())
+            })
+            .await
+        }
+    });
+    let n = node.clone();
+    let router = router.route(Method::Post, "/raft/pre-vote", move |req| {
+        let n = n.clone();
+        async move {
+            peer(&n, req, |n, rpc: VoteRequest<TypeConfig>| async move {
+                n.raft().pre_vote(rpc).await.map_err(|e| e.to_string())
+            })
+            .await
+        }
+    });
+    let n = node.clone();
+    let router = router.route_with_body_limit(Method::Post, "/raft/write", MAX_RPC_BODY, move |req| {
+        let n = n.clone();
+        async move {
+            peer(&n, req, |n, cmd: Command| async move {
+                n.propose(cmd).await
+            })
+            .await
+        }
+    });
+    let n = node.clone();
+    let router = router.route(Method::Post, "/raft/read-index", move |req| {
+        let n = n.clone();
+        async move {
+            peer(&n, req, |n, c: ReadConsistency| async move {
+                n.leader_read_index(c).await
+            })
+            .await
+        }
+    });
+    let n = node.clone();
+    let router = router.route(Method::Post, "/raft/add-learner", move |req| {
+        let n = n.clone();
+        async move {
+            peer(&n, req, |n, (id, info): (u64, NodeInfo)| async move {
+                n.add_learner_local(id, info).await
+            })
+            .await
+        }
+    });
+    let n = node.clone();
+    let router = router.route(Method::Post, "/raft/change-membership", move |req| {
+        let n = n.clone();
+        async move {
+            peer(&n, req, |n, voters: BTreeSet<u64>| async move {
+                n.change_membership_local(voters).await
+            })
+            .await
+        }
+    });
+    let n = node;
+    router.route_with_body_limit(Method::Post, "/raft/snapshot", MAX_SNAPSHOT, move |req| {
+        let n = n.clone();
+        let reader = reader.clone();
+        async move { snapshot(&n, &reader, req).await }
+    })
+}
+
+/// Refuses a request meant for another node or cluster.
+fn check_peer(node: &Node, req: &Request) -> Result<(), Response> {
+    let target = req.header(TARGET_HEADER).and_then(|t| t.parse::<u64>().ok());
+    if target != Some(node.id()) {
+        return Err(Response::error(
+            421,
+            "wrong_node",
+            format!(
+                "this is node {} but the request is for node {}; the peer's membership has a stale address",
+                node.id(),
+                req.header(TARGET_HEADER).unwrap_or("(none)")
+            ),
+        ));
+    }
+    if req.header(CLUSTER_HEADER) != Some(node.cluster()) {
+        return Err(Response::error(
+            421,
+            "wrong_cluster",
+            format!(
+                "this node belongs to cluster {:?}, the request to {:?}; check cluster.name",
+                node.cluster(),
+                req.header(CLUSTER_HEADER).unwrap_or("")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Decodes a JSON peer request, runs `f`, encodes its result.
+async fn peer<Req, Out, F, Fut>(node: &Node, mut req: Request, f: F) -> Response
+where
+    Req: DeserializeOwned,
+    Out: Serialize,
+    F: FnOnce(Node, Req) -> Fut,
+    Fut: std::future::Future<Output = Out>,
+{
+    if let Err(r) = check_peer(node, &req) {
+        return r;
+    }
+    let body = match req.body_bytes(MAX_RPC_BODY as usize).await {
+        Ok(b) => b,
+        Err(e) => return e.to_response(),
+    };
+    let rpc: Req = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return Response::error(400, "invalid_request", format!("undecodable peer message: {e}")),
+    };
+    let result = f(node.clone(), rpc).await;
+    Response::json(200, &result)
+}
+
+/// Receives a streamed snapshot into a file, then installs it.
+async fn snapshot(node: &Node, reader: &StateReader, mut req: Request) -> Response {
+    if let Err(r) = check_peer(node, &req) {
+        return r;
+    }
+    let vote: VoteOf<TypeConfig> = match req.header(VOTE_HEADER).map(serde_json::from_str) {
+        Some(Ok(v)) => v,
+        _ => return Response::error(400, "invalid_request", "missing or bad vote header"),
+    };
+    let meta: SnapshotMetaOf<TypeConfig> = match req.header(SNAPSHOT_META_HEADER).map(serde_json::from_str) {
+        Some(Ok(m)) => m,
+        _ => return Response::error(400, "invalid_request", "missing or bad snapshot meta header"),
+    };
+    let mut receiver = match reader.snapshot_receiver() {
+        Ok(r) => r,
+        Err(e) => return Response::error(500, "internal", format!("cannot create a snapshot file: {e}")),
+    };
+    let mut body = req.take_body();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = match body.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => return Response::error(400, "invalid_request", format!("snapshot stream broken: {e}")),
+        };
+        if let Err(e) = receiver.write(&buf[..n]) {
+            return Response::error(500, "internal", format!("cannot write the snapshot file: {e}"));
+        }
+    }
+    let file = match receiver.finish() {
+        Ok(f) => f,
+        Err(e) => return Response::error(500, "internal", format!("cannot finish the snapshot file: {e}")),
+    };
+    let snapshot = Snapshot { meta, snapshot: file };
+    let result = node
+        .raft()
+        .install_full_snapshot(vote, snapshot)
+        .await
+        .map_err(|e| e.to_string());
+    Response::json(200, &result)
+}
