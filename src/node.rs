@@ -18,6 +18,7 @@ use crate::raft::network::{CLUSTER_HEADER, FROM_HEADER, TARGET_HEADER};
 use crate::raft::types::{Command, CommandResult, Node as NodeInfo, TypeConfig};
 use crate::store::{StateMachine, StateReader, StoredValue};
 use openraft::error::{ClientWriteError, InitializeError, LinearizableReadError, RaftError};
+use openraft::async_runtime::WatchReceiver;
 use openraft::raft::ReadPolicy;
 use openraft::{Raft, ServerState};
 use serde::{Deserialize, Serialize};
@@ -161,7 +162,6 @@ pub struct Status {
     pub committed: Option<u64>,
     pub snapshot: Option<u64>,
     pub purged: Option<u64>,
-    pub millis_since_quorum_ack: Option<u64>,
     pub membership: MembershipStatus,
     /// On the leader: per follower, the last index it has and its lag.
     pub replication: BTreeMap<u64, Replication>,
@@ -216,6 +216,11 @@ impl Node {
         self.inner.id
     }
 
+    /// The latest Raft metrics of this node.
+    pub fn metrics(&self) -> openraft::RaftMetrics<TypeConfig> {
+        self.inner.raft.metrics().borrow_watched().clone()
+    }
+
     pub fn cluster(&self) -> &str {
         &self.inner.cluster
     }
@@ -242,7 +247,7 @@ impl Node {
     pub fn is_healthy(&self) -> bool {
         !self.is_shutting_down()
             && !self.inner.storage_failed.load(Ordering::SeqCst)
-            && self.inner.raft.metrics().borrow().running_state.is_ok()
+            && self.metrics().running_state.is_ok()
     }
 
     fn check_serving(&self) -> Result<(), Error> {
@@ -309,7 +314,7 @@ impl Node {
 
     /// The leader as this node knows it.
     pub fn leader(&self) -> Option<LeaderInfo> {
-        let m = self.inner.raft.metrics().borrow().clone();
+        let m = self.metrics();
         let id = m.current_leader?;
         let node = m
             .membership_config
@@ -321,7 +326,7 @@ impl Node {
     }
 
     pub fn is_leader(&self) -> bool {
-        let m = self.inner.raft.metrics().borrow().clone();
+        let m = self.metrics();
         m.state == ServerState::Leader && m.current_leader == Some(self.inner.id)
     }
 
@@ -629,7 +634,7 @@ impl Node {
     }
 
     fn membership(&self) -> MembershipStatus {
-        let m = self.inner.raft.metrics().borrow().clone();
+        let m = self.metrics();
         let mem = m.membership_config.membership();
         MembershipStatus {
             log_index: m.membership_config.log_id().as_ref().map(|l| l.index),
@@ -641,7 +646,7 @@ impl Node {
 
     /// A snapshot of this node's Raft state.
     pub fn status(&self) -> Status {
-        let m = self.inner.raft.metrics().borrow().clone();
+        let m = self.metrics();
         let last = m.last_log_index.unwrap_or(0);
         let replication = m
             .replication
@@ -670,10 +675,9 @@ impl Node {
             current_leader: m.current_leader,
             last_log_index: m.last_log_index,
             last_applied: m.last_applied.as_ref().map(|l| l.index),
-            committed: m.committed.as_ref().map(|l| l.index),
+            committed: m.local_committed.as_ref().map(|l| l.index),
             snapshot: m.snapshot.as_ref().map(|l| l.index),
             purged: m.purged.as_ref().map(|l| l.index),
-            millis_since_quorum_ack: m.millis_since_quorum_ack,
             membership: self.membership(),
             replication,
         }
@@ -685,7 +689,7 @@ impl Node {
         if self.is_shutting_down() {
             return Err("shutting down".into());
         }
-        let m = self.inner.raft.metrics().borrow().clone();
+        let m = self.metrics();
         if m.current_leader.is_none() {
             return Err("no leader is known".into());
         }
@@ -693,7 +697,7 @@ impl Node {
         if !member {
             return Err("this node is not part of the cluster configuration".into());
         }
-        let committed = m.committed.as_ref().map(|l| l.index).unwrap_or(0);
+        let committed = m.local_committed.as_ref().map(|l| l.index).unwrap_or(0);
         let applied = m.last_applied.as_ref().map(|l| l.index).unwrap_or(0);
         if applied < committed {
             return Err(format!("applying: at {applied} of {committed}"));

@@ -251,7 +251,7 @@ fn membership_three_to_five_to_three_under_write_load() {
     std::thread::sleep(Duration::from_millis(500));
     let new: Vec<u64> = (0..2).map(|_| c.add_node()).collect();
     for id in &new {
-        let leader = c.wait_leader(Duration::from_secs(10));
+        let leader = c.leader_seen_by(1, Duration::from_secs(10));
         let body = json!({"node_id": id, "rpc_addr": c.addr(*id), "api_addr": c.addr(*id)}).to_string();
         let r = http(&c.addr(leader), "POST", "/add-learner", Some(&body)).unwrap();
         assert_eq!(r.status, 200, "{}", r.body);

@@ -210,6 +210,9 @@ fn load_valid(cli: &Cli) -> Result<config::LoadedConfig, ExitCode> {
     };
     let loaded =
         config::load(cli.config.as_deref(), std::env::vars(), &cli.overrides).map_err(report)?;
+    for w in &loaded.warnings {
+        eprintln!("ferrium-server: warning: {w}");
+    }
     let errors = config::validate(&loaded);
     if !errors.is_empty() {
         return Err(report(errors));

@@ -68,6 +68,9 @@ pub struct LoadedConfig {
     pub file: Option<PathBuf>,
     /// Keys set by an environment variable or a flag, and which one.
     pub overrides: BTreeMap<String, String>,
+    /// Problems that do not stop the server (e.g. a `FERRIUM_*` variable
+    /// that names no key, which may belong to another tool).
+    pub warnings: Vec<String>,
 }
 
 impl LoadedConfig {
@@ -128,6 +131,7 @@ pub fn load(
         }
     }
     let mut overrides = BTreeMap::new();
+    let mut warnings = Vec::new();
     for (name, value) in env {
         let Some(rest) = name.strip_prefix("FERRIUM_") else {
             continue;
@@ -147,15 +151,11 @@ pub fn load(
             },
             None => {
                 let guess = rest.to_ascii_lowercase().replacen('_', ".", 1);
-                errors.push(ConfigError {
-                    origin,
-                    key: None,
-                    message: "no configuration key has this name".to_string(),
-                    fix: match suggest(&guess) {
-                        Some(s) => format!("did you mean {}?", env_name(s)),
-                        None => "unset it; variables are named FERRIUM_<SECTION>_<KEY>, e.g. FERRIUM_NODE_ID".to_string(),
-                    },
-                })
+                let hint = match suggest(&guess) {
+                    Some(s) => format!("did you mean {}?", env_name(s)),
+                    None => "variables are named FERRIUM_<SECTION>_<KEY>, e.g. FERRIUM_NODE_ID".to_string(),
+                };
+                warnings.push(format!("{origin} names no configuration key and is ignored; {hint}"));
             }
         }
     }
@@ -192,6 +192,7 @@ pub fn load(
         config,
         file,
         overrides,
+        warnings,
     })
 }
 

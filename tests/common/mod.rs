@@ -16,6 +16,12 @@ use std::time::{Duration, Instant};
 
 pub const SERVER: &str = env!("CARGO_BIN_EXE_ferrium-server");
 
+/// The server binary: `FERRIUM_SERVER_BIN` if set (to test an installed or
+/// copied binary), else the one cargo built for this test run.
+pub fn server_bin() -> String {
+    std::env::var("FERRIUM_SERVER_BIN").unwrap_or_else(|_| SERVER.to_string())
+}
+
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
@@ -319,7 +325,13 @@ impl Cluster {
             .open(&node.log)
             .expect("open node log");
         let log2 = log.try_clone().expect("clone log handle");
-        let child = Command::new(SERVER)
+        let mut cmd = Command::new(server_bin());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("FERRIUM_") {
+                cmd.env_remove(k);
+            }
+        }
+        let child = cmd
             .arg("--config")
             .arg(&node.config)
             .env_remove("RUST_LOG")
@@ -358,6 +370,15 @@ impl Cluster {
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("no leader within {timeout:?}");
+    }
+
+    /// The leader as node `id` sees it, waiting until it knows one.
+    pub fn leader_seen_by(&self, id: u64, timeout: Duration) -> u64 {
+        eventually(timeout, || {
+            let r = http_with_timeout(&self.addr(id), "GET", "/leader", None, Duration::from_secs(2)).ok()?;
+            r.json()["leader"].as_u64()
+        })
+        .unwrap_or_else(|| panic!("node {id} knows no leader after {timeout:?}"))
     }
 
     /// The leader all running nodes agree on, if they do and it is running.
