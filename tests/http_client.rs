@@ -212,3 +212,57 @@ fn shutdown_aborts_requests_that_outlive_the_deadline() {
     let reply = stuck.join().expect("client thread");
     assert!(reply.closed && reply.bytes.is_empty());
 }
+
+#[test]
+fn http2_preface_is_handed_off_with_the_bytes_already_read() {
+    use ferrium::http::{H2Connection, Router, Server};
+    use tokio::io::AsyncWriteExt;
+
+    runtime().block_on(async {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<H2Connection>();
+        let server = Server::bind("127.0.0.1:0", http_support::test_config(), Router::new())
+            .await
+            .expect("bind")
+            .with_h2_handoff(move |conn| {
+                let _ = tx.send(conn);
+            });
+        let addr = server.local_addr().expect("addr");
+        let stop = server.shutdown_handle();
+        let running = tokio::spawn(server.run());
+
+        let mut peer = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        peer.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            .await
+            .expect("write");
+        let conn = tokio::time::timeout(Duration::from_secs(2), rx.recv())
+            .await
+            .expect("no hand-off")
+            .expect("channel");
+        assert!(
+            conn.preface
+                .starts_with(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        );
+        // The hand-off stream replays what was read, then continues live.
+        let mut io = conn.into_io();
+        let mut first = [0u8; 33];
+        io.read_exact(&mut first)
+            .await
+            .expect("replayed preface and frame");
+        assert_eq!(&first[..24], b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        io.write_all(b"pong").await.expect("write back");
+        let mut pong = [0u8; 4];
+        peer.read_exact(&mut pong).await.expect("read");
+        assert_eq!(&pong, b"pong");
+
+        // Plain HTTP/1.1 on the same port still works.
+        let client = Client::new(ClientConfig::default());
+        let resp = client
+            .get(&format!("http://{addr}/none"))
+            .await
+            .expect("get");
+        assert_eq!(resp.status(), 404);
+
+        stop.shutdown();
+        running.await.expect("join").expect("run");
+    });
+}

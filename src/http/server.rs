@@ -275,7 +275,7 @@ impl Server {
         let mut tasks = JoinSet::new();
         loop {
             tokio::select! {
-                _ = stop.wait_for(|&s| s) => break,
+                () = stopped(&mut stop) => break,
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 accepted = listener.accept() => match accepted {
                     Ok((stream, remote)) => match permits.clone().try_acquire_owned() {
@@ -309,6 +309,12 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// Resolves when shutdown has started. (A helper so that the watch guard
+/// `wait_for` returns never lives in a future that must be `Send`.)
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|&s| s).await;
 }
 
 /// Writes a 503 to a connection over the limit without waiting, then drops it.
@@ -385,7 +391,7 @@ async fn read_preface(
         };
         let read = tokio::select! {
             r = timeout(wait, stream.read(&mut buf[len..])) => r,
-            _ = shutdown.wait_for(|&s| s), if len == 0 => return None,
+            () = stopped(shutdown), if len == 0 => return None,
         };
         match read {
             Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return None,
@@ -504,7 +510,7 @@ impl Connection {
                             Ok(r) => r,
                             Err(_) => return NextRequest::Close,
                         },
-                        _ = self.shutdown.wait_for(|&s| s) => return NextRequest::Close,
+                        () = stopped(&mut self.shutdown) => return NextRequest::Close,
                     }
                 }
             };
