@@ -194,7 +194,8 @@ fn graceful_shutdown_finishes_in_flight_refuses_new_and_meets_its_deadline() {
     assert!(text.ends_with("slow done"));
     let idle_reply = http_support::read_to_close(&mut idle);
     assert!(idle_reply.closed);
-    assert!(took < Duration::from_millis(1000), "shutdown took {took:?}");
+    // Within the 1.5 s deadline: nothing had to be aborted.
+    assert!(took < Duration::from_millis(1500), "shutdown took {took:?}");
 }
 
 #[test]
@@ -208,7 +209,7 @@ fn shutdown_aborts_requests_that_outlive_the_deadline() {
     let took = server.shutdown();
     // The test config's deadline is 1.5 s.
     assert!(took >= Duration::from_millis(1400), "{took:?}");
-    assert!(took < Duration::from_millis(2500), "{took:?}");
+    assert!(took < Duration::from_millis(3000), "{took:?}");
     let reply = stuck.join().expect("client thread");
     assert!(reply.closed && reply.bytes.is_empty());
 }

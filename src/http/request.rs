@@ -12,6 +12,10 @@
 //! LF), no whitespace before a field's colon, no obsolete line folding, one
 //! framing only (`Content-Length` or `Transfer-Encoding: chunked`, never both),
 //! no conflicting lengths, no transfer coding other than `chunked`.
+//!
+//! A request with neither `Content-Length` nor `Transfer-Encoding` has an
+//! empty body (RFC 9112 6.3), so `curl -X POST` without data is valid and a 411
+//! is never needed at this layer.
 
 use std::net::SocketAddr;
 use std::ops::Range;
