@@ -38,6 +38,19 @@ fn client_reuses_connections_and_streams_bodies() {
         assert_eq!(client.get(&url).await.expect("get by name").status(), 200);
 
         let resp = client
+            .post(&server.url("/json"), "application/json", r#"{"a":1}"#)
+            .await
+            .expect("post");
+        assert_eq!(
+            resp.collect(1024).await.expect("body"),
+            br#"{"got":{"a":1}}"#
+        );
+        let resp = client
+            .post(&server.url("/json"), "application/json", "{nope")
+            .await
+            .expect("post");
+        assert_eq!(resp.status(), 400);
+        let resp = client
             .post(&server.url("/echo"), "text/plain", "hello")
             .await
             .expect("post");
