@@ -590,3 +590,48 @@ fn response_framing(method: &Method, status: u16, headers: &Headers) -> Result<F
         None => Framing::UntilClose,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(url: &str) -> Option<(String, u16, String)> {
+        ClientRequest::new(Method::Get, url)
+            .ok()
+            .map(|r| (r.host, r.port, r.path))
+    }
+
+    #[test]
+    fn urls_with_and_without_scheme() {
+        let p = |h: &str, port, path: &str| Some((h.to_string(), port, path.to_string()));
+        assert_eq!(
+            parts("http://127.0.0.1:8001/write"),
+            p("127.0.0.1", 8001, "/write")
+        );
+        assert_eq!(
+            parts("HTTP://node-2.example/a?b=c"),
+            p("node-2.example", 80, "/a?b=c")
+        );
+        assert_eq!(parts("node3:8001"), p("node3", 8001, "/"));
+        assert_eq!(parts("node3:8001?x"), p("node3", 8001, "/?x"));
+        assert_eq!(
+            parts("http://[::1]:9000/raft/vote"),
+            p("[::1]", 9000, "/raft/vote")
+        );
+        assert_eq!(parts("[fe80::1]/"), p("[fe80::1]", 80, "/"));
+        for bad in [
+            "https://a/",
+            "ftp://a/",
+            "http://a:99999/",
+            "http://a:x/",
+            "http:///x",
+            "http://a b/",
+            "http://a/b c",
+            "http://a/\r\nX: y",
+            "http://[::1/",
+            "http://a/#frag",
+        ] {
+            assert!(parts(bad).is_none(), "{bad} was accepted");
+        }
+    }
+}
