@@ -116,6 +116,37 @@ fn client_reuses_connections_and_streams_bodies() {
 }
 
 #[test]
+fn client_gets_the_early_answer_to_an_oversized_upload() {
+    let server = TestServer::start();
+    runtime().block_on(async {
+        let client = Client::new(ClientConfig::default());
+        let big = pattern(8 * 1024 * 1024);
+        // Known length: refused from the head alone.
+        let req = ClientRequest::new(Method::Post, &server.url("/echo"))
+            .expect("url")
+            .body(Body::sized_stream(
+                std::io::Cursor::new(big.clone()),
+                big.len() as u64,
+            ));
+        let resp = client
+            .send(req)
+            .await
+            .expect("an answer, not a broken pipe");
+        assert_eq!(resp.status(), 413);
+        // Chunked: refused once the handler has read past its limit.
+        let req = ClientRequest::new(Method::Post, &server.url("/echo"))
+            .expect("url")
+            .body(Body::stream(std::io::Cursor::new(big)));
+        let resp = client
+            .send(req)
+            .await
+            .expect("an answer, not a broken pipe");
+        assert_eq!(resp.status(), 413);
+    });
+    server.assert_healthy();
+}
+
+#[test]
 fn client_retries_once_when_a_pooled_connection_was_closed() {
     // A server that answers one request per connection and then closes
     // without saying so: the pooled connection is dead on its next use.
