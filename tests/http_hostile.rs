@@ -458,3 +458,36 @@ fn connections_over_the_limit_get_503() {
     std::thread::sleep(Duration::from_millis(100));
     server.assert_healthy();
 }
+
+#[test]
+fn pipelined_requests_with_bodies_are_answered_in_order() {
+    let server = TestServer::start();
+    let mut s = TcpStream::connect(server.addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(4))).ok();
+    // Five requests in one write: bodies by length and chunked, an HTTP/1.0
+    // keep-alive request, a HEAD, then a close.
+    let requests = b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nfirst\
+        POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nsec\r\n3;x=y\r\nond\r\n0\r\nTrailer-A: 1\r\n\r\n\
+        GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n\
+        HEAD /hello HTTP/1.1\r\nHost: t\r\n\r\n\
+        POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nConnection: close\r\n\r\nfifth";
+    s.write_all(requests).expect("write");
+    let reply = read_to_close(&mut s);
+    assert!(reply.closed);
+    let text = String::from_utf8_lossy(&reply.bytes).into_owned();
+    let bodies: Vec<&str> = text
+        .split("HTTP/1.1 ")
+        .skip(1)
+        .map(|r| r.split_once("\r\n\r\n").map_or("", |(_, body)| body))
+        .collect();
+    assert_eq!(
+        bodies,
+        ["first", "second", http_support::HELLO, "", "fifth"],
+        "{text}"
+    );
+    assert!(
+        text.to_ascii_lowercase().contains("connection: keep-alive"),
+        "{text}"
+    );
+    assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 5);
+}

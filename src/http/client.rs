@@ -27,12 +27,16 @@ use tokio::time::{Instant, timeout};
 use super::Error;
 use super::body::{Body, ChunkedDecoder, ConnReader, Decoder, Incoming};
 use super::request::{
-    Framing, HeadKind, HeadParser, Headers, Limits, Method, Version, check_status_line,
+    Framing, HeadKind, HeadParser, Headers, Limits, Method, RawHead, Version, check_status_line,
     content_length_of,
 };
 use super::response::{
     HeaderText, header_is_safe, is_framing_header, push_hex, push_u64, status_has_no_body,
 };
+
+/// How long to look for an early answer after the server stopped taking a
+/// request body.
+const EARLY_ANSWER_WAIT: Duration = Duration::from_millis(500);
 
 /// Client timeouts and pool bounds.
 #[derive(Clone, Debug)]
@@ -347,36 +351,17 @@ impl Client {
         req: &mut ClientRequest,
         key: &str,
     ) -> Result<ClientResponse, Error> {
-        self.write_request(&mut conn.writer, req).await?;
-        let limits = Limits {
-            max_line: 8 * 1024,
-            max_header_bytes: self.inner.config.max_response_head,
-            max_headers: 256,
-        };
-        let mut parser = HeadParser::new(HeadKind::Response, limits);
-        let (raw, version, status) = loop {
-            let parsed = if conn.reader.buffered().is_empty() {
-                None
-            } else {
-                parser.parse(conn.reader.buffered())?
-            };
-            match parsed {
-                Some((raw, n)) => {
-                    conn.reader.consume(n);
-                    let (version, status) = check_status_line(raw.first_line())?;
-                    if (100..200).contains(&status) {
-                        if status == 101 {
-                            return Err(Error::BadResponse("unexpected protocol switch"));
-                        }
-                        parser.reset();
-                        continue;
-                    }
-                    break (raw, version, status);
-                }
-                None => {
-                    if conn.reader.fill().await? == 0 {
-                        return Err(Error::Closed);
-                    }
+        let (raw, version, status, early) = match self.write_request(&mut conn.writer, req).await {
+            Ok(()) => {
+                let (raw, version, status) = self.read_head(&mut conn.reader).await?;
+                (raw, version, status, false)
+            }
+            // The server may have answered before taking the whole body (a
+            // 413, say) and closed: its answer says more than a broken pipe.
+            Err(write_error) => {
+                match timeout(EARLY_ANSWER_WAIT, self.read_head(&mut conn.reader)).await {
+                    Ok(Ok((raw, version, status))) => (raw, version, status, true),
+                    _ => return Err(write_error),
                 }
             }
         };
@@ -385,7 +370,8 @@ impl Client {
         let keep_alive = match version {
             Version::Http11 => !headers.has_token("connection", "close"),
             Version::Http10 => headers.has_token("connection", "keep-alive"),
-        } && framing != Framing::UntilClose;
+        } && framing != Framing::UntilClose
+            && !early;
 
         let decoder = match framing {
             Framing::None => {
@@ -442,6 +428,39 @@ impl Client {
             headers,
             body: Incoming::stream(conn.reader, decoder, u64::MAX, on_done),
         })
+    }
+
+    /// Reads a response head, skipping interim (1xx) responses.
+    async fn read_head(&self, reader: &mut ConnReader) -> Result<(RawHead, Version, u16), Error> {
+        let limits = Limits {
+            max_line: 8 * 1024,
+            max_header_bytes: self.inner.config.max_response_head,
+            max_headers: 256,
+        };
+        let mut parser = HeadParser::new(HeadKind::Response, limits);
+        loop {
+            let parsed = if reader.buffered().is_empty() {
+                None
+            } else {
+                parser.parse(reader.buffered())?
+            };
+            let Some((raw, n)) = parsed else {
+                if reader.fill().await? == 0 {
+                    return Err(Error::Closed);
+                }
+                continue;
+            };
+            reader.consume(n);
+            let (version, status) = check_status_line(raw.first_line())?;
+            if status == 101 {
+                return Err(Error::BadResponse("unexpected protocol switch"));
+            }
+            if (100..200).contains(&status) {
+                parser.reset();
+                continue;
+            }
+            return Ok((raw, version, status));
+        }
     }
 
     /// Returns a connection whose last response was read to its end.
@@ -589,4 +608,49 @@ fn response_framing(method: &Method, status: u16, headers: &Headers) -> Result<F
         Some(n) => Framing::Length(n),
         None => Framing::UntilClose,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(url: &str) -> Option<(String, u16, String)> {
+        ClientRequest::new(Method::Get, url)
+            .ok()
+            .map(|r| (r.host, r.port, r.path))
+    }
+
+    #[test]
+    fn urls_with_and_without_scheme() {
+        let p = |h: &str, port, path: &str| Some((h.to_string(), port, path.to_string()));
+        assert_eq!(
+            parts("http://127.0.0.1:8001/write"),
+            p("127.0.0.1", 8001, "/write")
+        );
+        assert_eq!(
+            parts("HTTP://node-2.example/a?b=c"),
+            p("node-2.example", 80, "/a?b=c")
+        );
+        assert_eq!(parts("node3:8001"), p("node3", 8001, "/"));
+        assert_eq!(parts("node3:8001?x"), p("node3", 8001, "/?x"));
+        assert_eq!(
+            parts("http://[::1]:9000/raft/vote"),
+            p("[::1]", 9000, "/raft/vote")
+        );
+        assert_eq!(parts("[fe80::1]/"), p("[fe80::1]", 80, "/"));
+        for bad in [
+            "https://a/",
+            "ftp://a/",
+            "http://a:99999/",
+            "http://a:x/",
+            "http:///x",
+            "http://a b/",
+            "http://a/b c",
+            "http://a/\r\nX: y",
+            "http://[::1/",
+            "http://a/#frag",
+        ] {
+            assert!(parts(bad).is_none(), "{bad} was accepted");
+        }
+    }
 }

@@ -18,6 +18,15 @@
 //! It never knows about Raft, keys or nodes: it could be lifted out as its own
 //! crate. Framework crates (hyper, axum) are deliberately not used; see
 //! ARCHITECTURE.md.
+//!
+//! In short: build a [`Router`] of `async fn(Request) -> Response` handlers,
+//! give it to [`Server::bind`], keep a [`ShutdownHandle`], and `run` the
+//! server; errors are responses ([`Response::error`], [`Error::to_response`]).
+//! Request bodies stream through `AsyncRead` on [`Request::body_mut`] or are
+//! collected with a limit ([`Request::body_bytes`], [`Request::json`]);
+//! responses carry bytes or a stream ([`Body`]). Peers talk through a
+//! [`Client`], one per traffic class when they must not queue behind each
+//! other ([`Client::separate_pool`]).
 
 pub mod body;
 pub mod client;

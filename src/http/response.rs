@@ -57,8 +57,14 @@ impl Response {
 
     /// The JSON error body of API.md: `{"error":"...","code":"..."}`.
     pub fn error(status: u16, code: &str, message: impl Display) -> Response {
-        let body = serde_json::json!({ "error": message.to_string(), "code": code });
-        Response::with_body(status, "application/json", body.to_string())
+        // Written by hand to keep API.md's field order (serde_json sorts keys).
+        let quote = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_string());
+        let body = format!(
+            "{{\"error\":{},\"code\":{}}}",
+            quote(&message.to_string()),
+            quote(code)
+        );
+        Response::with_body(status, "application/json", body)
     }
 
     /// A streamed body of unknown length, sent chunked (HTTP/1.1) or until
@@ -315,6 +321,18 @@ fn format_date(secs: u64) -> [u8; 29] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_bodies_are_json_in_api_order() {
+        let r = Response::error(400, "invalid_request", "bad \"key\"\n");
+        let Body::Bytes(b) = r.body() else {
+            panic!("not bytes")
+        };
+        assert_eq!(
+            &b[..],
+            br#"{"error":"bad \"key\"\n","code":"invalid_request"}"#
+        );
+    }
 
     #[test]
     fn dates_are_imf_fixdate() {

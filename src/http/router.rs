@@ -58,6 +58,16 @@ impl Router {
         self.add(method, path, Arc::new(handler), None)
     }
 
+    /// `GET path` (and `HEAD path`) to `handler`.
+    pub fn get(self, path: &str, handler: impl Handler) -> Router {
+        self.route(Method::Get, path, handler)
+    }
+
+    /// `POST path` to `handler`.
+    pub fn post(self, path: &str, handler: impl Handler) -> Router {
+        self.route(Method::Post, path, handler)
+    }
+
     /// Like [`Router::route`], accepting request bodies up to `max_body` bytes
     /// instead of the server's default (e.g. a snapshot upload).
     pub fn route_with_body_limit(

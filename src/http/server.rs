@@ -4,9 +4,9 @@
 //! [`Handler`], writes the response and loops (keep-alive, pipelining answered
 //! in order, since requests on one connection are served one at a time).
 //! Every wait has a bound from [`ServerConfig`]: the time to receive a head
-//! (408), the idle time between requests, the idle time of a body read, the
-//! time to write a response (a peer that never reads cannot hold us), and the
-//! number of connections (a semaphore: one over the limit gets a canned 503
+//! (408), the idle time between requests, the idle time of a body read, how
+//! long a response write may stall (a peer that never reads cannot hold us),
+//! and the number of connections (a semaphore: one over the limit gets a canned 503
 //! written without blocking, and is closed, so overload never costs memory).
 //!
 //! When the framing of a connection can no longer be trusted (a parse error, a
@@ -68,7 +68,8 @@ pub struct ServerConfig {
     pub keep_alive_timeout: Duration,
     /// How long one read of a request body may wait for data. Default 30 s.
     pub body_timeout: Duration,
-    /// How long writing one response (or one chunk of it) may take. Default 30 s.
+    /// How long a response write may make no progress (the peer does not
+    /// read). Default 30 s.
     pub write_timeout: Duration,
     /// Most connections served at once; the next ones get a 503. Default 4096.
     pub max_connections: usize,
@@ -275,7 +276,7 @@ impl Server {
         let mut tasks = JoinSet::new();
         loop {
             tokio::select! {
-                _ = stop.wait_for(|&s| s) => break,
+                () = stopped(&mut stop) => break,
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 accepted = listener.accept() => match accepted {
                     Ok((stream, remote)) => match permits.clone().try_acquire_owned() {
@@ -309,6 +310,12 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// Resolves when shutdown has started. (A helper so that the watch guard
+/// `wait_for` returns never lives in a future that must be `Send`.)
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|&s| s).await;
 }
 
 /// Writes a 503 to a connection over the limit without waiting, then drops it.
@@ -385,7 +392,7 @@ async fn read_preface(
         };
         let read = tokio::select! {
             r = timeout(wait, stream.read(&mut buf[len..])) => r,
-            _ = shutdown.wait_for(|&s| s), if len == 0 => return None,
+            () = stopped(shutdown), if len == 0 => return None,
         };
         match read {
             Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return None,
@@ -504,7 +511,7 @@ impl Connection {
                             Ok(r) => r,
                             Err(_) => return NextRequest::Close,
                         },
-                        _ = self.shutdown.wait_for(|&s| s) => return NextRequest::Close,
+                        () = stopped(&mut self.shutdown) => return NextRequest::Close,
                     }
                 }
             };
@@ -742,24 +749,30 @@ impl Connection {
         }
     }
 
-    /// Writes everything pending, within the write timeout.
+    /// Writes everything pending. Each write must make progress within the
+    /// write timeout: a slow reader is served, a stalled one is dropped.
     async fn flush(&mut self) -> io::Result<()> {
-        if self.wbuf.is_empty() {
-            return Ok(());
+        let mut written = 0;
+        while written < self.wbuf.len() {
+            let wrote = timeout(
+                self.shared.config.write_timeout,
+                self.writer.write(&self.wbuf[written..]),
+            )
+            .await;
+            match wrote {
+                Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(Ok(n)) => written += n,
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "peer stopped reading the response",
+                    ));
+                }
+            }
         }
-        let wrote = timeout(
-            self.shared.config.write_timeout,
-            self.writer.write_all(&self.wbuf),
-        )
-        .await;
         self.wbuf.clear();
-        match wrote {
-            Ok(r) => r,
-            Err(_) => Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "response not written in time",
-            )),
-        }
+        Ok(())
     }
 
     /// Answers an unacceptable request with its JSON error and closes.

@@ -69,6 +69,12 @@ pub fn router() -> Router {
                 )
             },
         )
+        .post("/json", |mut req: Request| async move {
+            match req.json::<serde_json::Value>(1024).await {
+                Ok(v) => Response::json(200, &serde_json::json!({ "got": v })),
+                Err(resp) => resp,
+            }
+        })
         .route(Method::Get, "/stream", |req: Request| async move {
             let n: usize = req
                 .query()
