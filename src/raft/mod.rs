@@ -1,1 +1,3 @@
 //! Raft glue: the openraft type configuration, log commands and peer network.
+
+pub mod types;
