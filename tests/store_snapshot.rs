@@ -1,0 +1,237 @@
+//! Snapshots end to end: a million keys built, streamed and installed into an
+//! empty store; damaged files rejected without touching the store; reopening
+//! a large store is fast.
+
+mod common;
+
+use std::io::Read;
+use std::time::Duration;
+use std::time::Instant;
+
+use common::Digest;
+use common::TempDir;
+use ferrium::raft::types::Command;
+use ferrium::raft::types::TypeConfig;
+use ferrium::store;
+use ferrium::store::SnapshotFile;
+use ferrium::store::StateMachine;
+use openraft::EntryPayload;
+use openraft::LogId;
+use openraft::Membership;
+use openraft::RaftSnapshotBuilder;
+use openraft::alias::EntryOf;
+use openraft::impls::leader_id_adv::LeaderId;
+use openraft::storage::RaftStateMachine;
+
+fn log_id(index: u64) -> LogId<LeaderId<u64, u64>> {
+    LogId::new(
+        LeaderId {
+            term: 1,
+            node_id: 1,
+        },
+        index,
+    )
+}
+
+fn value_for(i: u64) -> String {
+    format!("{i:0>100}")
+}
+
+/// Applies a membership entry and then `keys` keys in batches of 1000
+/// (one `BatchSet` entry per batch).
+async fn populate(sm: &mut StateMachine, keys: u64, key_prefix: &str) {
+    let mut index = 1;
+    let membership = EntryOf::<TypeConfig> {
+        log_id: log_id(index),
+        payload: EntryPayload::Membership(Membership::new_with_defaults(vec![[1u64].into()], [])),
+    };
+    apply(sm, vec![membership]).await;
+    let mut next_key = 0;
+    while next_key < keys {
+        let end = (next_key + 1000).min(keys);
+        let pairs = (next_key..end)
+            .map(|i| (format!("{key_prefix}{i:08}"), value_for(i)))
+            .collect();
+        index += 1;
+        let e = EntryOf::<TypeConfig> {
+            log_id: log_id(index),
+            payload: EntryPayload::Normal(Command::BatchSet { pairs }),
+        };
+        apply(sm, vec![e]).await;
+        next_key = end;
+    }
+}
+
+async fn apply(sm: &mut StateMachine, entries: Vec<EntryOf<TypeConfig>>) {
+    let items: Vec<Result<_, std::io::Error>> =
+        entries.into_iter().map(|e| Ok((e, None))).collect();
+    sm.apply(futures_util::stream::iter(items))
+        .await
+        .expect("apply");
+}
+
+/// Digest of every key and stored value, read page by page.
+fn digest(sm: &StateMachine) -> (u64, u64) {
+    let mut d = Digest::new();
+    let mut count = 0;
+    let mut after: Option<String> = None;
+    loop {
+        let (page, more) = sm.list("", after.as_deref(), 10_000).expect("list");
+        for (k, v) in &page {
+            d.add(k.as_bytes());
+            d.add(v.value.as_bytes());
+            d.add(&v.create_revision.to_le_bytes());
+            d.add(&v.mod_revision.to_le_bytes());
+            d.add(&v.version.to_le_bytes());
+            count += 1;
+        }
+        after = page.last().map(|(k, _)| k.clone());
+        if !more {
+            return (d.value(), count);
+        }
+    }
+}
+
+/// Streams a snapshot file into a peer's receiver, 64 KiB at a time, as the
+/// HTTP transfer does.
+fn transfer(file: &SnapshotFile, to: &StateMachine) -> SnapshotFile {
+    let mut reader = file.reader().expect("reader");
+    let mut receiver = to.snapshot_receiver().expect("receiver");
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = reader.read(&mut buf).expect("read snapshot");
+        if n == 0 {
+            break;
+        }
+        receiver.write(&buf[..n]).expect("receive");
+    }
+    receiver.finish().expect("finish")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn million_keys_build_transfer_install_and_fast_reopen() {
+    const KEYS: u64 = 1_000_000;
+    let src_dir = TempDir::new("snap-src").expect("temp dir");
+    let dst_dir = TempDir::new("snap-dst").expect("temp dir");
+    let opts = store::StoreOptions::default();
+
+    let (_log, mut src) = store::open(src_dir.path(), &opts).expect("open source");
+    let t = Instant::now();
+    populate(&mut src, KEYS, "key").await;
+    eprintln!("populated {KEYS} keys in {:?}", t.elapsed());
+    let (src_digest, src_count) = digest(&src);
+    assert_eq!(src_count, KEYS);
+
+    let t = Instant::now();
+    let mut builder = src.get_snapshot_builder().await;
+    let snap = builder.build_snapshot().await.expect("build");
+    eprintln!(
+        "built snapshot of {} bytes in {:?}",
+        snap.snapshot.size().expect("size"),
+        t.elapsed()
+    );
+    assert_eq!(snap.meta.last_log_id, Some(log_id(1 + KEYS / 1000)));
+
+    // Reopen the source: metadata only, no key scan.
+    drop((_log, src, builder));
+    let t = Instant::now();
+    let (_log, mut src) = store::open(src_dir.path(), &opts).expect("reopen source");
+    let reopen = t.elapsed();
+    eprintln!("reopened a {KEYS}-key store in {reopen:?}");
+    assert!(reopen < Duration::from_secs(2), "reopen took {reopen:?}");
+    assert_eq!(
+        src.applied_state().await.expect("applied").0,
+        snap.meta.last_log_id
+    );
+
+    let (_dst_log, mut dst) = store::open(dst_dir.path(), &opts).expect("open destination");
+    let t = Instant::now();
+    let received = transfer(&snap.snapshot, &dst);
+    eprintln!("transferred in {:?}", t.elapsed());
+    let t = Instant::now();
+    dst.install_snapshot(&snap.meta, received)
+        .await
+        .expect("install");
+    eprintln!("installed in {:?}", t.elapsed());
+
+    let (dst_digest, dst_count) = digest(&dst);
+    assert_eq!(
+        (dst_digest, dst_count),
+        (src_digest, src_count),
+        "installed data differs"
+    );
+    let (applied, membership) = dst.applied_state().await.expect("applied");
+    assert_eq!(applied, snap.meta.last_log_id);
+    assert_eq!(membership, snap.meta.last_membership);
+    let current = dst
+        .get_current_snapshot()
+        .await
+        .expect("current")
+        .expect("a snapshot");
+    assert_eq!(current.meta, snap.meta);
+    let _ = src.get_current_snapshot().await.expect("source snapshot");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_snapshot_files_are_rejected_and_change_nothing() {
+    let src_dir = TempDir::new("dmg-src").expect("temp dir");
+    let dst_dir = TempDir::new("dmg-dst").expect("temp dir");
+    let work = TempDir::new("dmg-files").expect("temp dir");
+    let opts = store::StoreOptions::default();
+
+    let (_l1, mut src) = store::open(src_dir.path(), &opts).expect("open source");
+    populate(&mut src, 3000, "new").await;
+    let snap = src
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build");
+    let good = std::fs::read(snap.snapshot.path()).expect("read snapshot");
+
+    let (_l2, mut dst) = store::open(dst_dir.path(), &opts).expect("open destination");
+    populate(&mut dst, 10, "old").await;
+    let before = digest(&dst);
+    let applied_before = dst.applied_state().await.expect("applied");
+
+    let mut flipped_value = good.clone();
+    let at = good.len() - 20; // inside the last record's value
+    flipped_value[at] ^= 0x40;
+    let mut flipped_middle = good.clone();
+    flipped_middle[good.len() / 2] ^= 0x01;
+    let truncated = good[..good.len() * 2 / 3].to_vec();
+    let mut other_version = good.clone();
+    other_version[8..12].copy_from_slice(&2u32.to_le_bytes());
+
+    let cases: [(&str, Vec<u8>, &str); 4] = [
+        ("flipped-value", flipped_value, "checksum mismatch"),
+        ("flipped-middle", flipped_middle, ""),
+        ("truncated", truncated, "truncated"),
+        (
+            "other-version",
+            other_version,
+            "format version 2 is not supported",
+        ),
+    ];
+    for (name, bytes, want) in cases {
+        let path = work.path().join(name);
+        std::fs::write(&path, bytes).expect("write damaged file");
+        let file = SnapshotFile::open(&path).expect("open damaged file");
+        let err = dst
+            .install_snapshot(&snap.meta, file)
+            .await
+            .expect_err("damaged snapshot must be rejected");
+        eprintln!("{name}: {err}");
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{name}: {err}");
+        assert!(err.to_string().contains(want), "{name}: {err}");
+        assert_eq!(digest(&dst), before, "{name}: data changed");
+        assert_eq!(dst.applied_state().await.expect("applied"), applied_before);
+    }
+
+    // The intact file still installs.
+    let file = transfer(&snap.snapshot, &dst);
+    dst.install_snapshot(&snap.meta, file)
+        .await
+        .expect("install good file");
+    assert_eq!(digest(&dst), digest(&src));
+}
