@@ -38,6 +38,7 @@ pub use self::log::LogReader;
 pub use self::log::LogStore;
 pub use self::snapshot::SnapshotFile;
 pub use self::snapshot::SnapshotReceiver;
+pub use self::state_machine::MemoryUsage;
 pub use self::state_machine::SnapshotBuilder;
 pub use self::state_machine::StateMachine;
 pub use self::state_machine::StateReader;
@@ -194,6 +195,9 @@ pub fn open(dir: &Path, opts: &StoreOptions) -> Result<(LogStore, StateMachine),
     let mut db_opts = cf_opts.clone();
     db_opts.create_if_missing(true);
     db_opts.create_missing_column_families(true);
+    // Memory: all memtables together stay under two write buffers, the
+    // block cache under its size; nothing else grows with the data.
+    db_opts.set_db_write_buffer_size(2 * opts.write_buffer_bytes);
     // Bound WAL replay at start-up: column families holding old WAL data are
     // flushed once the WALs exceed this.
     db_opts.set_max_total_wal_size(4 * opts.write_buffer_bytes as u64);
@@ -213,6 +217,6 @@ pub fn open(dir: &Path, opts: &StoreOptions) -> Result<(LogStore, StateMachine),
 
     let db = Arc::new(db);
     let log_store = LogStore::new(db.clone(), opts.sync_writes)?;
-    let state_machine = StateMachine::open(db, snapshot_dir)?;
+    let state_machine = StateMachine::open(db, snapshot_dir, cf_opts)?;
     Ok((log_store, state_machine))
 }

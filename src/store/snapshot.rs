@@ -15,12 +15,15 @@
 //! and the directory fsynced; older snapshot files are then deleted. Only
 //! the newest file is kept, and it is what `get_current_snapshot` returns.
 //!
-//! Memory is bounded by buffers (a few hundred KiB plus one RocksDB write
-//! batch of a few MiB), never by the number of keys: building streams a
-//! RocksDB iterator into the file, installing streams the file into write
-//! batches. Installing first reads the whole file to check its checksum and
-//! structure; only a file that passes is applied, under a new data
-//! generation that becomes visible with one synced pointer switch (see the
+//! Memory is bounded by buffers, never by the number of keys: building
+//! streams a RocksDB iterator into the file through a 256 KiB buffer;
+//! installing first reads the whole file to check its checksum and
+//! structure, then streams the records into SST files of about 64 MiB of
+//! keys and values (an SST writer holds one file's index and filter, a few
+//! MiB) that RocksDB
+//! ingests in one atomic step, bypassing the memtables. Only a file that
+//! passes verification is applied, under a new data generation that becomes
+//! visible with one synced pointer switch (see the
 //! state machine module). A damaged file is rejected and changes nothing.
 
 use std::fs::File;
@@ -39,7 +42,9 @@ use std::time::SystemTime;
 use openraft::alias::LogIdOf;
 use openraft::alias::SnapshotMetaOf;
 use openraft::alias::StoredMembershipOf;
+use rocksdb::IngestExternalFileOptions;
 use rocksdb::ReadOptions;
+use rocksdb::SstFileWriter;
 use rocksdb::WriteBatch;
 use rocksdb::WriteOptions;
 
@@ -66,8 +71,10 @@ const MAX_META_LEN: u32 = 16 << 20;
 const MAX_KEY_LEN: u32 = 1 << 20;
 const MAX_VALUE_LEN: u32 = 64 << 20;
 const IO_BUFFER: usize = 256 << 10;
-/// Install writes are cut into batches of about this size.
-const INSTALL_BATCH_BYTES: usize = 4 << 20;
+/// Installing writes SST files of about this many uncompressed bytes; the
+/// writer holds one file's index and filter (about 12 bytes per key) in
+/// memory.
+const SST_FILE_BYTES: u64 = 64 << 20;
 
 type Meta = SnapshotMetaOf<TypeConfig>;
 
@@ -266,6 +273,47 @@ pub(crate) fn build(shared: &Shared) -> Result<(Meta, SnapshotFile), Error> {
     Ok((meta, file))
 }
 
+/// Writes the records of `file` as keys of `generation` into SST files of
+/// bounded size in the snapshot directory; their paths are pushed to `files`
+/// as they are created, so the caller can remove them whatever happens.
+fn load_sst_files(
+    shared: &Shared,
+    file: &SnapshotFile,
+    generation: u64,
+    files: &mut Vec<PathBuf>,
+) -> Result<(), Error> {
+    let opts = &shared.sst_options;
+    let mut writer: Option<SstFileWriter> = None;
+    // `SstFileWriter::file_size` is only known after `finish`, so count.
+    let mut in_file: u64 = 0;
+    file.for_each_record(|key, value| {
+        let w = match &mut writer {
+            Some(w) => w,
+            None => {
+                let path = shared
+                    .snapshot_dir
+                    .join(format!("ingest-{}.part", unique()));
+                let w = SstFileWriter::create(opts);
+                w.open(&path)?;
+                files.push(path);
+                writer.insert(w)
+            }
+        };
+        w.put(data_key(generation, key), value)?;
+        in_file += (8 + key.len() + value.len()) as u64;
+        if in_file >= SST_FILE_BYTES {
+            w.finish()?;
+            writer = None;
+            in_file = 0;
+        }
+        Ok(())
+    })?;
+    if let Some(w) = &mut writer {
+        w.finish()?;
+    }
+    Ok(())
+}
+
 /// Verifies `file`, then replaces the state machine's data with its content
 /// atomically, and keeps the file as the current snapshot.
 pub(crate) fn install(shared: &Shared, meta: &Meta, file: SnapshotFile) -> Result<(), Error> {
@@ -305,23 +353,23 @@ fn install_data(shared: &Shared, meta: &Meta, file: &SnapshotFile) -> Result<(),
         .checked_add(1)
         .ok_or_else(|| Error::Corrupt("data generation overflow".into()))?;
 
-    // Bulk load of the new generation: no WAL, made durable by the flush
-    // below, invisible until the pointer switch.
-    let mut no_wal = WriteOptions::default();
-    no_wal.disable_wal(true);
-    db.delete_range_cf(data, new.to_be_bytes(), (new + 1).to_be_bytes())?;
-    let mut batch = WriteBatch::default();
-    let loaded = file.for_each_record(|key, value| {
-        batch.put_cf(data, data_key(new, key), value);
-        if batch.size_in_bytes() >= INSTALL_BATCH_BYTES {
-            db.write_opt(std::mem::take(&mut batch), &no_wal)?;
+    // Bulk load of the new generation: the records (sorted, as the snapshot
+    // was written in key order) go into SST files that are ingested in one
+    // atomic step; invisible until the pointer switch.
+    let mut files = Vec::new();
+    let loaded = load_sst_files(shared, file, new, &mut files).and_then(|()| {
+        if files.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let mut ingest = IngestExternalFileOptions::default();
+        ingest.set_move_files(true);
+        Ok(db.ingest_external_file_cf_opts(data, &ingest, files.clone())?)
     });
-    let loaded = loaded.and_then(|_| Ok(db.write_opt(batch, &no_wal)?));
-    let loaded = loaded.and_then(|_| Ok(db.flush_cf(data)?));
+    for f in &files {
+        let _ = std::fs::remove_file(f);
+    }
     if let Err(e) = loaded {
-        // Not switched to: drop what was loaded (open() would do it too).
+        // Not switched to: drop anything loaded (open() would do it too).
         let _ = db.delete_range_cf(data, new.to_be_bytes(), (new + 1).to_be_bytes());
         return Err(e);
     }

@@ -13,8 +13,8 @@
 //!
 //! Every data key is stored as `generation (u64, big-endian) ++ user key`;
 //! the current generation is a key in `sm_meta`. Installing a snapshot writes
-//! the snapshot's keys under the next generation, flushes them to SST files,
-//! then flips the generation pointer together with `last_applied` and the
+//! the snapshot's keys under the next generation (SST files, ingested
+//! atomically), then flips the generation pointer together with `last_applied` and the
 //! membership in one synced write, and only then deletes the old generation
 //! with a range tombstone. A crash at any point leaves either the old state
 //! (pointer not flipped; the half-written generation is deleted at the next
@@ -143,6 +143,8 @@ pub(crate) struct Shared {
     pub(crate) generation: RwLock<u64>,
     last_applied: Mutex<Option<LogIdOf<TypeConfig>>>,
     pub(crate) snapshot_dir: PathBuf,
+    /// Options of the `data` column family, for writing SST files to ingest.
+    pub(crate) sst_options: rocksdb::Options,
     /// Serializes renames and clean-ups in `snapshot_dir`.
     pub(crate) snapshot_dir_lock: Mutex<()>,
 }
@@ -188,7 +190,11 @@ pub struct SnapshotBuilder {
 }
 
 impl StateMachine {
-    pub(crate) fn open(db: Arc<DB>, snapshot_dir: PathBuf) -> Result<Self, Error> {
+    pub(crate) fn open(
+        db: Arc<DB>,
+        snapshot_dir: PathBuf,
+        sst_options: rocksdb::Options,
+    ) -> Result<Self, Error> {
         let sm_meta = cf(&db, CF_SM_META)?;
         let generation = match db.get_pinned_cf(sm_meta, KEY_GENERATION)? {
             Some(b) => decode_u64(&b)?,
@@ -206,6 +212,7 @@ impl StateMachine {
                 generation: RwLock::new(generation),
                 last_applied: Mutex::new(last_applied),
                 snapshot_dir,
+                sst_options,
                 snapshot_dir_lock: Mutex::new(()),
             }),
         })
@@ -374,6 +381,31 @@ impl StateReader {
     pub fn last_applied(&self) -> Option<LogIdOf<TypeConfig>> {
         self.shared.last_applied.lock().ok().and_then(|l| *l)
     }
+
+    /// RocksDB's memory use, summed over the column families (for metrics).
+    pub fn memory_usage(&self) -> Result<MemoryUsage, Error> {
+        let db = &self.shared.db;
+        let mut usage = MemoryUsage::default();
+        for name in [super::CF_LOGS, super::CF_META, CF_DATA, CF_SM_META] {
+            let cf = cf(db, name)?;
+            let prop = |p: &str| -> Result<u64, Error> {
+                Ok(db.property_int_value_cf(cf, p)?.unwrap_or(0))
+            };
+            usage.memtables += prop("rocksdb.cur-size-all-mem-tables")?;
+            usage.table_readers += prop("rocksdb.estimate-table-readers-mem")?;
+            // One cache is shared by all column families.
+            usage.block_cache = prop("rocksdb.block-cache-usage")?;
+        }
+        Ok(usage)
+    }
+}
+
+/// Bytes held by RocksDB, see [`StateReader::memory_usage`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryUsage {
+    pub block_cache: u64,
+    pub memtables: u64,
+    pub table_readers: u64,
 }
 
 impl StateMachine {
