@@ -593,3 +593,36 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::StoredValue;
+
+    #[test]
+    fn stored_value_round_trips_and_rejects_unknown_formats() {
+        for expires_at_ms in [None, Some(1_700_000_000_000)] {
+            let v = StoredValue {
+                value: "héllo".into(),
+                create_revision: 3,
+                mod_revision: 9,
+                version: 4,
+                expires_at_ms,
+            };
+            let bytes = v.encode();
+            assert_eq!(bytes[0], 1, "leading format byte");
+            assert_eq!(StoredValue::decode(&bytes).expect("decode"), v);
+        }
+        let mut bytes = StoredValue {
+            value: String::new(),
+            create_revision: 1,
+            mod_revision: 1,
+            version: 1,
+            expires_at_ms: None,
+        }
+        .encode();
+        assert!(StoredValue::decode(&bytes[..10]).is_err(), "truncated");
+        bytes[0] = 2;
+        assert!(StoredValue::decode(&bytes).is_err(), "unknown format");
+        assert!(StoredValue::decode(&[]).is_err(), "empty");
+    }
+}
