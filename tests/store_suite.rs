@@ -28,3 +28,33 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for Builder {
 async fn openraft_storage_suite() {
     Suite::test_all(Builder).await.expect("storage suite");
 }
+
+/// With `sync_writes = false` appends still complete, without any fsync.
+#[tokio::test]
+async fn unsynced_store_acknowledges_without_syncing() {
+    use openraft::EntryPayload;
+    use openraft::alias::EntryOf;
+    use openraft::storage::IOFlushed;
+    use openraft::storage::RaftLogStorage;
+
+    let dir = TempDir::new("nosync").expect("temp dir");
+    let opts = store::StoreOptions {
+        sync_writes: false,
+        ..store::StoreOptions::default()
+    };
+    let (mut log, _sm) = store::open(dir.path(), &opts).expect("open");
+    for index in 1..=10 {
+        let entry = EntryOf::<TypeConfig> {
+            log_id: common::log_id(index),
+            payload: EntryPayload::Blank,
+        };
+        let (tx, rx) = TypeConfig::oneshot();
+        log.append([entry], IOFlushed::signal(tx))
+            .await
+            .expect("append");
+        rx.await.expect("callback").expect("acknowledged");
+    }
+    assert_eq!(log.wal_syncs(), 0);
+    let state = log.get_log_state().await.expect("log state");
+    assert_eq!(state.last_log_id, Some(common::log_id(10)));
+}
