@@ -484,19 +484,45 @@ fn unique() -> String {
 
 fn write_header(w: &mut impl Write, meta: &Meta) -> Result<(), Error> {
     let meta_bytes = encode(meta)?;
+    let meta_len = u32::try_from(meta_bytes.len())
+        .ok()
+        .filter(|l| *l <= MAX_META_LEN)
+        .ok_or_else(|| {
+            Error::Corrupt(format!(
+                "snapshot meta of {} bytes is too large",
+                meta_bytes.len()
+            ))
+        })?;
     w.write_all(MAGIC)?;
     w.write_all(&FORMAT_VERSION.to_le_bytes())?;
-    w.write_all(&(meta_bytes.len() as u32).to_le_bytes())?;
+    w.write_all(&meta_len.to_le_bytes())?;
     w.write_all(&meta_bytes)?;
     Ok(())
 }
 
-fn write_record(w: &mut impl Write, key: &[u8], value: &[u8]) -> io::Result<()> {
+/// Writes one record; refuses what the reader would refuse, so that no
+/// snapshot is built that cannot be installed.
+fn write_record(w: &mut impl Write, key: &[u8], value: &[u8]) -> Result<(), Error> {
+    let too_long = |what: &str, len: usize, max: u32| {
+        Error::Corrupt(format!(
+            "{what} of {len} bytes exceeds the snapshot limit of {max} bytes (key starts {:?})",
+            String::from_utf8_lossy(&key[..key.len().min(64)])
+        ))
+    };
+    let key_len = u32::try_from(key.len())
+        .ok()
+        .filter(|l| *l <= MAX_KEY_LEN)
+        .ok_or_else(|| too_long("key", key.len(), MAX_KEY_LEN))?;
+    let value_len = u32::try_from(value.len())
+        .ok()
+        .filter(|l| *l <= MAX_VALUE_LEN)
+        .ok_or_else(|| too_long("value", value.len(), MAX_VALUE_LEN))?;
     w.write_all(&[TAG_RECORD])?;
-    w.write_all(&(key.len() as u32).to_le_bytes())?;
+    w.write_all(&key_len.to_le_bytes())?;
     w.write_all(key)?;
-    w.write_all(&(value.len() as u32).to_le_bytes())?;
-    w.write_all(value)
+    w.write_all(&value_len.to_le_bytes())?;
+    w.write_all(value)?;
+    Ok(())
 }
 
 fn read_header<R: Read>(r: &mut CrcReader<R>) -> Result<Meta, Error> {
