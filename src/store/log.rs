@@ -280,7 +280,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         &mut self,
         last_log_id: Option<LogIdOf<TypeConfig>>,
     ) -> Result<(), io::Error> {
-        let from = last_log_id.map_or(0, |l| l.index() + 1);
+        let from = last_log_id.map_or(0, |l| l.index().saturating_add(1));
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(
             cf(&self.db, CF_LOGS)?,
@@ -299,7 +299,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         batch.delete_range_cf(
             cf(&self.db, CF_LOGS)?,
             0u64.to_be_bytes(),
-            (log_id.index() + 1).to_be_bytes(),
+            log_id.index().saturating_add(1).to_be_bytes(),
         );
         self.write(batch, false)?;
         Ok(())

@@ -370,7 +370,7 @@ fn install_data(shared: &Shared, meta: &Meta, file: &SnapshotFile) -> Result<(),
     }
     if let Err(e) = loaded {
         // Not switched to: drop anything loaded (open() would do it too).
-        let _ = db.delete_range_cf(data, new.to_be_bytes(), (new + 1).to_be_bytes());
+        let _ = db.delete_range_cf(data, new.to_be_bytes(), new.saturating_add(1).to_be_bytes());
         return Err(e);
     }
 
@@ -430,7 +430,10 @@ pub(crate) fn remove_temp_files(dir: &Path) -> Result<(), Error> {
 /// Moves a complete, fsynced file to its final name, fsyncs the directory
 /// and deletes every snapshot file older than the newest one.
 fn publish(shared: &Shared, from: &Path, meta: &Meta) -> Result<SnapshotFile, Error> {
-    let index_key = meta.last_log_id.as_ref().map_or(0, |l| l.index() + 1);
+    let index_key = meta
+        .last_log_id
+        .as_ref()
+        .map_or(0, |l| l.index().saturating_add(1));
     let name = format!("snap-{index_key:020}-{:020}.snap", unique());
     let to = shared.snapshot_dir.join(name);
     let _guard = shared.snapshot_dir_lock.lock();

@@ -285,7 +285,7 @@ impl StateMachine {
             value,
             create_revision: prev.map_or(index, |(create, _)| create),
             mod_revision: index,
-            version: prev.map_or(1, |(_, version)| version + 1),
+            version: prev.map_or(1, |(_, version)| version.saturating_add(1)),
             expires_at_ms: None,
         };
         batch.put_cf(
@@ -453,7 +453,11 @@ fn drop_other_generations(db: &DB, generation: u64) -> Result<(), Error> {
     }
     if newer {
         ::log::info!("removing data of an unfinished snapshot install (generation > {generation})");
-        db.delete_range_cf(data, (generation + 1).to_be_bytes(), u64::MAX.to_be_bytes())?;
+        db.delete_range_cf(
+            data,
+            generation.saturating_add(1).to_be_bytes(),
+            u64::MAX.to_be_bytes(),
+        )?;
     }
     Ok(())
 }
