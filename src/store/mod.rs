@@ -37,6 +37,7 @@ use rocksdb::Options;
 pub use self::log::LogReader;
 pub use self::log::LogStore;
 pub use self::snapshot::SnapshotFile;
+pub use self::snapshot::SnapshotReader;
 pub use self::snapshot::SnapshotReceiver;
 pub use self::state_machine::MemoryUsage;
 pub use self::state_machine::SnapshotBuilder;

@@ -64,7 +64,7 @@ use crate::raft::types::TypeConfig;
 
 const MAGIC: &[u8; 8] = b"FERRSNAP";
 /// The format this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_VERSION: u32 = 1;
 const TAG_RECORD: u8 = 1;
 const TAG_END: u8 = 0;
 const MAX_META_LEN: u32 = 16 << 20;
