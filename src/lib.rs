@@ -9,6 +9,8 @@
 //! - [`logging`]: `log` + `env_logger` set-up, text or JSON lines.
 //! - [`http`]: our own HTTP/1.1 server and pooled client. Knows nothing about
 //!   Raft or keys.
+//! - [`node`]: the core every front end calls: writes, reads at a
+//!   consistency level, membership, status, forwarding to the leader.
 //! - [`raft`]: the openraft type configuration, the commands that go into the
 //!   log, and the peer network over [`http`].
 //! - [`server`]: wires storage, Raft and listeners; signals and shutdown.
@@ -19,6 +21,7 @@ pub mod api;
 pub mod config;
 pub mod http;
 pub mod logging;
+pub mod node;
 pub mod raft;
 pub mod server;
 pub mod store;

@@ -17,8 +17,8 @@ use crate::http::{self, ClientRequest, Method};
 use crate::raft::network::{CLUSTER_HEADER, FROM_HEADER, TARGET_HEADER};
 use crate::raft::types::{Command, CommandResult, Node as NodeInfo, TypeConfig};
 use crate::store::{StateMachine, StateReader, StoredValue};
-use openraft::error::{ClientWriteError, InitializeError, LinearizableReadError, RaftError};
 use openraft::async_runtime::WatchReceiver;
+use openraft::error::{ClientWriteError, InitializeError, LinearizableReadError, RaftError};
 use openraft::raft::ReadPolicy;
 use openraft::{Raft, ServerState};
 use serde::{Deserialize, Serialize};
@@ -99,9 +99,15 @@ impl fmt::Display for Error {
                     "this node is not the leader; send the request to node {} at {}",
                     l.id, n.api_addr
                 ),
-                None => write!(f, "this node is not the leader; the leader is node {}", l.id),
+                None => write!(
+                    f,
+                    "this node is not the leader; the leader is node {}",
+                    l.id
+                ),
             },
-            Error::NotLeader(None) => f.write_str("this node is not the leader and no leader is known; retry shortly"),
+            Error::NotLeader(None) => {
+                f.write_str("this node is not the leader and no leader is known; retry shortly")
+            }
         }
     }
 }
@@ -252,7 +258,9 @@ impl Node {
 
     fn check_serving(&self) -> Result<(), Error> {
         if self.is_shutting_down() {
-            return Err(Error::Unavailable("the node is shutting down; use another member".into()));
+            return Err(Error::Unavailable(
+                "the node is shutting down; use another member".into(),
+            ));
         }
         Ok(())
     }
@@ -343,7 +351,9 @@ impl Node {
             }
         }
         match self.propose(cmd.clone()).await {
-            Err(Error::NotLeader(Some(leader))) if self.inner.forward && leader.id != self.inner.id => {
+            Err(Error::NotLeader(Some(leader)))
+                if self.inner.forward && leader.id != self.inner.id =>
+            {
                 self.forward(&leader, "/raft/write", &cmd).await
             }
             other => other,
@@ -375,12 +385,15 @@ impl Node {
                 None => Error::Unavailable("no leader is elected; retry shortly".into()),
             },
             RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)) => Error::OutcomeUnknown(
-                "the leader changed after the write was appended; it may or may not be applied".into(),
+                "the leader changed after the write was appended; it may or may not be applied"
+                    .into(),
             ),
             RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
                 Error::Conflict(format!("membership change refused: {e}"))
             }
-            RaftError::APIError(ClientWriteError::PreconditionFailed(e)) => Error::Precondition(e.to_string()),
+            RaftError::APIError(ClientWriteError::PreconditionFailed(e)) => {
+                Error::Precondition(e.to_string())
+            }
             RaftError::Fatal(f) => {
                 self.inner.storage_failed.store(true, Ordering::SeqCst);
                 Error::Internal(format!("Raft stopped on node {}: {f}", self.inner.id))
@@ -426,17 +439,25 @@ impl Node {
                 leader.id
             )));
         }
-        let reply: Result<Resp, Error> = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::OutcomeUnknown(format!("undecodable answer from the leader: {e}")))?;
+        let reply: Result<Resp, Error> = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::OutcomeUnknown(format!("undecodable answer from the leader: {e}"))
+        })?;
         reply
     }
 
     /// Reads one key at the given consistency.
-    pub async fn read(&self, key: &str, consistency: ReadConsistency) -> Result<Option<StoredValue>, Error> {
+    pub async fn read(
+        &self,
+        key: &str,
+        consistency: ReadConsistency,
+    ) -> Result<Option<StoredValue>, Error> {
         self.check_serving()?;
         self.check_key(key)?;
         self.linearize(consistency).await?;
-        self.inner.reader.get(key).map_err(|e| self.storage_error(e))
+        self.inner
+            .reader
+            .get(key)
+            .map_err(|e| self.storage_error(e))
     }
 
     /// Lists keys under a prefix, strictly after `start_after`.
@@ -456,7 +477,10 @@ impl Node {
     }
 
     fn storage_error(&self, e: crate::store::Error) -> Error {
-        Error::Internal(format!("storage read failed on node {}: {e}", self.inner.id))
+        Error::Internal(format!(
+            "storage read failed on node {}: {e}",
+            self.inner.id
+        ))
     }
 
     /// Waits until a read at `consistency` may be served from the local
@@ -477,15 +501,24 @@ impl Node {
             }
             let leader = match self.leader() {
                 Some(l) if l.id != self.inner.id => l,
-                _ => return Err(Error::Unavailable("no leader is elected; retry shortly".into())),
+                _ => {
+                    return Err(Error::Unavailable(
+                        "no leader is elected; retry shortly".into(),
+                    ));
+                }
             };
             if !self.inner.forward {
                 return Err(Error::NotLeader(Some(leader)));
             }
-            let read_log_id: openraft::raft::linearizable_read::ReadLogId<TypeConfig> =
-                self.forward(&leader, "/raft/read-index", &consistency).await?;
-            let linearizer = openraft::raft::linearizable_read::Linearizer::new(leader.id, read_log_id, None);
-            match linearizer.try_await_ready(&self.inner.raft, Some(deadline)).await {
+            let read_log_id: openraft::raft::linearizable_read::ReadLogId<TypeConfig> = self
+                .forward(&leader, "/raft/read-index", &consistency)
+                .await?;
+            let linearizer =
+                openraft::raft::linearizable_read::Linearizer::new(leader.id, read_log_id, None);
+            match linearizer
+                .try_await_ready(&self.inner.raft, Some(deadline))
+                .await
+            {
                 Ok(Ok(_)) => Ok(()),
                 Ok(Err(_)) => Err(Error::Unavailable(format!(
                     "this node did not catch up with the leader within {deadline:?}; retry or read from the leader"
@@ -517,7 +550,10 @@ impl Node {
                 if consistency == ReadConsistency::Lease =>
             {
                 // Lease stale (or lost): fall back to a quorum round.
-                self.inner.raft.ensure_linearizable(ReadPolicy::ReadIndex).await
+                self.inner
+                    .raft
+                    .ensure_linearizable(ReadPolicy::ReadIndex)
+                    .await
             }
             other => other,
         };
@@ -529,9 +565,9 @@ impl Node {
                     node: f.leader_node,
                 })))
             }
-            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(q))) => Err(Error::Unavailable(format!(
-                "the leader cannot reach a quorum: {q}"
-            ))),
+            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(q))) => Err(
+                Error::Unavailable(format!("the leader cannot reach a quorum: {q}")),
+            ),
             Err(RaftError::Fatal(f)) => Err(Error::Internal(format!("Raft stopped: {f}"))),
         }
     }
@@ -557,15 +593,18 @@ impl Node {
             .map_err(|e| Error::Internal(e.to_string()))?;
         if initialized {
             return Err(Error::Conflict(
-                "this node is already part of an initialised cluster; use /add-learner to grow it".into(),
+                "this node is already part of an initialised cluster; use /add-learner to grow it"
+                    .into(),
             ));
         }
         match self.inner.raft.initialize(members).await {
             Ok(()) => Ok(()),
-            Err(RaftError::APIError(InitializeError::NotAllowed(e))) => Err(Error::Conflict(format!(
-                "this node is already initialised: {e}"
-            ))),
-            Err(RaftError::APIError(InitializeError::NotInMembers(e))) => Err(Error::Invalid(e.to_string())),
+            Err(RaftError::APIError(InitializeError::NotAllowed(e))) => Err(Error::Conflict(
+                format!("this node is already initialised: {e}"),
+            )),
+            Err(RaftError::APIError(InitializeError::NotInMembers(e))) => {
+                Err(Error::Invalid(e.to_string()))
+            }
             Err(RaftError::Fatal(f)) => Err(Error::Internal(f.to_string())),
         }
     }
@@ -583,7 +622,9 @@ impl Node {
             if !self.inner.forward {
                 return Err(Error::NotLeader(Some(leader)));
             }
-            return self.forward(&leader, "/raft/add-learner", &(id, node)).await;
+            return self
+                .forward(&leader, "/raft/add-learner", &(id, node))
+                .await;
         }
         self.add_learner_local(id, node).await
     }
@@ -614,14 +655,20 @@ impl Node {
             if !self.inner.forward {
                 return Err(Error::NotLeader(Some(leader)));
             }
-            return self.forward(&leader, "/raft/change-membership", &voters).await;
+            return self
+                .forward(&leader, "/raft/change-membership", &voters)
+                .await;
         }
         self.change_membership_local(voters).await
     }
 
     pub async fn change_membership_local(&self, voters: BTreeSet<u64>) -> Result<(), Error> {
         let known = self.membership().nodes;
-        let unknown: Vec<u64> = voters.iter().filter(|id| !known.contains_key(id)).copied().collect();
+        let unknown: Vec<u64> = voters
+            .iter()
+            .filter(|id| !known.contains_key(id))
+            .copied()
+            .collect();
         if !unknown.is_empty() {
             return Err(Error::Precondition(format!(
                 "nodes {unknown:?} are not members; add them first with /add-learner"
@@ -693,7 +740,11 @@ impl Node {
         if m.current_leader.is_none() {
             return Err("no leader is known".into());
         }
-        let member = m.membership_config.membership().nodes().any(|(id, _)| *id == self.inner.id);
+        let member = m
+            .membership_config
+            .membership()
+            .nodes()
+            .any(|(id, _)| *id == self.inner.id);
         if !member {
             return Err("this node is not part of the cluster configuration".into());
         }
@@ -723,7 +774,9 @@ fn forward_failure(e: &http::Error, leader: u64, addr: &str) -> Error {
         _ => false,
     };
     if never_sent {
-        Error::Unavailable(format!("cannot reach the leader (node {leader} at {addr}): {e}"))
+        Error::Unavailable(format!(
+            "cannot reach the leader (node {leader} at {addr}): {e}"
+        ))
     } else {
         Error::OutcomeUnknown(format!(
             "lost the connection to the leader (node {leader} at {addr}) during the request: {e}"

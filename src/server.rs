@@ -64,8 +64,11 @@ pub fn raft_config(c: &Config) -> Result<openraft::Config, String> {
         enable_pre_vote: Some(true),
         ..Default::default()
     };
-    rc.validate()
-        .map_err(|e| format!("the [raft] settings are inconsistent: {e}; check the timeouts in the configuration"))
+    rc.validate().map_err(|e| {
+        format!(
+            "the [raft] settings are inconsistent: {e}; check the timeouts in the configuration"
+        )
+    })
 }
 
 fn http_config(c: &Config) -> ServerConfig {
@@ -90,13 +93,19 @@ async fn serve(cfg: Config) -> Result<(), String> {
     }
     let id = cfg.node.id;
     let data_dir = cfg.node.data_dir.clone();
-    std::fs::create_dir_all(&data_dir)
-        .map_err(|e| format!("cannot create data directory {}: {e}; fix: check node.data_dir and its permissions", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir).map_err(|e| {
+        format!(
+            "cannot create data directory {}: {e}; fix: check node.data_dir and its permissions",
+            data_dir.display()
+        )
+    })?;
     let opts = store_options(&cfg);
     if !opts.sync_writes {
-        log::warn!("storage.sync_writes = false: acknowledged writes can be lost on power failure or crash; use only for benchmarks and throwaway clusters");
+        log::warn!(
+            "storage.sync_writes = false: acknowledged writes can be lost on power failure or crash; use only for benchmarks and throwaway clusters"
+        );
     }
-    let (log_store, state_machine) = store::open(&data_dir.join("store"), &opts)
+    let (log_store, state_machine) = store::open(&data_dir, &opts)
         .map_err(|e| format!("cannot open the store in {}: {e}", data_dir.display()))?;
     let reader = state_machine.reader();
 
@@ -127,7 +136,11 @@ async fn serve(cfg: Config) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(&http_addr).await.map_err(|e| {
         format!("cannot listen on {http_addr} (node.http_addr): {e}; fix: stop whatever uses the port or choose another address")
     })?;
-    let router = rest::routes(Router::new(), node.clone(), cfg.network.max_message_size.bytes() as usize);
+    let router = rest::routes(
+        Router::new(),
+        node.clone(),
+        cfg.network.max_message_size.bytes() as usize,
+    );
     let router = rpc::routes(router, node.clone(), reader);
     let server = Server::from_listener(listener, http_config(&cfg), router);
     let shutdown = server.shutdown_handle();
@@ -143,7 +156,10 @@ async fn serve(cfg: Config) -> Result<(), String> {
     bootstrap(&cfg, &node, &me).await;
 
     wait_for_signal().await;
-    log::info!("shutting down: finishing requests in flight (up to {:?})", cfg.network.shutdown_timeout.as_duration());
+    log::info!(
+        "shutting down: finishing requests in flight (up to {:?})",
+        cfg.network.shutdown_timeout.as_duration()
+    );
     node.begin_shutdown();
     shutdown.shutdown();
     match serving.await {
@@ -164,7 +180,9 @@ async fn serve(cfg: Config) -> Result<(), String> {
 async fn bootstrap(cfg: &Config, node: &Node, me: &NodeInfo) {
     let members = &cfg.cluster.initial_members;
     if members.is_empty() {
-        log::info!("no cluster.initial_members: waiting for POST /init or to be added to a cluster");
+        log::info!(
+            "no cluster.initial_members: waiting for POST /init or to be added to a cluster"
+        );
         return;
     }
     match node.raft().is_initialized().await {
@@ -187,7 +205,11 @@ async fn bootstrap(cfg: &Config, node: &Node, me: &NodeInfo) {
                 NodeInfo {
                     rpc_addr: m.http_addr.to_string(),
                     api_addr: m.http_addr.to_string(),
-                    grpc_addr: m.grpc_addr.as_ref().map(|a| a.to_string()).unwrap_or_default(),
+                    grpc_addr: m
+                        .grpc_addr
+                        .as_ref()
+                        .map(|a| a.to_string())
+                        .unwrap_or_default(),
                 }
             };
             (m.id, info)

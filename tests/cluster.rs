@@ -26,9 +26,15 @@ fn write_on_any_member_is_readable_linearizably_on_every_member() {
     }
     for reader in c.ids() {
         for writer in c.ids() {
-            let r = c.get(reader, &format!("k{writer}"), "linearizable").unwrap();
+            let r = c
+                .get(reader, &format!("k{writer}"), "linearizable")
+                .unwrap();
             assert_eq!(r.status, 200, "{}", r.body);
-            assert_eq!(value_of(&r).as_deref(), Some(format!("v{writer}").as_str()), "node {reader}");
+            assert_eq!(
+                value_of(&r).as_deref(),
+                Some(format!("v{writer}").as_str()),
+                "node {reader}"
+            );
         }
     }
     // Lease and stale reads, a missing key, delete.
@@ -39,16 +45,31 @@ fn write_on_any_member_is_readable_linearizably_on_every_member() {
     assert_eq!(r.status, 200);
     assert!(r.json()["value"].is_null());
     let follower = c.ids().into_iter().find(|i| *i != leader).unwrap();
-    let r = http(&c.addr(follower), "POST", "/write", Some(r#"{"Delete":{"key":"k1"}}"#)).unwrap();
+    let r = http(
+        &c.addr(follower),
+        "POST",
+        "/write",
+        Some(r#"{"Delete":{"key":"k1"}}"#),
+    )
+    .unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["existed"], json!(true));
-    let r = http(&c.addr(follower), "POST", "/write", Some(r#"{"Delete":{"key":"k1"}}"#)).unwrap();
+    let r = http(
+        &c.addr(follower),
+        "POST",
+        "/write",
+        Some(r#"{"Delete":{"key":"k1"}}"#),
+    )
+    .unwrap();
     assert_eq!(r.json()["existed"], json!(false));
     let stale = eventually(Duration::from_secs(5), || {
         let r = c.get(follower, "k1", "stale").ok()?;
         r.json()["value"].is_null().then_some(())
     });
-    assert!(stale.is_some(), "the delete never reached node {follower}'s state machine");
+    assert!(
+        stale.is_some(),
+        "the delete never reached node {follower}'s state machine"
+    );
 }
 
 #[test]
@@ -68,7 +89,10 @@ fn leader_kill_elects_a_new_leader_quickly_and_loses_nothing() {
     let elapsed = t0.elapsed();
     println!("new leader {new} after {elapsed:?}");
     assert_ne!(new, old);
-    assert!(elapsed < Duration::from_secs(5), "new leader took {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "new leader took {elapsed:?}"
+    );
     for i in 200..300 {
         let id = c.running_ids()[i % 2];
         let r = c.set(id, &format!("key-{i}"), &format!("val-{i}")).unwrap();
@@ -79,7 +103,12 @@ fn leader_kill_elects_a_new_leader_quickly_and_loses_nothing() {
     for (k, v) in &acked {
         for id in c.ids() {
             let r = c.get(id, k, "linearizable").unwrap();
-            assert_eq!(value_of(&r).as_deref(), Some(v.as_str()), "node {id} key {k}: {}", r.body);
+            assert_eq!(
+                value_of(&r).as_deref(),
+                Some(v.as_str()),
+                "node {id} key {k}: {}",
+                r.body
+            );
         }
     }
 }
@@ -88,11 +117,18 @@ fn leader_kill_elects_a_new_leader_quickly_and_loses_nothing() {
 fn stopping_and_restarting_every_node_keeps_every_key() {
     let mut c = Cluster::start("full-restart", 3, Bootstrap::Static);
     for i in 0..300 {
-        let r = c.set(c.ids()[i % 3], &format!("p-{i}"), &format!("{i}")).unwrap();
+        let r = c
+            .set(c.ids()[i % 3], &format!("p-{i}"), &format!("{i}"))
+            .unwrap();
         assert_eq!(r.status, 200, "{}", r.body);
     }
     for id in c.ids() {
-        assert_eq!(c.stop(id), Some(0), "node {id} did not exit cleanly: {}", c.log_tail(id));
+        assert_eq!(
+            c.stop(id),
+            Some(0),
+            "node {id} did not exit cleanly: {}",
+            c.log_tail(id)
+        );
     }
     for id in c.ids() {
         c.restart(id);
@@ -132,9 +168,17 @@ fn late_learner_catches_up_through_a_streamed_snapshot() {
         assert_eq!(r.status, 200, "{}", r.body);
     }
     println!("200,000 keys written in {:?}", t0.elapsed());
-    let m = http(&c.addr(leader), "GET", "/metrics", None).unwrap().json();
-    assert!(m["snapshot"].as_u64().unwrap_or(0) > 0, "no snapshot was built: {m}");
-    assert!(m["purged"].as_u64().unwrap_or(0) > 0, "the log was never purged: {m}");
+    let m = http(&c.addr(leader), "GET", "/metrics", None)
+        .unwrap()
+        .json();
+    assert!(
+        m["snapshot"].as_u64().unwrap_or(0) > 0,
+        "no snapshot was built: {m}"
+    );
+    assert!(
+        m["purged"].as_u64().unwrap_or(0) > 0,
+        "the log was never purged: {m}"
+    );
     let before = rss_peak_kib(c.node(leader).pid().unwrap());
 
     let id = c.add_node();
@@ -145,18 +189,36 @@ fn late_learner_catches_up_through_a_streamed_snapshot() {
         let r = c.get(id, "bulk/199999", "stale").ok()?;
         value_of(&r).filter(|v| *v == value)
     });
-    assert!(caught_up.is_some(), "learner never caught up: {}", c.log_tail(id));
+    assert!(
+        caught_up.is_some(),
+        "learner never caught up: {}",
+        c.log_tail(id)
+    );
     let log = std::fs::read_to_string(&c.node(id).log).unwrap();
-    assert!(log.contains("snapshot"), "the learner did not install a snapshot: {}", c.log_tail(id));
+    assert!(
+        log.contains("snapshot"),
+        "the learner did not install a snapshot: {}",
+        c.log_tail(id)
+    );
     for k in ["bulk/000000", "bulk/123456", "bulk/199999"] {
         let r = c.get(id, k, "stale").unwrap();
         assert_eq!(value_of(&r).as_deref(), Some(value.as_str()));
     }
-    let r = http(&c.addr(id), "POST", "/list", Some(r#"{"prefix":"bulk/","limit":10000,"consistency":"stale"}"#)).unwrap();
+    let r = http(
+        &c.addr(id),
+        "POST",
+        "/list",
+        Some(r#"{"prefix":"bulk/","limit":10000,"consistency":"stale"}"#),
+    )
+    .unwrap();
     assert_eq!(r.json()["keys"].as_array().unwrap().len(), 10000);
     let after = rss_peak_kib(c.node(leader).pid().unwrap());
     println!("leader peak RSS: {before} KiB before the transfer, {after} KiB after");
-    assert!(after < before + 100 * 1024, "sending the snapshot grew the leader's peak memory by {} KiB", after - before);
+    assert!(
+        after < before + 100 * 1024,
+        "sending the snapshot grew the leader's peak memory by {} KiB",
+        after - before
+    );
 }
 
 /// Writes from a background thread until stopped; records which keys got a
@@ -173,7 +235,12 @@ impl Load {
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(Mutex::new(BTreeMap::new()));
         let definite_failures = Arc::new(AtomicU64::new(0));
-        let (s, a, f, p) = (stop.clone(), acked.clone(), definite_failures.clone(), prefix.to_string());
+        let (s, a, f, p) = (
+            stop.clone(),
+            acked.clone(),
+            definite_failures.clone(),
+            prefix.to_string(),
+        );
         let handle = std::thread::spawn(move || {
             let mut i = 0u64;
             while !s.load(Ordering::SeqCst) {
@@ -181,7 +248,13 @@ impl Load {
                 let addr = &targets[(i as usize) % targets.len()];
                 let key = format!("{p}-{i}");
                 let body = json!({"Set": {"key": key, "value": i.to_string()}}).to_string();
-                match common::http_with_timeout(addr, "POST", "/write", Some(&body), Duration::from_secs(10)) {
+                match common::http_with_timeout(
+                    addr,
+                    "POST",
+                    "/write",
+                    Some(&body),
+                    Duration::from_secs(10),
+                ) {
                     Ok(r) if r.status == 200 => {
                         a.lock().unwrap().insert(key, i.to_string());
                     }
@@ -230,7 +303,10 @@ fn assert_all_present(c: &Cluster, acked: &BTreeMap<String, String>) {
             assert_eq!(r.status, 200, "{}", r.body);
             let page = r.json();
             for item in page["keys"].as_array().unwrap() {
-                found.insert(item["key"].as_str().unwrap().to_string(), item["value"].as_str().unwrap().to_string());
+                found.insert(
+                    item["key"].as_str().unwrap().to_string(),
+                    item["value"].as_str().unwrap().to_string(),
+                );
             }
             if page["has_more"] != json!(true) {
                 break;
@@ -238,7 +314,11 @@ fn assert_all_present(c: &Cluster, acked: &BTreeMap<String, String>) {
             start_after = page["next_start_after"].as_str().map(str::to_string);
         }
         for (k, v) in acked {
-            assert_eq!(found.get(k), Some(v), "node {id} lost acknowledged write {k}");
+            assert_eq!(
+                found.get(k),
+                Some(v),
+                "node {id} lost acknowledged write {k}"
+            );
         }
     }
 }
@@ -246,26 +326,42 @@ fn assert_all_present(c: &Cluster, acked: &BTreeMap<String, String>) {
 #[test]
 fn membership_three_to_five_to_three_under_write_load() {
     let mut c = Cluster::start("membership", 3, Bootstrap::Static);
-    let addrs = Arc::new(Mutex::new(c.ids().iter().map(|i| c.addr(*i)).collect::<Vec<_>>()));
+    let addrs = Arc::new(Mutex::new(
+        c.ids().iter().map(|i| c.addr(*i)).collect::<Vec<_>>(),
+    ));
     let load = Load::start(addrs.clone(), "m");
     std::thread::sleep(Duration::from_millis(500));
     let new: Vec<u64> = (0..2).map(|_| c.add_node()).collect();
     for id in &new {
         let leader = c.leader_seen_by(1, Duration::from_secs(10));
-        let body = json!({"node_id": id, "rpc_addr": c.addr(*id), "api_addr": c.addr(*id)}).to_string();
+        let body =
+            json!({"node_id": id, "rpc_addr": c.addr(*id), "api_addr": c.addr(*id)}).to_string();
         let r = http(&c.addr(leader), "POST", "/add-learner", Some(&body)).unwrap();
         assert_eq!(r.status, 200, "{}", r.body);
     }
-    let r = http(&c.addr(1), "POST", "/change-membership", Some("[1,2,3,4,5]")).unwrap();
+    let r = http(
+        &c.addr(1),
+        "POST",
+        "/change-membership",
+        Some("[1,2,3,4,5]"),
+    )
+    .unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
     let m = http(&c.addr(4), "GET", "/metrics", None).unwrap().json();
-    assert_eq!(m["membership"]["voters"].as_array().unwrap().len(), 5, "{m}");
+    assert_eq!(
+        m["membership"]["voters"].as_array().unwrap().len(),
+        5,
+        "{m}"
+    );
     std::thread::sleep(Duration::from_millis(500));
     let r = http(&c.addr(4), "POST", "/change-membership", Some("[1,2,3]")).unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
     std::thread::sleep(Duration::from_millis(500));
     let (acked, failures) = load.finish();
-    assert_eq!(failures, 0, "writes failed other than unavailable/outcome_unknown");
+    assert_eq!(
+        failures, 0,
+        "writes failed other than unavailable/outcome_unknown"
+    );
     assert!(acked.len() > 50, "only {} writes succeeded", acked.len());
     let voters = eventually(Duration::from_secs(10), || {
         let m = http(&c.addr(1), "GET", "/metrics", None).ok()?.json();
@@ -281,7 +377,9 @@ fn membership_three_to_five_to_three_under_write_load() {
 #[test]
 fn twenty_kill_nine_cycles_under_load_lose_no_acknowledged_write() {
     let mut c = Cluster::start("kill-cycles", 3, Bootstrap::Static);
-    let addrs = Arc::new(Mutex::new(c.ids().iter().map(|i| c.addr(*i)).collect::<Vec<_>>()));
+    let addrs = Arc::new(Mutex::new(
+        c.ids().iter().map(|i| c.addr(*i)).collect::<Vec<_>>(),
+    ));
     let load = Load::start(addrs, "kc");
     let mut seed: u64 = std::env::var("FERRIUM_TEST_SEED")
         .ok()
@@ -289,7 +387,9 @@ fn twenty_kill_nine_cycles_under_load_lose_no_acknowledged_write() {
         .unwrap_or_else(|| Instant::now().elapsed().as_nanos() as u64 ^ std::process::id() as u64);
     println!("kill-cycle seed {seed} (set FERRIUM_TEST_SEED to repeat)");
     for cycle in 0..20 {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let victim = c.ids()[(seed >> 33) as usize % 3];
         std::thread::sleep(Duration::from_millis(150 + (seed >> 40) % 300));
         c.kill(victim);
@@ -301,7 +401,11 @@ fn twenty_kill_nine_cycles_under_load_lose_no_acknowledged_write() {
     std::thread::sleep(Duration::from_millis(500));
     let (acked, _) = load.finish();
     println!("{} acknowledged writes", acked.len());
-    assert!(acked.len() > 100, "only {} writes were acknowledged", acked.len());
+    assert!(
+        acked.len() > 100,
+        "only {} writes were acknowledged",
+        acked.len()
+    );
     assert_all_present(&c, &acked);
 }
 
@@ -325,12 +429,14 @@ fn manual_flow_init_add_learner_twice_change_membership() {
     assert_eq!(r.status, 409, "initialising twice: {}", r.body);
 
     for id in [2, 3] {
-        let body = json!({"node_id": id, "rpc_addr": c.addr(id), "api_addr": c.addr(id)}).to_string();
+        let body =
+            json!({"node_id": id, "rpc_addr": c.addr(id), "api_addr": c.addr(id)}).to_string();
         let r = http(&c.addr(1), "POST", "/add-learner", Some(&body)).unwrap();
         assert_eq!(r.status, 200, "{}", r.body);
     }
     // A reused id with another address is refused.
-    let body = json!({"node_id": 2, "rpc_addr": "127.0.0.1:1", "api_addr": "127.0.0.1:1"}).to_string();
+    let body =
+        json!({"node_id": 2, "rpc_addr": "127.0.0.1:1", "api_addr": "127.0.0.1:1"}).to_string();
     let r = http(&c.addr(1), "POST", "/add-learner", Some(&body)).unwrap();
     assert_eq!(r.status, 409, "{}", r.body);
 

@@ -219,7 +219,11 @@ fn every_environment_variable_overrides_the_file() {
     // may belong to another tool, such as ferriumctl).
     let env = vec![("FERRIUM_NODE_IDD".to_string(), "3".to_string())];
     let loaded = config::load(Some(&file), env, &CliOverrides::default()).unwrap();
-    assert!(loaded.warnings[0].contains("did you mean FERRIUM_NODE_ID?"), "{:?}", loaded.warnings);
+    assert!(
+        loaded.warnings[0].contains("did you mean FERRIUM_NODE_ID?"),
+        "{:?}",
+        loaded.warnings
+    );
 }
 
 /// Acceptance: each command-line flag overrides the file (and the environment).

@@ -10,13 +10,23 @@ fn expect(c: &Cluster, method: &str, path: &str, body: Option<&str>, status: u16
     let r = http(&c.addr(1), method, path, body).unwrap();
     assert_eq!(r.status, status, "{method} {path} {body:?}: {}", r.body);
     let j = r.json();
-    assert_eq!(j["code"], json!(code), "{method} {path} {body:?}: {}", r.body);
-    assert!(j["error"].as_str().is_some_and(|e| !e.is_empty()), "{}", r.body);
+    assert_eq!(
+        j["code"],
+        json!(code),
+        "{method} {path} {body:?}: {}",
+        r.body
+    );
+    assert!(
+        j["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{}",
+        r.body
+    );
 }
 
 #[test]
 fn every_route_rejects_bad_input_with_the_right_status() {
-    let extra = "[network]\nmax_key_size = 64\nmax_value_size = 1024\nmax_message_size = \"64KiB\"\n";
+    let extra =
+        "[network]\nmax_key_size = 64\nmax_value_size = 1024\nmax_message_size = \"64KiB\"\n";
     let c = Cluster::start_with("rest-input", 1, Bootstrap::Static, extra);
 
     // /write
@@ -39,11 +49,32 @@ fn every_route_rejects_bad_input_with_the_right_status() {
         expect(&c, "POST", "/write", Some(body), 400, "invalid_request");
     }
     let long_key = "k".repeat(65);
-    expect(&c, "POST", "/write", Some(&json!({"Set": {"key": long_key, "value": "v"}}).to_string()), 413, "payload_too_large");
+    expect(
+        &c,
+        "POST",
+        "/write",
+        Some(&json!({"Set": {"key": long_key, "value": "v"}}).to_string()),
+        413,
+        "payload_too_large",
+    );
     let big_value = "v".repeat(1025);
-    expect(&c, "POST", "/write", Some(&json!({"Set": {"key": "k", "value": big_value}}).to_string()), 413, "payload_too_large");
+    expect(
+        &c,
+        "POST",
+        "/write",
+        Some(&json!({"Set": {"key": "k", "value": big_value}}).to_string()),
+        413,
+        "payload_too_large",
+    );
     let huge = "v".repeat(70 * 1024);
-    expect(&c, "POST", "/write", Some(&json!({"Set": {"key": "k", "value": huge}}).to_string()), 413, "payload_too_large");
+    expect(
+        &c,
+        "POST",
+        "/write",
+        Some(&json!({"Set": {"key": "k", "value": huge}}).to_string()),
+        413,
+        "payload_too_large",
+    );
 
     // /read
     for body in [
@@ -58,24 +89,94 @@ fn every_route_rejects_bad_input_with_the_right_status() {
     ] {
         expect(&c, "POST", "/read", Some(body), 400, "invalid_request");
     }
-    expect(&c, "POST", "/read", Some(&json!({"key": "k".repeat(65)}).to_string()), 413, "payload_too_large");
+    expect(
+        &c,
+        "POST",
+        "/read",
+        Some(&json!({"key": "k".repeat(65)}).to_string()),
+        413,
+        "payload_too_large",
+    );
 
     // /list
-    expect(&c, "POST", "/list", Some(r#"{"limit":"ten"}"#), 400, "invalid_request");
-    expect(&c, "POST", "/list", Some(r#"{"limit":1000000}"#), 400, "invalid_request");
+    expect(
+        &c,
+        "POST",
+        "/list",
+        Some(r#"{"limit":"ten"}"#),
+        400,
+        "invalid_request",
+    );
+    expect(
+        &c,
+        "POST",
+        "/list",
+        Some(r#"{"limit":1000000}"#),
+        400,
+        "invalid_request",
+    );
 
     // Admin routes.
     expect(&c, "POST", "/init", Some("{bad"), 400, "invalid_request");
     expect(&c, "POST", "/init", None, 409, "conflict");
-    expect(&c, "POST", "/add-learner", Some(r#"{"node_id":"two"}"#), 400, "invalid_request");
-    expect(&c, "POST", "/add-learner", Some(r#"{"rpc_addr":"127.0.0.1:1"}"#), 400, "invalid_request");
-    expect(&c, "POST", "/add-learner", Some(r#"{"node_id":0,"rpc_addr":"127.0.0.1:1"}"#), 400, "invalid_request");
-    expect(&c, "POST", "/change-membership", Some("[]"), 400, "invalid_request");
-    expect(&c, "POST", "/change-membership", Some(r#"["a"]"#), 400, "invalid_request");
-    expect(&c, "POST", "/change-membership", Some("[1,99]"), 409, "conflict");
+    expect(
+        &c,
+        "POST",
+        "/add-learner",
+        Some(r#"{"node_id":"two"}"#),
+        400,
+        "invalid_request",
+    );
+    expect(
+        &c,
+        "POST",
+        "/add-learner",
+        Some(r#"{"rpc_addr":"127.0.0.1:1"}"#),
+        400,
+        "invalid_request",
+    );
+    expect(
+        &c,
+        "POST",
+        "/add-learner",
+        Some(r#"{"node_id":0,"rpc_addr":"127.0.0.1:1"}"#),
+        400,
+        "invalid_request",
+    );
+    expect(
+        &c,
+        "POST",
+        "/change-membership",
+        Some("[]"),
+        400,
+        "invalid_request",
+    );
+    expect(
+        &c,
+        "POST",
+        "/change-membership",
+        Some(r#"["a"]"#),
+        400,
+        "invalid_request",
+    );
+    expect(
+        &c,
+        "POST",
+        "/change-membership",
+        Some("[1,99]"),
+        409,
+        "conflict",
+    );
 
     // Wrong methods and unknown routes.
-    for (method, path) in [("GET", "/write"), ("GET", "/read"), ("PUT", "/init"), ("POST", "/health"), ("DELETE", "/leader"), ("POST", "/metrics")] {
+    for (method, path) in [
+        ("GET", "/write"),
+        ("GET", "/read"),
+        ("PUT", "/init"),
+        ("POST", "/health"),
+        ("DELETE", "/leader"),
+        ("POST", "/metrics"),
+    ] {
         let r = http(&c.addr(1), method, path, None).unwrap();
         assert_eq!(r.status, 405, "{method} {path}: {}", r.body);
         assert!(r.header("allow").is_some(), "{method} {path} lacks Allow");
@@ -100,7 +201,13 @@ fn every_route_rejects_bad_input_with_the_right_status() {
 fn readme_examples_work_against_a_single_node() {
     let c = Cluster::start("readme", 1, Bootstrap::Static);
     let a = c.addr(1);
-    let r = http(&a, "POST", "/write", Some(r#"{"Set":{"key":"mykey","value":"myvalue"}}"#)).unwrap();
+    let r = http(
+        &a,
+        "POST",
+        "/write",
+        Some(r#"{"Set":{"key":"mykey","value":"myvalue"}}"#),
+    )
+    .unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
     let r = http(&a, "POST", "/read", Some(r#"{"key":"mykey"}"#)).unwrap();
     assert_eq!(r.json()["value"], json!("myvalue"));

@@ -1,6 +1,8 @@
 //! Client-facing front ends: thin translations of wire formats into calls on
 //! the node core. No business logic lives here.
 
+pub mod rest;
+
 /// Types and service stubs generated from `proto/` at build time.
 pub mod proto {
     /// `ferrium.kv`: the key-value service.

@@ -23,13 +23,41 @@ pub fn routes(router: Router, node: Node, max_body: usize) -> Router {
     let router = with(router, &node, Method::Get, "/ready", max_body, ready);
     let router = with(router, &node, Method::Get, "/metrics", max_body, metrics);
     let router = with(router, &node, Method::Post, "/init", max_body, init);
-    let router = with(router, &node, Method::Get, "/is-leader", max_body, is_leader);
+    let router = with(
+        router,
+        &node,
+        Method::Get,
+        "/is-leader",
+        max_body,
+        is_leader,
+    );
     let router = with(router, &node, Method::Get, "/leader", max_body, leader);
-    let router = with(router, &node, Method::Post, "/add-learner", max_body, add_learner);
-    with(router, &node, Method::Post, "/change-membership", max_body, change_membership)
+    let router = with(
+        router,
+        &node,
+        Method::Post,
+        "/add-learner",
+        max_body,
+        add_learner,
+    );
+    with(
+        router,
+        &node,
+        Method::Post,
+        "/change-membership",
+        max_body,
+        change_membership,
+    )
 }
 
-fn with<F, Fut>(router: Router, node: &Node, method: Method, path: &str, max_body: usize, f: F) -> Router
+fn with<F, Fut>(
+    router: Router,
+    node: &Node,
+    method: Method,
+    path: &str,
+    max_body: usize,
+    f: F,
+) -> Router
 where
     F: Fn(Node, Request, usize) -> Fut + Send + Sync + Copy + 'static,
     Fut: std::future::Future<Output = Response> + Send + 'static,
@@ -46,7 +74,9 @@ pub fn error_response(e: &node::Error) -> Response {
     let status = match e {
         node::Error::Invalid(_) => 400,
         node::Error::TooLarge(_) => 413,
-        node::Error::NotLeader(_) | node::Error::Unavailable(_) | node::Error::OutcomeUnknown(_) => 503,
+        node::Error::NotLeader(_)
+        | node::Error::Unavailable(_)
+        | node::Error::OutcomeUnknown(_) => 503,
         node::Error::Conflict(_) | node::Error::Precondition(_) => 409,
         node::Error::Internal(_) => 500,
     };
@@ -64,7 +94,11 @@ pub fn error_response(e: &node::Error) -> Response {
         }
     }
     let resp = Response::json(status, &body);
-    if status == 503 { resp.header("retry-after", "1") } else { resp }
+    if status == 503 {
+        resp.header("retry-after", "1")
+    } else {
+        resp
+    }
 }
 
 fn invalid(message: impl std::fmt::Display) -> Response {
@@ -72,12 +106,19 @@ fn invalid(message: impl std::fmt::Display) -> Response {
 }
 
 /// Reads and decodes a JSON body; the error is the response to send.
-async fn json_body<T: DeserializeOwned>(req: &mut Request, max: usize, example: &str) -> Result<T, Response> {
+async fn json_body<T: DeserializeOwned>(
+    req: &mut Request,
+    max: usize,
+    example: &str,
+) -> Result<T, Response> {
     let body = req.body_bytes(max).await.map_err(|e| e.to_response())?;
     if body.iter().all(|b| b.is_ascii_whitespace()) {
-        return Err(invalid(format!("the request needs a JSON body, e.g. {example}")));
+        return Err(invalid(format!(
+            "the request needs a JSON body, e.g. {example}"
+        )));
     }
-    serde_json::from_slice(&body).map_err(|e| invalid(format!("malformed JSON body: {e}; expected e.g. {example}")))
+    serde_json::from_slice(&body)
+        .map_err(|e| invalid(format!("malformed JSON body: {e}; expected e.g. {example}")))
 }
 
 fn value_json(key: &str, v: Option<StoredValue>) -> serde_json::Value {
@@ -94,7 +135,13 @@ fn value_json(key: &str, v: Option<StoredValue>) -> serde_json::Value {
 }
 
 async fn write(node: Node, mut req: Request, max: usize) -> Response {
-    let cmd: Command = match json_body(&mut req, max, r#"{"Set":{"key":"k","value":"v"}} or {"Delete":{"key":"k"}}"#).await {
+    let cmd: Command = match json_body(
+        &mut req,
+        max,
+        r#"{"Set":{"key":"k","value":"v"}} or {"Delete":{"key":"k"}}"#,
+    )
+    .await
+    {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -126,7 +173,9 @@ struct ReadRequest {
 fn consistency(c: Option<&str>) -> Result<ReadConsistency, Response> {
     let c = c.unwrap_or("");
     ReadConsistency::parse(c).ok_or_else(|| {
-        invalid(format!("consistency {c:?} is not one of \"linearizable\", \"lease\", \"stale\""))
+        invalid(format!(
+            "consistency {c:?} is not one of \"linearizable\", \"lease\", \"stale\""
+        ))
     })
 }
 
@@ -169,14 +218,29 @@ async fn list(node: Node, mut req: Request, max: usize) -> Response {
     };
     let limit = match r.limit {
         None | Some(0) => DEFAULT_PAGE,
-        Some(n) if n > MAX_PAGE => return invalid(format!("limit {n} is above the maximum page of {MAX_PAGE}")),
+        Some(n) if n > MAX_PAGE => {
+            return invalid(format!("limit {n} is above the maximum page of {MAX_PAGE}"));
+        }
         Some(n) => n,
     };
-    match node.list(&r.prefix, r.start_after.as_deref(), limit, c).await {
+    match node
+        .list(&r.prefix, r.start_after.as_deref(), limit, c)
+        .await
+    {
         Ok((items, has_more)) => {
-            let next = if has_more { items.last().map(|(k, _)| k.clone()) } else { None };
-            let keys: Vec<serde_json::Value> = items.into_iter().map(|(k, v)| value_json(&k, Some(v))).collect();
-            Response::json(200, &json!({"keys": keys, "has_more": has_more, "next_start_after": next}))
+            let next = if has_more {
+                items.last().map(|(k, _)| k.clone())
+            } else {
+                None
+            };
+            let keys: Vec<serde_json::Value> = items
+                .into_iter()
+                .map(|(k, v)| value_json(&k, Some(v)))
+                .collect();
+            Response::json(
+                200,
+                &json!({"keys": keys, "has_more": has_more, "next_start_after": next}),
+            )
         }
         Err(e) => error_response(&e),
     }
@@ -212,7 +276,11 @@ fn wants_prometheus(req: &Request) -> bool {
 async fn metrics(node: Node, req: Request, _max: usize) -> Response {
     let status = node.status();
     if wants_prometheus(&req) {
-        return Response::with_body(200, "text/plain; version=0.0.4; charset=utf-8", prometheus_text(&status));
+        return Response::with_body(
+            200,
+            "text/plain; version=0.0.4; charset=utf-8",
+            prometheus_text(&status),
+        );
     }
     Response::json(200, &status)
 }
@@ -221,23 +289,60 @@ async fn metrics(node: Node, req: Request, _max: usize) -> Response {
 fn prometheus_text(s: &node::Status) -> String {
     let mut out = String::new();
     let mut gauge = |name: &str, help: &str, value: u64| {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"));
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
+        ));
     };
     gauge("ferrium_node_id", "Id of this node.", s.node_id);
-    gauge("ferrium_raft_is_leader", "1 when this node is the leader.", u64::from(s.current_leader == Some(s.node_id)));
-    gauge("ferrium_raft_has_leader", "1 when this node knows a leader.", u64::from(s.current_leader.is_some()));
+    gauge(
+        "ferrium_raft_is_leader",
+        "1 when this node is the leader.",
+        u64::from(s.current_leader == Some(s.node_id)),
+    );
+    gauge(
+        "ferrium_raft_has_leader",
+        "1 when this node knows a leader.",
+        u64::from(s.current_leader.is_some()),
+    );
     gauge("ferrium_raft_term", "Current Raft term.", s.current_term);
-    gauge("ferrium_raft_last_log_index", "Index of the last log entry.", s.last_log_index.unwrap_or(0));
-    gauge("ferrium_raft_committed_index", "Index of the last committed entry known here.", s.committed.unwrap_or(0));
-    gauge("ferrium_raft_applied_index", "Index of the last applied entry.", s.last_applied.unwrap_or(0));
-    gauge("ferrium_raft_snapshot_index", "Last index included in the current snapshot.", s.snapshot.unwrap_or(0));
-    gauge("ferrium_raft_voters", "Number of voters in the membership.", s.membership.voters.len() as u64);
-    gauge("ferrium_raft_learners", "Number of learners in the membership.", s.membership.learners.len() as u64);
+    gauge(
+        "ferrium_raft_last_log_index",
+        "Index of the last log entry.",
+        s.last_log_index.unwrap_or(0),
+    );
+    gauge(
+        "ferrium_raft_committed_index",
+        "Index of the last committed entry known here.",
+        s.committed.unwrap_or(0),
+    );
+    gauge(
+        "ferrium_raft_applied_index",
+        "Index of the last applied entry.",
+        s.last_applied.unwrap_or(0),
+    );
+    gauge(
+        "ferrium_raft_snapshot_index",
+        "Last index included in the current snapshot.",
+        s.snapshot.unwrap_or(0),
+    );
+    gauge(
+        "ferrium_raft_voters",
+        "Number of voters in the membership.",
+        s.membership.voters.len() as u64,
+    );
+    gauge(
+        "ferrium_raft_learners",
+        "Number of learners in the membership.",
+        s.membership.learners.len() as u64,
+    );
     if !s.replication.is_empty() {
         out.push_str("# HELP ferrium_raft_replication_lag_entries Entries a follower is behind the leader.\n");
         out.push_str("# TYPE ferrium_raft_replication_lag_entries gauge\n");
         for (id, r) in &s.replication {
-            out.push_str(&format!("ferrium_raft_replication_lag_entries{{peer=\"{id}\"}} {}\n", r.lag));
+            out.push_str(&format!(
+                "ferrium_raft_replication_lag_entries{{peer=\"{id}\"}} {}\n",
+                r.lag
+            ));
         }
     }
     out
@@ -318,13 +423,16 @@ struct AddLearnerRequest {
 }
 
 async fn add_learner(node: Node, mut req: Request, max: usize) -> Response {
-    let r: AddLearnerRequest =
-        match json_body(&mut req, max, r#"{"node_id":2,"rpc_addr":"127.0.0.1:8002","api_addr":"127.0.0.1:8002"}"#)
-            .await
-        {
-            Ok(r) => r,
-            Err(r) => return r,
-        };
+    let r: AddLearnerRequest = match json_body(
+        &mut req,
+        max,
+        r#"{"node_id":2,"rpc_addr":"127.0.0.1:8002","api_addr":"127.0.0.1:8002"}"#,
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
     let info = MemberSpec {
         rpc_addr: r.rpc_addr,
         api_addr: r.api_addr,
@@ -332,7 +440,10 @@ async fn add_learner(node: Node, mut req: Request, max: usize) -> Response {
     }
     .into_node();
     match node.add_learner(r.node_id, info).await {
-        Ok(()) => Response::json(200, &json!({"status": "learner added", "node_id": r.node_id})),
+        Ok(()) => Response::json(
+            200,
+            &json!({"status": "learner added", "node_id": r.node_id}),
+        ),
         Err(e) => error_response(&e),
     }
 }
@@ -343,7 +454,10 @@ async fn change_membership(node: Node, mut req: Request, max: usize) -> Response
         Err(r) => return r,
     };
     match node.change_membership(voters.clone()).await {
-        Ok(()) => Response::json(200, &json!({"status": "membership changed", "voters": voters})),
+        Ok(()) => Response::json(
+            200,
+            &json!({"status": "membership changed", "voters": voters}),
+        ),
         Err(e) => error_response(&e),
     }
 }

@@ -153,9 +153,12 @@ pub fn load(
                 let guess = rest.to_ascii_lowercase().replacen('_', ".", 1);
                 let hint = match suggest(&guess) {
                     Some(s) => format!("did you mean {}?", env_name(s)),
-                    None => "variables are named FERRIUM_<SECTION>_<KEY>, e.g. FERRIUM_NODE_ID".to_string(),
+                    None => "variables are named FERRIUM_<SECTION>_<KEY>, e.g. FERRIUM_NODE_ID"
+                        .to_string(),
                 };
-                warnings.push(format!("{origin} names no configuration key and is ignored; {hint}"));
+                warnings.push(format!(
+                    "{origin} names no configuration key and is ignored; {hint}"
+                ));
             }
         }
     }

@@ -311,7 +311,9 @@ impl Client {
                 other => return other,
             }
         }
-        let conn = self.connect(req).await?;
+        let conn = self
+            .connect(req.connect_host().to_string(), req.port)
+            .await?;
         self.exchange_on(conn, req, &key).await
     }
 
@@ -328,8 +330,10 @@ impl Client {
         None
     }
 
-    async fn connect(&self, req: &ClientRequest) -> Result<IdleConn, Error> {
-        let addr = (req.connect_host(), req.port);
+    /// Takes the host by value so that the request (whose body need not be
+    /// `Sync`) is not borrowed across the await: client futures stay `Send`.
+    async fn connect(&self, host: String, port: u16) -> Result<IdleConn, Error> {
+        let addr = (host, port);
         let stream =
             match timeout(self.inner.config.connect_timeout, TcpStream::connect(addr)).await {
                 Ok(s) => s?,

@@ -14,9 +14,13 @@ use crate::http::{self, Body, ClientRequest, Method};
 use crate::raft::types::{Node, TypeConfig};
 use crate::store::SnapshotFile;
 use openraft::alias::{SnapshotOf, VoteOf};
-use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable};
+use openraft::error::{
+    NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable,
+};
 use openraft::network::{RPCOption, RPCTypes, RaftNetworkFactory, v2::RaftNetworkV2};
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::future::Future;
@@ -48,7 +52,12 @@ pub struct PeerNetwork {
 }
 
 impl PeerNetwork {
-    pub fn new(id: u64, cluster: &str, client: http::Client, snapshot_timeout: Duration) -> PeerNetwork {
+    pub fn new(
+        id: u64,
+        cluster: &str,
+        client: http::Client,
+        snapshot_timeout: Duration,
+    ) -> PeerNetwork {
         PeerNetwork {
             id,
             cluster: cluster.to_string(),
@@ -129,7 +138,8 @@ impl PeerConnection {
         body: &Req,
         timeout: Duration,
     ) -> Result<Resp, CallError> {
-        let body = serde_json::to_vec(body).map_err(|e| CallError::Network(format!("encode: {e}")))?;
+        let body =
+            serde_json::to_vec(body).map_err(|e| CallError::Network(format!("encode: {e}")))?;
         let req = self
             .request(path)?
             .header("content-type", "application/json")
@@ -178,7 +188,9 @@ fn decode_reply<Resp: DeserializeOwned>(
     }
     let reply: Result<Resp, String> = serde_json::from_slice(bytes)
         .map_err(|e| CallError::Network(format!("undecodable reply from node {target}: {e}")))?;
-    reply.map_err(|e| CallError::Unreachable(format!("node {target} could not serve the request: {e}")))
+    reply.map_err(|e| {
+        CallError::Unreachable(format!("node {target} could not serve the request: {e}"))
+    })
 }
 
 /// Connection-level failures mean the peer is unreachable; others are
@@ -244,7 +256,8 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
             .await
             .map_err(|e| unreachable(format!("open snapshot file: {e}")))?;
         let vote_json = serde_json::to_string(&vote).map_err(|e| unreachable(e.to_string()))?;
-        let meta_json = serde_json::to_string(&snapshot.meta).map_err(|e| unreachable(e.to_string()))?;
+        let meta_json =
+            serde_json::to_string(&snapshot.meta).map_err(|e| unreachable(e.to_string()))?;
         let req = self
             .request("/raft/snapshot")
             .map_err(|_| unreachable(format!("bad peer address {}", self.addr)))?

@@ -29,15 +29,23 @@ const MAX_SNAPSHOT: u64 = 1 << 40;
 /// Adds the peer routes to `router`.
 pub fn routes(router: Router, node: Node, reader: StateReader) -> Router {
     let n = node.clone();
-    let router = router.route_with_body_limit(Method::Post, "/raft/append", MAX_RPC_BODY, move |req| {
-        let n = n.clone();
-        async move {
-            peer(&n, req, |n, rpc: AppendEntriesRequest<TypeConfig>| async move {
-                n.raft().append_entries(rpc).await.map_err(|e| e.to_string())
-            })
-            .await
-        }
-    });
+    let router =
+        router.route_with_body_limit(Method::Post, "/raft/append", MAX_RPC_BODY, move |req| {
+            let n = n.clone();
+            async move {
+                peer(
+                    &n,
+                    req,
+                    |n, rpc: AppendEntriesRequest<TypeConfig>| async move {
+                        n.raft()
+                            .append_entries(rpc)
+                            .await
+                            .map_err(|e| e.to_string())
+                    },
+                )
+                .await
+            }
+        });
     let n = node.clone();
     let router = router.route(Method::Post, "/raft/vote", move |req| {
         let n = n.clone();
@@ -59,15 +67,18 @@ pub fn routes(router: Router, node: Node, reader: StateReader) -> Router {
         }
     });
     let n = node.clone();
-    let router = router.route_with_body_limit(Method::Post, "/raft/write", MAX_RPC_BODY, move |req| {
-        let n = n.clone();
-        async move {
-            peer(&n, req, |n, cmd: Command| async move {
-                n.propose(cmd).await
-            })
-            .await
-        }
-    });
+    let router =
+        router.route_with_body_limit(Method::Post, "/raft/write", MAX_RPC_BODY, move |req| {
+            let n = n.clone();
+            async move {
+                peer(
+                    &n,
+                    req,
+                    |n, cmd: Command| async move { n.propose(cmd).await },
+                )
+                .await
+            }
+        });
     let n = node.clone();
     let router = router.route(Method::Post, "/raft/read-index", move |req| {
         let n = n.clone();
@@ -108,7 +119,9 @@ pub fn routes(router: Router, node: Node, reader: StateReader) -> Router {
 
 /// Refuses a request meant for another node or cluster.
 fn check_peer(node: &Node, req: &Request) -> Result<(), Response> {
-    let target = req.header(TARGET_HEADER).and_then(|t| t.parse::<u64>().ok());
+    let target = req
+        .header(TARGET_HEADER)
+        .and_then(|t| t.parse::<u64>().ok());
     if target != Some(node.id()) {
         return Err(Response::error(
             421,
@@ -151,7 +164,13 @@ where
     };
     let rpc: Req = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(e) => return Response::error(400, "invalid_request", format!("undecodable peer message: {e}")),
+        Err(e) => {
+            return Response::error(
+                400,
+                "invalid_request",
+                format!("undecodable peer message: {e}"),
+            );
+        }
     };
     let result = f(node.clone(), rpc).await;
     Response::json(200, &result)
@@ -166,13 +185,26 @@ async fn snapshot(node: &Node, reader: &StateReader, mut req: Request) -> Respon
         Some(Ok(v)) => v,
         _ => return Response::error(400, "invalid_request", "missing or bad vote header"),
     };
-    let meta: SnapshotMetaOf<TypeConfig> = match req.header(SNAPSHOT_META_HEADER).map(serde_json::from_str) {
-        Some(Ok(m)) => m,
-        _ => return Response::error(400, "invalid_request", "missing or bad snapshot meta header"),
-    };
+    let meta: SnapshotMetaOf<TypeConfig> =
+        match req.header(SNAPSHOT_META_HEADER).map(serde_json::from_str) {
+            Some(Ok(m)) => m,
+            _ => {
+                return Response::error(
+                    400,
+                    "invalid_request",
+                    "missing or bad snapshot meta header",
+                );
+            }
+        };
     let mut receiver = match reader.snapshot_receiver() {
         Ok(r) => r,
-        Err(e) => return Response::error(500, "internal", format!("cannot create a snapshot file: {e}")),
+        Err(e) => {
+            return Response::error(
+                500,
+                "internal",
+                format!("cannot create a snapshot file: {e}"),
+            );
+        }
     };
     let mut body = req.take_body();
     let mut buf = vec![0u8; 256 * 1024];
@@ -180,17 +212,36 @@ async fn snapshot(node: &Node, reader: &StateReader, mut req: Request) -> Respon
         let n = match body.read(&mut buf).await {
             Ok(0) => break,
             Ok(n) => n,
-            Err(e) => return Response::error(400, "invalid_request", format!("snapshot stream broken: {e}")),
+            Err(e) => {
+                return Response::error(
+                    400,
+                    "invalid_request",
+                    format!("snapshot stream broken: {e}"),
+                );
+            }
         };
         if let Err(e) = receiver.write(&buf[..n]) {
-            return Response::error(500, "internal", format!("cannot write the snapshot file: {e}"));
+            return Response::error(
+                500,
+                "internal",
+                format!("cannot write the snapshot file: {e}"),
+            );
         }
     }
     let file = match receiver.finish() {
         Ok(f) => f,
-        Err(e) => return Response::error(500, "internal", format!("cannot finish the snapshot file: {e}")),
+        Err(e) => {
+            return Response::error(
+                500,
+                "internal",
+                format!("cannot finish the snapshot file: {e}"),
+            );
+        }
     };
-    let snapshot = Snapshot { meta, snapshot: file };
+    let snapshot = Snapshot {
+        meta,
+        snapshot: file,
+    };
     let result = node
         .raft()
         .install_full_snapshot(vote, snapshot)

@@ -37,10 +37,8 @@ impl Scratch {
     pub fn new(name: &str) -> Scratch {
         static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let path = std::env::temp_dir().join(format!(
-            "ferrium-test-{name}-{}-{n}",
-            std::process::id()
-        ));
+        let path =
+            std::env::temp_dir().join(format!("ferrium-test-{name}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).expect("create scratch dir");
         Scratch { path }
@@ -114,7 +112,9 @@ pub fn http_with_timeout(
 fn parse_reply(raw: &[u8]) -> std::io::Result<Reply> {
     let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
     let text = String::from_utf8_lossy(raw);
-    let (head, rest) = text.split_once("\r\n\r\n").ok_or_else(|| bad("no end of headers"))?;
+    let (head, rest) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| bad("no end of headers"))?;
     let mut lines = head.split("\r\n");
     let status_line = lines.next().ok_or_else(|| bad("empty reply"))?;
     let status: u16 = status_line
@@ -129,7 +129,11 @@ fn parse_reply(raw: &[u8]) -> std::io::Result<Reply> {
     let chunked = headers
         .iter()
         .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    let body = if chunked { dechunk(rest) } else { rest.to_string() };
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
     Ok(Reply {
         status,
         headers,
@@ -349,7 +353,15 @@ impl Cluster {
     pub fn wait_http(&self, id: u64, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if http_with_timeout(&self.addr(id), "GET", "/health", None, Duration::from_secs(2)).is_ok() {
+            if http_with_timeout(
+                &self.addr(id),
+                "GET",
+                "/health",
+                None,
+                Duration::from_secs(2),
+            )
+            .is_ok()
+            {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -375,7 +387,14 @@ impl Cluster {
     /// The leader as node `id` sees it, waiting until it knows one.
     pub fn leader_seen_by(&self, id: u64, timeout: Duration) -> u64 {
         eventually(timeout, || {
-            let r = http_with_timeout(&self.addr(id), "GET", "/leader", None, Duration::from_secs(2)).ok()?;
+            let r = http_with_timeout(
+                &self.addr(id),
+                "GET",
+                "/leader",
+                None,
+                Duration::from_secs(2),
+            )
+            .ok()?;
             r.json()["leader"].as_u64()
         })
         .unwrap_or_else(|| panic!("node {id} knows no leader after {timeout:?}"))
@@ -386,7 +405,14 @@ impl Cluster {
         let running = self.running_ids();
         let mut seen = None;
         for id in &running {
-            let r = http_with_timeout(&self.addr(*id), "GET", "/leader", None, Duration::from_secs(2)).ok()?;
+            let r = http_with_timeout(
+                &self.addr(*id),
+                "GET",
+                "/leader",
+                None,
+                Duration::from_secs(2),
+            )
+            .ok()?;
             let leader = r.json()["leader"].as_u64()?;
             match seen {
                 None => seen = Some(leader),

@@ -1,0 +1,157 @@
+//! Helpers shared by the store tests.
+#![allow(dead_code)]
+
+use ferrium::raft::types::Command;
+use ferrium::raft::types::TypeConfig;
+use ferrium::store::StateMachine;
+use openraft::EntryPayload;
+use openraft::LogId;
+use openraft::Membership;
+use openraft::alias::EntryOf;
+use openraft::impls::leader_id_adv::LeaderId;
+use openraft::storage::RaftStateMachine;
+use std::path::Path;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
+
+/// A directory under the system temp dir, removed when dropped.
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(label: &str) -> std::io::Result<Self> {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "ferrium-{label}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path)?;
+        Ok(TempDir { path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A small deterministic pseudo-random generator (xorshift64*).
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn seeded() -> Self {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
+        Rng(t | 1)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// FNV-1a 64 over a sequence of byte strings, each length-prefixed.
+pub struct Digest(u64);
+
+impl Digest {
+    pub fn new() -> Self {
+        Digest(0xcbf2_9ce4_8422_2325)
+    }
+
+    pub fn add(&mut self, bytes: &[u8]) {
+        for b in (bytes.len() as u64).to_le_bytes().iter().chain(bytes) {
+            self.0 ^= *b as u64;
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01B3);
+        }
+    }
+
+    pub fn value(&self) -> u64 {
+        self.0
+    }
+}
+
+pub fn log_id(index: u64) -> LogId<LeaderId<u64, u64>> {
+    LogId::new(
+        LeaderId {
+            term: 1,
+            node_id: 1,
+        },
+        index,
+    )
+}
+
+pub fn value_for(i: u64) -> String {
+    format!("{i:0>100}")
+}
+
+/// Applies a membership entry and then `keys` keys in batches of 1000
+/// (one `BatchSet` entry per batch).
+pub async fn populate(sm: &mut StateMachine, keys: u64, key_prefix: &str) {
+    let mut index = 1;
+    let membership = EntryOf::<TypeConfig> {
+        log_id: log_id(index),
+        payload: EntryPayload::Membership(Membership::new_with_defaults(vec![[1u64].into()], [])),
+    };
+    apply(sm, vec![membership]).await;
+    let mut next_key = 0;
+    while next_key < keys {
+        let end = (next_key + 1000).min(keys);
+        let pairs = (next_key..end)
+            .map(|i| (format!("{key_prefix}{i:08}"), value_for(i)))
+            .collect();
+        index += 1;
+        let e = EntryOf::<TypeConfig> {
+            log_id: log_id(index),
+            payload: EntryPayload::Normal(Command::BatchSet { pairs }),
+        };
+        apply(sm, vec![e]).await;
+        next_key = end;
+    }
+}
+
+pub async fn apply(sm: &mut StateMachine, entries: Vec<EntryOf<TypeConfig>>) {
+    let items: Vec<Result<_, std::io::Error>> =
+        entries.into_iter().map(|e| Ok((e, None))).collect();
+    sm.apply(futures_util::stream::iter(items))
+        .await
+        .expect("apply");
+}
+
+/// Digest of every key and stored value, read page by page.
+pub fn digest(sm: &StateMachine) -> (u64, u64) {
+    let mut d = Digest::new();
+    let mut count = 0;
+    let mut after: Option<String> = None;
+    loop {
+        let (page, more) = sm.list("", after.as_deref(), 10_000).expect("list");
+        for (k, v) in &page {
+            d.add(k.as_bytes());
+            d.add(v.value.as_bytes());
+            d.add(&v.create_revision.to_le_bytes());
+            d.add(&v.mod_revision.to_le_bytes());
+            d.add(&v.version.to_le_bytes());
+            count += 1;
+        }
+        after = page.last().map(|(k, _)| k.clone());
+        if !more {
+            return (d.value(), count);
+        }
+    }
+}
