@@ -9,6 +9,7 @@
 //! - [`logging`]: `log` + `env_logger` set-up, text or JSON lines.
 //! - [`http`]: our own HTTP/1.1 server and pooled client. Knows nothing about
 //!   Raft or keys.
+//! - [`metrics`]: counters and histograms in the Prometheus text format.
 //! - [`node`]: the core every front end calls: writes, reads at a
 //!   consistency level, membership, status, forwarding to the leader.
 //! - [`raft`]: the openraft type configuration, the commands that go into the
@@ -21,6 +22,7 @@ pub mod api;
 pub mod config;
 pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod node;
 pub mod raft;
 pub mod server;

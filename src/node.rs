@@ -14,6 +14,7 @@
 
 use crate::config::Config;
 use crate::http::{self, ClientRequest, Method};
+use crate::metrics::METRICS;
 use crate::raft::network::{CLUSTER_HEADER, FROM_HEADER, TARGET_HEADER};
 use crate::raft::types::{Command, CommandResult, Node as NodeInfo, TypeConfig};
 use crate::store::{StateMachine, StateReader, StoredValue};
@@ -147,6 +148,11 @@ struct Inner {
     limits: Limits,
     shutting_down: AtomicBool,
     storage_failed: AtomicBool,
+    /// A leader that has not heard from a quorum for this long is not
+    /// ready; nor is a follower that has not heard from a leader.
+    quorum_timeout: Duration,
+    /// When this node last accepted entries or a heartbeat from a leader.
+    last_leader_contact: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 /// The node core. Cheap to clone.
@@ -214,12 +220,21 @@ impl Node {
                 },
                 shutting_down: AtomicBool::new(false),
                 storage_failed: AtomicBool::new(false),
+                quorum_timeout: config.raft.election_timeout_max.as_duration(),
+                last_leader_contact: std::sync::Mutex::new(None),
             }),
         }
     }
 
     pub fn id(&self) -> u64 {
         self.inner.id
+    }
+
+    /// Records that a leader's append (or heartbeat) was just accepted.
+    pub fn note_leader_contact(&self) {
+        if let Ok(mut t) = self.inner.last_leader_contact.lock() {
+            *t = Some(std::time::Instant::now());
+        }
     }
 
     /// The latest Raft metrics of this node.
@@ -365,14 +380,23 @@ impl Node {
     pub async fn propose(&self, cmd: Command) -> Result<CommandResult, Error> {
         self.check_serving()?;
         let fut = self.inner.raft.client_write(cmd);
-        match tokio::time::timeout(self.inner.request_timeout, fut).await {
+        let result = match tokio::time::timeout(self.inner.request_timeout, fut).await {
             Err(_) => Err(Error::OutcomeUnknown(format!(
                 "no commit within {:?} (network.request_timeout); the write may or may not be applied",
                 self.inner.request_timeout
             ))),
             Ok(Ok(resp)) => Ok(resp.data),
             Ok(Err(e)) => Err(self.write_error(e)),
-        }
+        };
+        METRICS.proposal(match &result {
+            Ok(_) => "ok",
+            Err(Error::NotLeader(_)) => "not_leader",
+            Err(Error::Unavailable(_)) => "unavailable",
+            Err(Error::OutcomeUnknown(_)) => "outcome_unknown",
+            Err(Error::Internal(_)) => "failed",
+            Err(_) => "rejected",
+        });
+        result
     }
 
     fn write_error(&self, e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> Error {
@@ -414,6 +438,11 @@ impl Node {
                 leader.id
             )));
         };
+        METRICS.forwarded(match path {
+            "/raft/write" => "write",
+            "/raft/read-index" => "read_index",
+            _ => "admin",
+        });
         let url = format!("http://{}{path}", node.rpc_addr);
         let body = serde_json::to_vec(body).map_err(|e| Error::Internal(format!("encode: {e}")))?;
         let req = ClientRequest::new(Method::Post, &url)
@@ -739,6 +768,29 @@ impl Node {
         let m = self.metrics();
         if m.current_leader.is_none() {
             return Err("no leader is known".into());
+        }
+        if m.state == ServerState::Leader
+            && m.membership_config.membership().voter_ids().count() > 1
+        {
+            use openraft::Instant as _;
+            let quiet = m.last_quorum_acked.as_ref().map(|t| t.elapsed());
+            match quiet {
+                Some(d) if d <= self.inner.quorum_timeout => {}
+                _ => {
+                    return Err(format!(
+                        "this leader has not heard from a quorum for over {:?}",
+                        self.inner.quorum_timeout
+                    ));
+                }
+            }
+        }
+        if m.state != ServerState::Leader {
+            let last = self.inner.last_leader_contact.lock().ok().and_then(|t| *t);
+            match last.map(|t| t.elapsed()) {
+                Some(d) if d <= self.inner.quorum_timeout => {}
+                Some(d) => return Err(format!("no word from the leader for {d:?}")),
+                None => return Err("no word from a leader since this node started".into()),
+            }
         }
         let member = m
             .membership_config

@@ -10,6 +10,7 @@
 use crate::api::rest;
 use crate::config::{self, CompactionStrategy, Config, LoadedConfig};
 use crate::http::{self, Router, Server, ServerConfig};
+use crate::metrics;
 use crate::node::Node;
 use crate::raft::network::PeerNetwork;
 use crate::raft::rpc;
@@ -17,16 +18,22 @@ use crate::raft::types::Node as NodeInfo;
 use crate::store::{self, StoreOptions};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Instant;
+
+/// Re-reads the configuration the same way it was first read (file,
+/// environment, flags) and validates it; used on SIGHUP.
+pub type Reloader = Box<dyn Fn() -> Result<LoadedConfig, Vec<config::ConfigError>> + Send + Sync>;
 
 /// Runs the node until SIGTERM or SIGINT; returns an operator-facing message
-/// on failure.
-pub fn run(loaded: LoadedConfig) -> Result<(), String> {
+/// on failure. SIGHUP re-reads the configuration with `reload`.
+pub fn run(loaded: LoadedConfig, reload: Reloader) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("ferrium")
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    runtime.block_on(serve(loaded.config))
+    runtime.block_on(serve(loaded.config, reload))
 }
 
 fn store_options(c: &Config) -> StoreOptions {
@@ -83,7 +90,7 @@ fn http_config(c: &Config) -> ServerConfig {
     }
 }
 
-async fn serve(cfg: Config) -> Result<(), String> {
+async fn serve(cfg: Config, reload: Reloader) -> Result<(), String> {
     if cfg.security.enable_tls || cfg.security.auth_method != config::AuthMethod::None {
         return Err(
             "security.enable_tls and security.auth_method are not served by this build; \
@@ -108,6 +115,7 @@ async fn serve(cfg: Config) -> Result<(), String> {
     let (log_store, state_machine) = store::open(&data_dir, &opts)
         .map_err(|e| format!("cannot open the store in {}: {e}", data_dir.display()))?;
     let reader = state_machine.reader();
+    let log_handle = log_store.clone();
 
     let client = http::Client::new(http::ClientConfig {
         connect_timeout: cfg.network.connect_timeout.as_duration(),
@@ -136,13 +144,23 @@ async fn serve(cfg: Config) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(&http_addr).await.map_err(|e| {
         format!("cannot listen on {http_addr} (node.http_addr): {e}; fix: stop whatever uses the port or choose another address")
     })?;
+    let open_connections = Arc::new(AtomicUsize::new(0));
+    let sources = metrics::Sources {
+        log_store: log_handle,
+        open_connections: open_connections.clone(),
+        data_dir: data_dir.clone(),
+        reader: reader.clone(),
+    };
     let router = rest::routes(
         Router::new(),
         node.clone(),
         cfg.network.max_message_size.bytes() as usize,
+        sources,
     );
     let router = rpc::routes(router, node.clone(), reader);
-    let server = Server::from_listener(listener, http_config(&cfg), router);
+    let server = Server::from_listener(listener, http_config(&cfg), Instrumented(Arc::new(router)))
+        .with_connection_counter(open_connections);
+    tokio::spawn(metrics::watch_raft(raft.metrics()));
     let shutdown = server.shutdown_handle();
     let serving = tokio::spawn(server.run());
     log::info!(
@@ -155,7 +173,7 @@ async fn serve(cfg: Config) -> Result<(), String> {
 
     bootstrap(&cfg, &node, &me).await;
 
-    wait_for_signal().await;
+    wait_for_shutdown(&cfg, &reload).await;
     log::info!(
         "shutting down: finishing requests in flight (up to {:?})",
         cfg.network.shutdown_timeout.as_duration()
@@ -222,26 +240,125 @@ async fn bootstrap(cfg: &Config, node: &Node, me: &NodeInfo) {
     }
 }
 
-async fn wait_for_signal() {
+/// Waits for SIGTERM or SIGINT, handling SIGHUP (configuration reload) in
+/// the meantime.
+async fn wait_for_shutdown(initial: &Config, reload: &Reloader) {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            log::error!("cannot listen for SIGTERM: {e}");
+    let (mut term, mut int, mut hup) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) {
+        (Ok(t), Ok(i), Ok(h)) => (t, i, h),
+        _ => {
+            log::error!("cannot install signal handlers; stop the node with SIGKILL");
             std::future::pending::<()>().await;
             return;
         }
     };
-    let mut int = match signal(SignalKind::interrupt()) {
-        Ok(s) => s,
-        Err(e) => {
-            log::error!("cannot listen for SIGINT: {e}");
-            std::future::pending::<()>().await;
-            return;
+    let mut current = initial.clone();
+    loop {
+        tokio::select! {
+            _ = term.recv() => { log::info!("received SIGTERM"); return; }
+            _ = int.recv() => { log::info!("received SIGINT"); return; }
+            _ = hup.recv() => {
+                log::info!("received SIGHUP: reloading the configuration");
+                match reload() {
+                    Ok(loaded) => {
+                        apply_reload(&current, &loaded.config);
+                        current = loaded.config;
+                    }
+                    Err(errors) => {
+                        for e in &errors {
+                            log::error!("configuration reload failed: {e}");
+                        }
+                        log::error!("keeping the running configuration; fix the file and send SIGHUP again");
+                    }
+                }
+            }
         }
+    }
+}
+
+/// Applies what can change live (the log level) and names what needs a
+/// restart.
+fn apply_reload(old: &Config, new: &Config) {
+    let changed = changed_keys(old, new);
+    if changed.is_empty() {
+        log::info!("configuration unchanged");
+        return;
+    }
+    let mut restart = Vec::new();
+    for key in &changed {
+        match key.as_str() {
+            "logging.level" => {
+                crate::logging::set_level(new.logging.level.to_filter());
+                log::warn!(
+                    "applied logging.level: {} -> {}",
+                    old.logging.level,
+                    new.logging.level
+                );
+            }
+            _ => restart.push(key.clone()),
+        }
+    }
+    if !restart.is_empty() {
+        log::warn!(
+            "changed settings that take effect only after a restart: {}",
+            restart.join(", ")
+        );
+    }
+}
+
+/// Key paths (`section.key`) whose values differ.
+fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
+    let flat = |c: &Config| -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        if let Ok(toml::Value::Table(sections)) = toml::Value::try_from(c) {
+            for (section, v) in sections {
+                if let toml::Value::Table(keys) = v {
+                    for (k, v) in keys {
+                        out.insert(format!("{section}.{k}"), v.to_string());
+                    }
+                }
+            }
+        }
+        out
     };
-    tokio::select! {
-        _ = term.recv() => log::info!("received SIGTERM"),
-        _ = int.recv() => log::info!("received SIGINT"),
+    let (a, b) = (flat(old), flat(new));
+    let mut keys: Vec<String> = a
+        .keys()
+        .chain(b.keys())
+        .filter(|k| a.get(*k) != b.get(*k))
+        .cloned()
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// Counts every request by route, method and status, and times it.
+struct Instrumented(Arc<Router>);
+
+impl http::Handler for Instrumented {
+    fn call(&self, req: http::Request) -> http::BoxFuture<http::Response> {
+        let route = if self.0.has_path(req.path()) {
+            req.path().to_string()
+        } else {
+            "other".to_string()
+        };
+        let method = req.method().as_str().to_string();
+        let start = Instant::now();
+        let fut = self.0.call(req);
+        Box::pin(async move {
+            let resp = fut.await;
+            metrics::METRICS.http_request(&route, &method, resp.status(), start.elapsed());
+            log::debug!("http: {method} {route} -> {}", resp.status());
+            resp
+        })
+    }
+
+    fn body_limit(&self, method: &http::Method, path: &str) -> Option<u64> {
+        self.0.body_limit(method, path)
     }
 }

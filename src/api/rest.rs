@@ -2,6 +2,7 @@
 //! [`Node`] calls and of [`node::Error`] into statuses and JSON error bodies.
 
 use crate::http::{Method, Request, Response, Router};
+use crate::metrics::{METRICS, Sources};
 use crate::node::{self, Node, ReadConsistency};
 use crate::raft::types::{Command, Node as NodeInfo};
 use crate::store::StoredValue;
@@ -15,13 +16,17 @@ const DEFAULT_PAGE: usize = 1000;
 const MAX_PAGE: usize = 10_000;
 
 /// Adds the client routes to `router`.
-pub fn routes(router: Router, node: Node, max_body: usize) -> Router {
+pub fn routes(router: Router, node: Node, max_body: usize, sources: Sources) -> Router {
+    let metrics_node = node.clone();
+    let router = router.route(Method::Get, "/metrics", move |req: Request| {
+        let response = metrics(metrics_node.clone(), &sources, req);
+        async move { response }
+    });
     let router = with(router, &node, Method::Post, "/write", max_body, write);
     let router = with(router, &node, Method::Post, "/read", max_body, read);
     let router = with(router, &node, Method::Post, "/list", max_body, list);
     let router = with(router, &node, Method::Get, "/health", max_body, health);
     let router = with(router, &node, Method::Get, "/ready", max_body, ready);
-    let router = with(router, &node, Method::Get, "/metrics", max_body, metrics);
     let router = with(router, &node, Method::Post, "/init", max_body, init);
     let router = with(
         router,
@@ -273,68 +278,71 @@ fn wants_prometheus(req: &Request) -> bool {
     accept.contains("text/plain") || accept.contains("openmetrics")
 }
 
-async fn metrics(node: Node, req: Request, _max: usize) -> Response {
+fn metrics(node: Node, sources: &Sources, req: Request) -> Response {
     let status = node.status();
     if wants_prometheus(&req) {
         return Response::with_body(
             200,
             "text/plain; version=0.0.4; charset=utf-8",
-            prometheus_text(&status),
+            prometheus_text(&status, sources),
         );
     }
     Response::json(200, &status)
 }
 
-/// Raft status as Prometheus gauges.
-fn prometheus_text(s: &node::Status) -> String {
-    let mut out = String::new();
-    let mut gauge = |name: &str, help: &str, value: u64| {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
-        ));
-    };
-    gauge("ferrium_node_id", "Id of this node.", s.node_id);
-    gauge(
-        "ferrium_raft_is_leader",
-        "1 when this node is the leader.",
-        u64::from(s.current_leader == Some(s.node_id)),
-    );
-    gauge(
-        "ferrium_raft_has_leader",
-        "1 when this node knows a leader.",
-        u64::from(s.current_leader.is_some()),
-    );
-    gauge("ferrium_raft_term", "Current Raft term.", s.current_term);
-    gauge(
-        "ferrium_raft_last_log_index",
-        "Index of the last log entry.",
-        s.last_log_index.unwrap_or(0),
-    );
-    gauge(
-        "ferrium_raft_committed_index",
-        "Index of the last committed entry known here.",
-        s.committed.unwrap_or(0),
-    );
-    gauge(
-        "ferrium_raft_applied_index",
-        "Index of the last applied entry.",
-        s.last_applied.unwrap_or(0),
-    );
-    gauge(
-        "ferrium_raft_snapshot_index",
-        "Last index included in the current snapshot.",
-        s.snapshot.unwrap_or(0),
-    );
-    gauge(
-        "ferrium_raft_voters",
-        "Number of voters in the membership.",
-        s.membership.voters.len() as u64,
-    );
-    gauge(
-        "ferrium_raft_learners",
-        "Number of learners in the membership.",
-        s.membership.learners.len() as u64,
-    );
+/// Raft status as Prometheus gauges, then every counter and histogram.
+fn prometheus_text(s: &node::Status, sources: &Sources) -> String {
+    let (mut gauges, counters) = sources.values();
+    let is_leader = u64::from(s.current_leader == Some(s.node_id));
+    gauges.extend([
+        ("ferrium_node_id", "Id of this node.", s.node_id as f64),
+        (
+            "ferrium_raft_is_leader",
+            "1 when this node is the leader.",
+            is_leader as f64,
+        ),
+        (
+            "ferrium_raft_has_leader",
+            "1 when this node knows a leader.",
+            f64::from(u8::from(s.current_leader.is_some())),
+        ),
+        (
+            "ferrium_raft_term",
+            "Current Raft term.",
+            s.current_term as f64,
+        ),
+        (
+            "ferrium_raft_last_log_index",
+            "Index of the last log entry.",
+            s.last_log_index.unwrap_or(0) as f64,
+        ),
+        (
+            "ferrium_raft_committed_index",
+            "Index of the last committed entry known here.",
+            s.committed.unwrap_or(0) as f64,
+        ),
+        (
+            "ferrium_raft_applied_index",
+            "Index of the last applied entry.",
+            s.last_applied.unwrap_or(0) as f64,
+        ),
+        (
+            "ferrium_raft_snapshot_index",
+            "Last index included in the current snapshot.",
+            s.snapshot.unwrap_or(0) as f64,
+        ),
+        (
+            "ferrium_raft_voters",
+            "Number of voters in the membership.",
+            s.membership.voters.len() as f64,
+        ),
+        (
+            "ferrium_raft_learners",
+            "Number of learners in the membership.",
+            s.membership.learners.len() as f64,
+        ),
+    ]);
+    let mut out = METRICS.render(&gauges, &counters);
     if !s.replication.is_empty() {
         out.push_str("# HELP ferrium_raft_replication_lag_entries Entries a follower is behind the leader.\n");
         out.push_str("# TYPE ferrium_raft_replication_lag_entries gauge\n");

@@ -247,7 +247,18 @@ fn run(loaded: config::LoadedConfig, cli: &Cli) -> ExitCode {
         Some(f) => log::info!("loaded configuration from {}", f.display()),
         None => log::info!("no configuration file found; running on built-in defaults"),
     }
-    match ferrium::server::run(loaded) {
+    let file = loaded.file.clone();
+    let overrides = cli.overrides.clone();
+    let reload: ferrium::server::Reloader = Box::new(move || {
+        let loaded = config::load(file.as_deref(), std::env::vars(), &overrides)?;
+        let errors = config::validate(&loaded);
+        if errors.is_empty() {
+            Ok(loaded)
+        } else {
+            Err(errors)
+        }
+    });
+    match ferrium::server::run(loaded, reload) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e}");

@@ -59,6 +59,11 @@ impl Router {
     }
 
     /// `GET path` (and `HEAD path`) to `handler`.
+    /// True when some route serves `path` (whatever the method).
+    pub fn has_path(&self, path: &str) -> bool {
+        self.paths.contains_key(path)
+    }
+
     pub fn get(self, path: &str, handler: impl Handler) -> Router {
         self.route(Method::Get, path, handler)
     }

@@ -33,6 +33,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use std::sync::atomic::AtomicUsize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
@@ -195,6 +196,7 @@ pub struct Server {
     handler: Arc<dyn Handler>,
     h2: Option<H2Handoff>,
     shutdown: Arc<watch::Sender<bool>>,
+    open_connections: Arc<AtomicUsize>,
 }
 
 struct Shared {
@@ -228,7 +230,15 @@ impl Server {
             handler: Arc::new(handler),
             h2: None,
             shutdown: Arc::new(tx),
+            open_connections: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// Counts the HTTP/1.1 connections being served in `counter` (for
+    /// metrics) instead of a private one.
+    pub fn with_connection_counter(mut self, counter: Arc<AtomicUsize>) -> Server {
+        self.open_connections = counter;
+        self
     }
 
     /// Hands connections that open with the HTTP/2 preface to `handoff`.
@@ -259,9 +269,11 @@ impl Server {
             handler,
             h2,
             shutdown,
+            open_connections,
         } = self;
         let grace = config.shutdown_timeout;
         let permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
+        let open = open_connections;
         let shared = Arc::new(Shared {
             limits: Limits {
                 max_line: config.max_request_line,
@@ -282,8 +294,11 @@ impl Server {
                     Ok((stream, remote)) => match permits.clone().try_acquire_owned() {
                         Ok(permit) => {
                             let conn = serve_connection(stream, remote, shared.clone(), shutdown.subscribe());
+                            let open = open.clone();
+                            open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             tasks.spawn(async move {
                                 conn.await;
+                                open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                                 drop(permit);
                             });
                         }

@@ -37,10 +37,15 @@ pub fn routes(router: Router, node: Node, reader: StateReader) -> Router {
                     &n,
                     req,
                     |n, rpc: AppendEntriesRequest<TypeConfig>| async move {
-                        n.raft()
+                        let r = n
+                            .raft()
                             .append_entries(rpc)
                             .await
-                            .map_err(|e| e.to_string())
+                            .map_err(|e| e.to_string());
+                        if r.as_ref().is_ok_and(|resp| resp.is_success()) {
+                            n.note_leader_contact();
+                        }
+                        r
                     },
                 )
                 .await
@@ -242,6 +247,7 @@ async fn snapshot(node: &Node, reader: &StateReader, mut req: Request) -> Respon
         meta,
         snapshot: file,
     };
+    crate::metrics::METRICS.snapshot_installed();
     let result = node
         .raft()
         .install_full_snapshot(vote, snapshot)

@@ -89,6 +89,8 @@ struct FlusherState {
     poisoned: AtomicBool,
     poison_reason: Mutex<String>,
     wal_syncs: AtomicU64,
+    /// Total time spent in WAL syncs, in nanoseconds.
+    wal_sync_nanos: AtomicU64,
 }
 
 impl FlusherState {
@@ -121,6 +123,7 @@ impl LogStore {
             poisoned: AtomicBool::new(false),
             poison_reason: Mutex::new(String::new()),
             wal_syncs: AtomicU64::new(0),
+            wal_sync_nanos: AtomicU64::new(0),
         });
         let (tx, rx) = mpsc::channel::<Callback>();
         let thread_db = db.clone();
@@ -143,6 +146,11 @@ impl LogStore {
     /// appends). Votes are synced separately and not counted here.
     pub fn wal_syncs(&self) -> u64 {
         self.flusher.state.wal_syncs.load(Ordering::Relaxed)
+    }
+
+    /// Total seconds spent syncing the WAL since the store was opened.
+    pub fn wal_sync_seconds(&self) -> f64 {
+        self.flusher.state.wal_sync_nanos.load(Ordering::Relaxed) as f64 / 1e9
     }
 
     fn reader(&self) -> LogReader {
@@ -174,6 +182,15 @@ impl LogStore {
     }
 }
 
+/// Runs `f`, adding its duration to `nanos`.
+fn timed<T>(f: impl FnOnce() -> T, nanos: &AtomicU64) -> T {
+    let start = std::time::Instant::now();
+    let r = f();
+    let spent = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    nanos.fetch_add(spent, Ordering::Relaxed);
+    r
+}
+
 /// The flusher loop: block for one callback, take everything else queued,
 /// sync once, complete them all.
 fn run_flusher(db: Arc<DB>, rx: mpsc::Receiver<Callback>, state: Arc<FlusherState>, sync: bool) {
@@ -185,7 +202,7 @@ fn run_flusher(db: Arc<DB>, rx: mpsc::Receiver<Callback>, state: Arc<FlusherStat
         let result = match state.check() {
             Err(e) => Err(e),
             Ok(()) if !sync => Ok(()),
-            Ok(()) => match db.flush_wal(true) {
+            Ok(()) => match timed(|| db.flush_wal(true), &state.wal_sync_nanos) {
                 Ok(()) => {
                     state.wal_syncs.fetch_add(1, Ordering::Relaxed);
                     Ok(())
