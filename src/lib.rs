@@ -3,6 +3,7 @@
 //! Module map (request flow from the outside in):
 //!
 //! - [`api`]: the generated protobuf types (and the REST and gRPC front ends).
+//! - [`auth`]: bearer tokens and roles for clients, the cluster secret for peers.
 //! - [`config`]: the TOML schema, its defaults, search paths, `FERRIUM_*` and
 //!   command-line overrides, and validation. Everything else receives typed,
 //!   already-validated settings.
@@ -19,6 +20,7 @@
 //!   instance, plus snapshot files. Knows nothing about HTTP.
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod http;
 pub mod logging;

@@ -115,6 +115,7 @@ pub struct Metrics {
     grpc_duration: HistogramFamily,
     proposals: CounterFamily,
     forwarded: CounterFamily,
+    auth_denied: CounterFamily,
     elections: AtomicU64,
     leader_changes: AtomicU64,
     snapshot_builds: AtomicU64,
@@ -165,6 +166,11 @@ impl Metrics {
     /// One request forwarded to the leader (`write`, `read_index`, `admin`).
     pub fn forwarded(&self, kind: &str) {
         self.forwarded.inc(format!("kind=\"{}\"", label(kind)));
+    }
+
+    /// One request refused by authentication or authorisation.
+    pub fn auth_denied(&self, kind: &str) {
+        self.auth_denied.inc(format!("kind=\"{}\"", label(kind)));
     }
 
     pub fn snapshot_installed(&self) {
@@ -245,6 +251,11 @@ impl Metrics {
             &mut out,
             "ferrium_raft_proposals_total",
             "Proposals to the local Raft log by outcome.",
+        );
+        self.auth_denied.render(
+            &mut out,
+            "ferrium_auth_denied_total",
+            "Requests refused by authentication or authorisation, by kind.",
         );
         self.forwarded.render(
             &mut out,

@@ -12,6 +12,7 @@
 //! no answer came in time) is reported as [`Error::OutcomeUnknown`], never as
 //! success or as a plain failure: the client must not assume either.
 
+use crate::auth::{PEER_AUTH_HEADER, PeerSigner};
 use crate::config::Config;
 use crate::http::{self, ClientRequest, Method};
 use crate::metrics::METRICS;
@@ -151,6 +152,8 @@ struct Inner {
     /// A leader that has not heard from a quorum for this long is not
     /// ready; nor is a follower that has not heard from a leader.
     quorum_timeout: Duration,
+    /// Signs requests to peers when a cluster secret is configured.
+    signer: Option<Arc<PeerSigner>>,
     /// When this node last accepted entries or a heartbeat from a leader.
     last_leader_contact: std::sync::Mutex<Option<std::time::Instant>>,
 }
@@ -201,6 +204,7 @@ impl Node {
         reader: StateReader,
         peers: http::Client,
         me: NodeInfo,
+        signer: Option<Arc<PeerSigner>>,
     ) -> Node {
         let max_message = config.network.max_message_size.bytes() as usize;
         Node {
@@ -222,6 +226,7 @@ impl Node {
                 storage_failed: AtomicBool::new(false),
                 quorum_timeout: config.raft.election_timeout_max.as_duration(),
                 last_leader_contact: std::sync::Mutex::new(None),
+                signer,
             }),
         }
     }
@@ -445,8 +450,15 @@ impl Node {
         });
         let url = format!("http://{}{path}", node.rpc_addr);
         let body = serde_json::to_vec(body).map_err(|e| Error::Internal(format!("encode: {e}")))?;
-        let req = ClientRequest::new(Method::Post, &url)
-            .map_err(|e| Error::Unavailable(format!("leader address {}: {e}", node.rpc_addr)))?
+        let mut req = ClientRequest::new(Method::Post, &url)
+            .map_err(|e| Error::Unavailable(format!("leader address {}: {e}", node.rpc_addr)))?;
+        if let Some(signer) = &self.inner.signer {
+            req = req.header(
+                PEER_AUTH_HEADER,
+                signer.sign("POST", path, leader.id, self.inner.id),
+            );
+        }
+        let req = req
             .header(TARGET_HEADER, leader.id.to_string())
             .header(FROM_HEADER, self.inner.id.to_string())
             .header(CLUSTER_HEADER, self.inner.cluster.clone())
@@ -668,9 +680,43 @@ impl Node {
                 )));
             }
         }
-        match self.inner.raft.add_learner(id, node, true).await {
-            Ok(_) => Ok(()),
-            Err(e) => Err(self.write_error(e)),
+        let raft = self.inner.raft.clone();
+        self.membership_change(move || {
+            let (raft, node) = (raft.clone(), node.clone());
+            async move { raft.add_learner(id, node, true).await }
+        })
+        .await
+    }
+
+    /// Runs a membership change, retrying while an earlier one (such as the
+    /// initial membership right after `/init`) is still being committed, so
+    /// that operators can issue the documented steps back to back.
+    async fn membership_change<F, Fut>(&self, change: F) -> Result<(), Error>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<
+                Output = Result<
+                    openraft::raft::ClientWriteResponse<TypeConfig>,
+                    RaftError<TypeConfig, ClientWriteError<TypeConfig>>,
+                >,
+            >,
+    {
+        let deadline = tokio::time::Instant::now() + self.inner.request_timeout;
+        loop {
+            match change().await {
+                Ok(_) => return Ok(()),
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                    openraft::error::ChangeMembershipError::InProgress(p),
+                ))) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(Error::Conflict(format!(
+                            "another membership change is still in progress: {p}; retry when it has committed"
+                        )));
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(self.write_error(e)),
+            }
         }
     }
 
@@ -703,10 +749,12 @@ impl Node {
                 "nodes {unknown:?} are not members; add them first with /add-learner"
             )));
         }
-        match self.inner.raft.change_membership(voters, false).await {
-            Ok(_) => Ok(()),
-            Err(e) => Err(self.write_error(e)),
-        }
+        let raft = self.inner.raft.clone();
+        self.membership_change(move || {
+            let (raft, voters) = (raft.clone(), voters.clone());
+            async move { raft.change_membership(voters, false).await }
+        })
+        .await
     }
 
     fn membership(&self) -> MembershipStatus {

@@ -8,6 +8,7 @@
 //! Raft last so that everything acknowledged is on disk.
 
 use crate::api::rest;
+use crate::auth::Auth;
 use crate::config::{self, CompactionStrategy, Config, LoadedConfig};
 use crate::http::{self, Router, Server, ServerConfig};
 use crate::metrics;
@@ -91,11 +92,22 @@ fn http_config(c: &Config) -> ServerConfig {
 }
 
 async fn serve(cfg: Config, reload: Reloader) -> Result<(), String> {
-    if cfg.security.enable_tls || cfg.security.auth_method != config::AuthMethod::None {
+    if cfg.security.enable_tls || cfg.security.auth_method == config::AuthMethod::Certificate {
         return Err(
-            "security.enable_tls and security.auth_method are not served by this build; \
-             remove them from the configuration (or run a build with TLS support)"
+            "security.enable_tls and security.auth_method = \"certificate\" are not served by this build; \
+             remove them (token authentication and the cluster secret work without TLS)"
                 .to_string(),
+        );
+    }
+    let auth = Arc::new(Auth::from_config(&cfg.security, &cfg.cluster.name)?);
+    if cfg.security.auth_method == config::AuthMethod::None {
+        log::warn!(
+            "security.auth_method = \"none\": any client that reaches this node may read and write every key"
+        );
+    }
+    if auth.signer().is_none() {
+        log::warn!(
+            "no security.cluster_secret_file: peer routes under /raft/ accept any caller; set one on every member"
         );
     }
     let id = cfg.node.id;
@@ -127,6 +139,7 @@ async fn serve(cfg: Config, reload: Reloader) -> Result<(), String> {
         &cfg.cluster.name,
         client.clone(),
         cfg.raft.snapshot_timeout.as_duration(),
+        auth.signer(),
     );
     let raft_cfg = Arc::new(raft_config(&cfg)?);
     let raft = openraft::Raft::new(id, raft_cfg, network, log_store, state_machine)
@@ -138,7 +151,14 @@ async fn serve(cfg: Config, reload: Reloader) -> Result<(), String> {
         api_addr: cfg.node.advertised_http_addr().to_string(),
         grpc_addr: cfg.node.advertised_grpc_addr().to_string(),
     };
-    let node = Node::new(&cfg, raft.clone(), reader.clone(), client, me.clone());
+    let node = Node::new(
+        &cfg,
+        raft.clone(),
+        reader.clone(),
+        client,
+        me.clone(),
+        auth.signer(),
+    );
 
     let http_addr = cfg.node.http_addr.to_string();
     let listener = tokio::net::TcpListener::bind(&http_addr).await.map_err(|e| {
@@ -158,8 +178,15 @@ async fn serve(cfg: Config, reload: Reloader) -> Result<(), String> {
         sources,
     );
     let router = rpc::routes(router, node.clone(), reader);
-    let server = Server::from_listener(listener, http_config(&cfg), Instrumented(Arc::new(router)))
-        .with_connection_counter(open_connections);
+    let server = Server::from_listener(
+        listener,
+        http_config(&cfg),
+        Instrumented {
+            router: Arc::new(router),
+            auth,
+        },
+    )
+    .with_connection_counter(open_connections);
     tokio::spawn(metrics::watch_raft(raft.metrics()));
     let shutdown = server.shutdown_handle();
     let serving = tokio::spawn(server.run());
@@ -337,19 +364,26 @@ fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
     keys
 }
 
-/// Counts every request by route, method and status, and times it.
-struct Instrumented(Arc<Router>);
+/// Checks access, then counts every request by route, method and status,
+/// and times it.
+struct Instrumented {
+    router: Arc<Router>,
+    auth: Arc<Auth>,
+}
 
 impl http::Handler for Instrumented {
     fn call(&self, req: http::Request) -> http::BoxFuture<http::Response> {
-        let route = if self.0.has_path(req.path()) {
+        if let Err(denied) = self.auth.check(&req) {
+            return Box::pin(async move { denied });
+        }
+        let route = if self.router.has_path(req.path()) {
             req.path().to_string()
         } else {
             "other".to_string()
         };
         let method = req.method().as_str().to_string();
         let start = Instant::now();
-        let fut = self.0.call(req);
+        let fut = self.router.call(req);
         Box::pin(async move {
             let resp = fut.await;
             metrics::METRICS.http_request(&route, &method, resp.status(), start.elapsed());
@@ -359,6 +393,6 @@ impl http::Handler for Instrumented {
     }
 
     fn body_limit(&self, method: &http::Method, path: &str) -> Option<u64> {
-        self.0.body_limit(method, path)
+        self.router.body_limit(method, path)
     }
 }

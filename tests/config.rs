@@ -556,7 +556,10 @@ fn tokens_are_redacted_in_effective_config() {
     let s = Scratch::new("redact");
     let file = s.write(
         "t.toml",
-        "[security]\nauth_method = \"token\"\ntokens = [{ token = \"s3cr3t-s3cr3t-s3cr3t\", role = \"admin\" }]\n",
+        &format!(
+            "[security]\nauth_method = \"token\"\ntokens = [{{ token = \"s3cr3t-s3cr3t-s3cr3t\", role = \"admin\" }}]\ncluster_secret_file = \"{}\"\n",
+            s.write("secret", "0123456789abcdef0123456789abcdef").display()
+        ),
     );
     let out = server(
         &s.0,

@@ -317,6 +317,13 @@ impl Validator<'_> {
         match s.auth_method {
             AuthMethod::None => {}
             AuthMethod::Token => {
+                if s.cluster_secret_file.is_none() && !s.enable_mtls {
+                    self.fail(
+                        "security.cluster_secret_file",
+                        "token authentication is on but peer routes (/raft/...) would accept any caller",
+                        "create a secret with `openssl rand -hex 32 > /etc/ferrium/cluster-secret`, give every member the same file and set security.cluster_secret_file",
+                    );
+                }
                 if s.tokens.is_empty() && s.token_file.is_none() {
                     self.fail(
                         "security.auth_method",

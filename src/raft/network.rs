@@ -10,6 +10,7 @@
 //! Failures are reported the way openraft expects: a peer that cannot be
 //! reached is `Unreachable` (openraft backs off), a deadline is `Timeout`.
 
+use crate::auth::{PEER_AUTH_HEADER, PeerSigner};
 use crate::http::{self, Body, ClientRequest, Method};
 use crate::raft::types::{Node, TypeConfig};
 use crate::store::SnapshotFile;
@@ -24,6 +25,7 @@ use openraft::raft::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Header naming the node a peer request is meant for.
@@ -44,6 +46,7 @@ const MAX_RESPONSE: usize = 16 * 1024 * 1024;
 #[derive(Clone)]
 pub struct PeerNetwork {
     id: u64,
+    signer: Option<Arc<PeerSigner>>,
     cluster: String,
     replication: http::Client,
     heartbeat: http::Client,
@@ -57,9 +60,11 @@ impl PeerNetwork {
         cluster: &str,
         client: http::Client,
         snapshot_timeout: Duration,
+        signer: Option<Arc<PeerSigner>>,
     ) -> PeerNetwork {
         PeerNetwork {
             id,
+            signer,
             cluster: cluster.to_string(),
             heartbeat: client.separate_pool(),
             snapshot: client.separate_pool(),
@@ -71,6 +76,7 @@ impl PeerNetwork {
     fn connection(&self, target: u64, node: &Node, client: &http::Client) -> PeerConnection {
         PeerConnection {
             id: self.id,
+            signer: self.signer.clone(),
             target,
             addr: node.rpc_addr.clone(),
             cluster: self.cluster.clone(),
@@ -103,6 +109,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
 /// The channel to one peer.
 pub struct PeerConnection {
     id: u64,
+    signer: Option<Arc<PeerSigner>>,
     target: u64,
     addr: String,
     cluster: String,
@@ -126,10 +133,17 @@ impl PeerConnection {
         let url = format!("http://{}{path}", self.addr);
         let req = ClientRequest::new(Method::Post, &url)
             .map_err(|e| CallError::Unreachable(format!("bad peer address {}: {e}", self.addr)))?;
-        Ok(req
+        let req = req
             .header(TARGET_HEADER, self.target.to_string())
             .header(FROM_HEADER, self.id.to_string())
-            .header(CLUSTER_HEADER, self.cluster.clone()))
+            .header(CLUSTER_HEADER, self.cluster.clone());
+        Ok(match &self.signer {
+            Some(signer) => req.header(
+                PEER_AUTH_HEADER,
+                signer.sign("POST", path, self.target, self.id),
+            ),
+            None => req,
+        })
     }
 
     async fn call<Req: Serialize, Resp: DeserializeOwned>(

@@ -89,6 +89,18 @@ pub fn http_with_timeout(
     body: Option<&str>,
     timeout: Duration,
 ) -> std::io::Result<Reply> {
+    request(addr, method, path, body, &[], timeout)
+}
+
+/// One HTTP/1.1 request with extra headers on a fresh connection.
+pub fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> std::io::Result<Reply> {
     let sock: std::net::SocketAddr = addr
         .parse()
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{e}")))?;
@@ -97,6 +109,9 @@ pub fn http_with_timeout(
     s.set_write_timeout(Some(timeout))?;
     let body = body.unwrap_or("");
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
     if !body.is_empty() || method == "POST" || method == "PUT" {
         req.push_str("Content-Type: application/json\r\n");
         req.push_str(&format!("Content-Length: {}\r\n", body.len()));
@@ -198,6 +213,8 @@ pub struct Cluster {
     pub nodes: Vec<NodeProc>,
     pub scratch: Scratch,
     pub extra_config: String,
+    /// Bearer token the harness sends with its own requests, if any.
+    pub token: Option<String>,
 }
 
 impl Cluster {
@@ -210,6 +227,17 @@ impl Cluster {
     /// Like [`Cluster::start`], with extra TOML appended to every config
     /// (e.g. `"[raft]\nsnapshot_threshold = 500\n"`).
     pub fn start_with(name: &str, n: u64, bootstrap: Bootstrap, extra: &str) -> Cluster {
+        Cluster::start_full(name, n, bootstrap, extra, None)
+    }
+
+    /// Like [`Cluster::start_with`]; the harness authenticates with `token`.
+    pub fn start_full(
+        name: &str,
+        n: u64,
+        bootstrap: Bootstrap,
+        extra: &str,
+        token: Option<&str>,
+    ) -> Cluster {
         let scratch = Scratch::new(name);
         let mut nodes = Vec::new();
         for id in 1..=n {
@@ -228,6 +256,7 @@ impl Cluster {
             nodes,
             scratch,
             extra_config: extra.to_string(),
+            token: token.map(str::to_string),
         };
         let members: Vec<u64> = if bootstrap == Bootstrap::Static {
             (1..=n).collect()
@@ -387,14 +416,7 @@ impl Cluster {
     /// The leader as node `id` sees it, waiting until it knows one.
     pub fn leader_seen_by(&self, id: u64, timeout: Duration) -> u64 {
         eventually(timeout, || {
-            let r = http_with_timeout(
-                &self.addr(id),
-                "GET",
-                "/leader",
-                None,
-                Duration::from_secs(2),
-            )
-            .ok()?;
+            let r = self.call(id, "GET", "/leader", None).ok()?;
             r.json()["leader"].as_u64()
         })
         .unwrap_or_else(|| panic!("node {id} knows no leader after {timeout:?}"))
@@ -405,14 +427,7 @@ impl Cluster {
         let running = self.running_ids();
         let mut seen = None;
         for id in &running {
-            let r = http_with_timeout(
-                &self.addr(*id),
-                "GET",
-                "/leader",
-                None,
-                Duration::from_secs(2),
-            )
-            .ok()?;
+            let r = self.call(*id, "GET", "/leader", None).ok()?;
             let leader = r.json()["leader"].as_u64()?;
             match seen {
                 None => seen = Some(leader),
@@ -482,13 +497,34 @@ impl Cluster {
     /// `POST /write` with a Set.
     pub fn set(&self, id: u64, key: &str, value: &str) -> std::io::Result<Reply> {
         let body = serde_json::json!({"Set": {"key": key, "value": value}}).to_string();
-        http(&self.addr(id), "POST", "/write", Some(&body))
+        self.call(id, "POST", "/write", Some(&body))
     }
 
     /// `POST /read` with a consistency level.
     pub fn get(&self, id: u64, key: &str, consistency: &str) -> std::io::Result<Reply> {
         let body = serde_json::json!({"key": key, "consistency": consistency}).to_string();
-        http(&self.addr(id), "POST", "/read", Some(&body))
+        self.call(id, "POST", "/read", Some(&body))
+    }
+
+    /// A request to node `id`, with the harness token when one is set.
+    pub fn call(
+        &self,
+        id: u64,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> std::io::Result<Reply> {
+        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+        request(
+            &self.addr(id),
+            method,
+            path,
+            body,
+            &headers,
+            Duration::from_secs(15),
+        )
     }
 }
 

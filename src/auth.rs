@@ -1,0 +1,343 @@
+//! Who may call what: bearer tokens with roles for clients, and a cluster
+//! secret that peers prove with an HMAC on every Raft request.
+//!
+//! Roles nest: `read` (reads, lists, leader, metrics, health), `write`
+//! (plus writes), `admin` (plus init and membership). Peer routes under
+//! `/raft/` accept only requests signed with the cluster secret; the secret
+//! itself never travels: each request carries `HMAC-SHA256(secret, method,
+//! path, target, sender, cluster, timestamp)`, and requests whose timestamp
+//! is more than five minutes off are refused.
+//!
+//! Failures answer 401 (with `WWW-Authenticate`) or 403 and say nothing an
+//! attacker could use; each is counted in the metrics and logged at most
+//! once a second. Tokens and the secret are never logged or printed.
+
+use crate::config::{AuthMethod, Role, SecurityConfig};
+use crate::http::{Method, Request, Response};
+use crate::metrics::METRICS;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Header carrying a peer request's signature: `t=<unix ms>,mac=<hex>`.
+pub const PEER_AUTH_HEADER: &str = "x-ferrium-auth";
+
+/// Largest clock difference accepted on a signed peer request.
+const MAX_SKEW: Duration = Duration::from_secs(300);
+
+/// Signs peer requests with the cluster secret.
+pub struct PeerSigner {
+    secret: Vec<u8>,
+    cluster: String,
+}
+
+impl PeerSigner {
+    pub fn new(secret: Vec<u8>, cluster: &str) -> PeerSigner {
+        PeerSigner {
+            secret,
+            cluster: cluster.to_string(),
+        }
+    }
+
+    fn mac(
+        &self,
+        method: &str,
+        path: &str,
+        target: &str,
+        from: &str,
+        ts: u64,
+    ) -> Option<Hmac<Sha256>> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.secret).ok()?;
+        for part in [method, path, target, from, &self.cluster, &ts.to_string()] {
+            mac.update(part.as_bytes());
+            mac.update(b"\n");
+        }
+        Some(mac)
+    }
+
+    /// The header value for a request from `from` to `target`.
+    pub fn sign(&self, method: &str, path: &str, target: u64, from: u64) -> String {
+        let ts = now_ms();
+        let hex = self
+            .mac(method, path, &target.to_string(), &from.to_string(), ts)
+            .map(|m| to_hex(&m.finalize().into_bytes()))
+            .unwrap_or_default();
+        format!("t={ts},mac={hex}")
+    }
+
+    /// Checks a signed request; constant-time comparison of the MAC.
+    fn verify(&self, req: &Request) -> bool {
+        let Some(value) = req.header(PEER_AUTH_HEADER) else {
+            return false;
+        };
+        let mut ts = None;
+        let mut mac_hex = None;
+        for part in value.split(',') {
+            match part.trim().split_once('=') {
+                Some(("t", v)) => ts = v.parse::<u64>().ok(),
+                Some(("mac", v)) => mac_hex = from_hex(v),
+                _ => {}
+            }
+        }
+        let (Some(ts), Some(given)) = (ts, mac_hex) else {
+            return false;
+        };
+        if now_ms().abs_diff(ts) > MAX_SKEW.as_millis() as u64 {
+            return false;
+        }
+        let target = req
+            .header(crate::raft::network::TARGET_HEADER)
+            .unwrap_or("");
+        let from = req.header(crate::raft::network::FROM_HEADER).unwrap_or("");
+        match self.mac(req.method().as_str(), req.path(), target, from, ts) {
+            Some(mac) => mac.verify_slice(&given).is_ok(),
+            None => false,
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn from_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// The access policy of one node.
+pub struct Auth {
+    method: AuthMethod,
+    tokens: Vec<(Vec<u8>, Role)>,
+    open_health: bool,
+    peers: Option<Arc<PeerSigner>>,
+    last_log_second: AtomicU64,
+}
+
+/// What a route needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Needs {
+    Nothing,
+    Role(Role),
+    Peer,
+}
+
+fn rank(r: Role) -> u8 {
+    match r {
+        Role::Read => 1,
+        Role::Write => 2,
+        Role::Admin => 3,
+    }
+}
+
+impl Auth {
+    /// Builds the policy from `[security]`, reading the token and secret
+    /// files. Errors name the file and the fix.
+    pub fn from_config(s: &SecurityConfig, cluster: &str) -> Result<Auth, String> {
+        let mut tokens: Vec<(Vec<u8>, Role)> = s
+            .tokens
+            .iter()
+            .map(|t| (t.token.as_bytes().to_vec(), t.role))
+            .collect();
+        if let Some(path) = &s.token_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read security.token_file {}: {e}", path.display()))?;
+            for (n, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let mut parts = line.split_whitespace();
+                let (Some(token), Some(role), None) = (parts.next(), parts.next(), parts.next())
+                else {
+                    return Err(format!(
+                        "{}:{}: expected \"TOKEN ROLE\" (role read, write or admin)",
+                        path.display(),
+                        n + 1
+                    ));
+                };
+                let role = match role {
+                    "read" => Role::Read,
+                    "write" => Role::Write,
+                    "admin" => Role::Admin,
+                    _ => {
+                        return Err(format!(
+                            "{}:{}: role must be read, write or admin",
+                            path.display(),
+                            n + 1
+                        ));
+                    }
+                };
+                tokens.push((token.as_bytes().to_vec(), role));
+            }
+        }
+        let peers = match &s.cluster_secret_file {
+            Some(path) => {
+                let secret = std::fs::read(path).map_err(|e| {
+                    format!(
+                        "cannot read security.cluster_secret_file {}: {e}",
+                        path.display()
+                    )
+                })?;
+                let secret: Vec<u8> = secret.trim_ascii().to_vec();
+                if secret.len() < 16 {
+                    return Err(format!(
+                        "the cluster secret in {} is shorter than 16 bytes; create one with `openssl rand -hex 32 > FILE`",
+                        path.display()
+                    ));
+                }
+                Some(Arc::new(PeerSigner::new(secret, cluster)))
+            }
+            None => None,
+        };
+        Ok(Auth {
+            method: s.auth_method,
+            tokens,
+            open_health: s.open_health,
+            peers,
+            last_log_second: AtomicU64::new(0),
+        })
+    }
+
+    /// A signer for this node's own peer requests, when a secret is set.
+    pub fn signer(&self) -> Option<Arc<PeerSigner>> {
+        self.peers.clone()
+    }
+
+    /// What `method path` needs under this policy.
+    pub fn needs(&self, method: &Method, path: &str) -> Needs {
+        if path.starts_with("/raft/") {
+            return if self.peers.is_some() {
+                Needs::Peer
+            } else {
+                Needs::Nothing
+            };
+        }
+        if self.method == AuthMethod::None {
+            return Needs::Nothing;
+        }
+        match path {
+            "/health" | "/ready" if self.open_health => Needs::Nothing,
+            "/write" => Needs::Role(Role::Write),
+            "/init" | "/add-learner" | "/change-membership" => Needs::Role(Role::Admin),
+            _ if *method == Method::Get || path == "/read" || path == "/list" => {
+                Needs::Role(Role::Read)
+            }
+            _ => Needs::Role(Role::Admin),
+        }
+    }
+
+    /// Lets the request through or answers 401/403.
+    pub fn check(&self, req: &Request) -> Result<(), Response> {
+        match self.needs(req.method(), req.path()) {
+            Needs::Nothing => Ok(()),
+            Needs::Peer => {
+                let ok = self.peers.as_ref().is_some_and(|p| p.verify(req));
+                if ok {
+                    return Ok(());
+                }
+                self.denied("peer", req);
+                Err(Response::error(
+                    401,
+                    "unauthenticated",
+                    "peer routes accept only requests signed with the cluster secret",
+                ))
+            }
+            Needs::Role(needed) => {
+                let Some(role) = self.token_role(req) else {
+                    self.denied("unauthenticated", req);
+                    return Err(Response::error(
+                        401,
+                        "unauthenticated",
+                        "a valid bearer token is required: send Authorization: Bearer TOKEN",
+                    )
+                    .header("www-authenticate", "Bearer realm=\"ferrium\""));
+                };
+                if rank(role) >= rank(needed) {
+                    return Ok(());
+                }
+                self.denied("forbidden", req);
+                Err(Response::error(
+                    403,
+                    "permission_denied",
+                    "this token's role does not allow the request",
+                ))
+            }
+        }
+    }
+
+    /// The role of the request's bearer token, comparing every configured
+    /// token in constant time.
+    pub fn token_role(&self, req: &Request) -> Option<Role> {
+        let header = req.header("authorization")?;
+        self.role_of(header)
+    }
+
+    /// The role for an `Authorization` header value (also used by gRPC).
+    pub fn role_of(&self, header: &str) -> Option<Role> {
+        let (scheme, token) = header.trim().split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return None;
+        }
+        let given = token.trim().as_bytes();
+        let mut found = None;
+        for (t, role) in &self.tokens {
+            if constant_time_eq(t, given) {
+                found = Some(*role);
+            }
+        }
+        found
+    }
+
+    fn denied(&self, kind: &str, req: &Request) {
+        METRICS.auth_denied(kind);
+        let second = now_ms() / 1000;
+        if self.last_log_second.swap(second, Ordering::Relaxed) != second {
+            log::warn!(
+                "refused a request ({kind}) for {} {} from {}",
+                req.method().as_str(),
+                req.path(),
+                req.remote_addr()
+            );
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trip_and_constant_time_eq() {
+        assert_eq!(
+            from_hex(&to_hex(&[0, 1, 254, 255])),
+            Some(vec![0, 1, 254, 255])
+        );
+        assert_eq!(from_hex("zz"), None);
+        assert_eq!(from_hex("abc"), None);
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

@@ -1,0 +1,251 @@
+//! Token authentication with roles over REST, and peer routes that accept
+//! only requests signed with the cluster secret.
+
+mod common;
+
+use common::{Bootstrap, Cluster, request};
+use std::time::Duration;
+
+const READ: &str = "read-token-0123456789abcdef";
+const WRITE: &str = "write-token-0123456789abcdef";
+const ADMIN: &str = "admin-token-0123456789abcdef";
+
+fn start(name: &str) -> Cluster {
+    let dir = std::env::temp_dir().join(format!("ferrium-auth-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tokens = dir.join("tokens");
+    std::fs::write(
+        &tokens,
+        format!("# token role\n{READ} read\n{WRITE} write\n"),
+    )
+    .unwrap();
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "0123456789abcdef0123456789abcdef\n").unwrap();
+    let extra = format!(
+        "[security]\nauth_method = \"token\"\ntoken_file = \"{}\"\ntokens = [{{ token = \"{ADMIN}\", role = \"admin\" }}]\ncluster_secret_file = \"{}\"\n",
+        tokens.display(),
+        secret.display()
+    );
+    Cluster::start_full(name, 3, Bootstrap::Static, &extra, Some(ADMIN))
+}
+
+fn call(
+    c: &Cluster,
+    id: u64,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+) -> common::Reply {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+    request(
+        &c.addr(id),
+        method,
+        path,
+        body,
+        &headers,
+        Duration::from_secs(15),
+    )
+    .unwrap()
+}
+
+#[test]
+fn roles_allow_what_they_may_and_refuse_the_rest() {
+    let c = start("roles");
+    let leader = c.wait_leader(Duration::from_secs(10));
+    let follower = c.ids().into_iter().find(|i| *i != leader).unwrap();
+    let write = r#"{"Set":{"key":"k","value":"v"}}"#;
+    let read = r#"{"key":"k"}"#;
+
+    // Writes through a follower are forwarded with the cluster secret.
+    assert_eq!(
+        call(&c, follower, "POST", "/write", Some(write), Some(WRITE)).status,
+        200
+    );
+    assert_eq!(
+        call(&c, follower, "POST", "/write", Some(write), Some(ADMIN)).status,
+        200
+    );
+    let r = call(&c, follower, "POST", "/write", Some(write), Some(READ));
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(r.json()["code"], "permission_denied");
+
+    for token in [READ, WRITE, ADMIN] {
+        let r = call(&c, follower, "POST", "/read", Some(read), Some(token));
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.json()["value"], "v");
+        assert_eq!(
+            call(&c, follower, "GET", "/metrics", None, Some(token)).status,
+            200
+        );
+        assert_eq!(
+            call(&c, follower, "GET", "/leader", None, Some(token)).status,
+            200
+        );
+    }
+    for token in [READ, WRITE] {
+        let r = call(
+            &c,
+            leader,
+            "POST",
+            "/change-membership",
+            Some("[1,2,3]"),
+            Some(token),
+        );
+        assert_eq!(r.status, 403, "{}", r.body);
+        assert_eq!(
+            call(&c, leader, "POST", "/init", None, Some(token)).status,
+            403
+        );
+    }
+    let r = call(
+        &c,
+        leader,
+        "POST",
+        "/change-membership",
+        Some("[1,2,3]"),
+        Some(ADMIN),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    // Missing or wrong token: 401 with WWW-Authenticate, nothing else said.
+    for token in [None, Some("wrong-token-0123456789abcdef"), Some("")] {
+        let r = call(&c, leader, "POST", "/read", Some(read), token);
+        assert_eq!(r.status, 401, "{}", r.body);
+        assert_eq!(r.json()["code"], "unauthenticated");
+        assert!(
+            r.header("www-authenticate")
+                .is_some_and(|v| v.starts_with("Bearer"))
+        );
+    }
+    let r = request(
+        &c.addr(leader),
+        "POST",
+        "/read",
+        Some(read),
+        &[("Authorization", &format!("Basic {READ}"))],
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(r.status, 401);
+
+    // Health and readiness stay open for load balancers (open_health = true).
+    assert_eq!(call(&c, leader, "GET", "/health", None, None).status, 200);
+
+    // Denials are counted.
+    let m = call(&c, leader, "GET", "/metrics", None, Some(READ));
+    assert_eq!(m.status, 200);
+    let prom = request(
+        &c.addr(leader),
+        "GET",
+        "/metrics",
+        None,
+        &[
+            ("Authorization", &format!("Bearer {READ}")),
+            ("Accept", "text/plain"),
+        ],
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert!(
+        prom.body
+            .contains("ferrium_auth_denied_total{kind=\"unauthenticated\"}"),
+        "{}",
+        prom.body
+    );
+    assert!(
+        prom.body
+            .contains("ferrium_auth_denied_total{kind=\"forbidden\"}")
+    );
+
+    // No token appears in any log or in the metrics.
+    for id in c.ids() {
+        let log = std::fs::read_to_string(&c.node(id).log).unwrap();
+        for t in [READ, WRITE, ADMIN] {
+            assert!(!log.contains(t), "node {id}'s log contains a token");
+        }
+    }
+    for t in [READ, WRITE, ADMIN] {
+        assert!(!prom.body.contains(t) && !m.body.contains(t));
+    }
+}
+
+#[test]
+fn peer_routes_refuse_unsigned_and_wrongly_signed_requests() {
+    let c = start("peers");
+    let leader = c.wait_leader(Duration::from_secs(10));
+    let target = leader.to_string();
+    let base = [
+        ("x-ferrium-target", target.as_str()),
+        ("x-ferrium-from", "2"),
+        ("x-ferrium-cluster", "test"),
+    ];
+    let write = r#"{"Set":{"key":"forged","value":"x"}}"#;
+
+    // No credentials at all, even with an admin token.
+    let mut headers = base.to_vec();
+    let admin = format!("Bearer {ADMIN}");
+    headers.push(("Authorization", &admin));
+    let r = request(
+        &c.addr(leader),
+        "POST",
+        "/raft/write",
+        Some(write),
+        &headers,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(r.status, 401, "{}", r.body);
+
+    // A signature made with another secret.
+    let forged = ferrium::auth::PeerSigner::new(
+        b"another-secret-0123456789abcdef".to_vec(),
+        "test",
+    )
+    .sign("POST", "/raft/write", leader, 2);
+    let mut headers = base.to_vec();
+    headers.push(("x-ferrium-auth", &forged));
+    let r = request(
+        &c.addr(leader),
+        "POST",
+        "/raft/write",
+        Some(write),
+        &headers,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(r.status, 401, "{}", r.body);
+
+    // Garbage in the header.
+    let mut headers = base.to_vec();
+    headers.push(("x-ferrium-auth", "t=1,mac=zz"));
+    let r = request(
+        &c.addr(leader),
+        "POST",
+        "/raft/vote",
+        Some("{}"),
+        &headers,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(r.status, 401, "{}", r.body);
+
+    // The right secret is accepted (the route then does its job).
+    let good = ferrium::auth::PeerSigner::new(b"0123456789abcdef0123456789abcdef".to_vec(), "test")
+        .sign("POST", "/raft/write", leader, 2);
+    let mut headers = base.to_vec();
+    headers.push(("x-ferrium-auth", &good));
+    let r = request(
+        &c.addr(leader),
+        "POST",
+        "/raft/write",
+        Some(write),
+        &headers,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = c.get(leader, "forged", "linearizable").unwrap();
+    assert_eq!(r.json()["value"], "x");
+}
