@@ -152,10 +152,12 @@ async fn serve(cfg: Config) -> Result<(), String> {
         me.api_addr,
         data_dir.display()
     );
+    crate::systemd::notify("READY=1");
 
     bootstrap(&cfg, &node, &me).await;
 
     wait_for_signal().await;
+    crate::systemd::notify("STOPPING=1");
     log::info!(
         "shutting down: finishing requests in flight (up to {:?})",
         cfg.network.shutdown_timeout.as_duration()
