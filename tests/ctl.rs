@@ -128,8 +128,10 @@ fn key_value_commands_status_health_and_fail_over() {
         "{}",
         health.stdout
     );
-    let metrics = ok(&eps, &["metrics"]).json();
+    let metrics = ok(&eps, &["-o", "json", "metrics"]).json();
     assert_eq!(metrics["membership"]["voters"].as_array().unwrap().len(), 3);
+    let table = ok(&eps, &["metrics"]).stdout;
+    assert!(table.contains("membership.voters"), "{table}");
     let prom = ok(&eps, &["metrics", "--prometheus"]).stdout;
     assert!(prom.contains("# TYPE ferrium_raft_term gauge"), "{prom}");
 
@@ -178,6 +180,7 @@ fn usage_errors_exit_2() {
         &["member", "add", "zero", "127.0.0.1:1"],
         &["member", "promote"],
         &["list", "p", "--limit", "many"],
+        &["list", "p", "--limit", "0"],
     ] {
         let r = ctl(&ep, args);
         assert_eq!(r.code, 2, "{args:?}");
@@ -211,7 +214,7 @@ fn member_add_promote_remove() {
 
     let promote = ok(&eps, &["member", "promote", &new_id]);
     assert_eq!(promote.stdout, format!("voters are now 1, {new}\n"));
-    let voters = ok(&eps, &["metrics"]).json()["membership"]["voters"].clone();
+    let voters = ok(&eps, &["-o", "json", "metrics"]).json()["membership"]["voters"].clone();
     assert_eq!(voters, serde_json::json!([1, new]));
 
     let unknown = ctl(&eps, &["member", "promote", "99"]);
@@ -224,7 +227,7 @@ fn member_add_promote_remove() {
 
     let remove = ok(&eps, &["member", "remove", &new_id]);
     assert_eq!(remove.stdout, "voters are now 1\n");
-    let m = ok(&eps, &["metrics"]).json();
+    let m = ok(&eps, &["-o", "json", "metrics"]).json();
     assert_eq!(m["membership"]["voters"], serde_json::json!([1]));
     assert_eq!(ctl(&eps, &["member", "remove", "1"]).code, 1);
 }

@@ -32,7 +32,8 @@ Commands:
   member promote ID...          Make learners voters (current voters + IDs)
   member remove ID              Remove node ID from the cluster
   health                        /health of every endpoint
-  metrics [--prometheus]        One node's /metrics (JSON, or Prometheus text)
+  metrics [--prometheus]        One node's /metrics (a table, JSON with -o json,
+                                or Prometheus text)
 
 Options:
   -e, --endpoints LIST   Comma-separated host:port list, tried in order
@@ -180,8 +181,8 @@ fn parse_cli(args: Vec<std::ffi::OsString>) -> Result<Parsed, Failure> {
             }
             Long("limit") => {
                 let v = value(&mut parser, "--limit")?;
-                limit = Some(v.parse::<usize>().map_err(|_| {
-                    Failure::usage(format!("--limit {v:?} is not a number of keys"))
+                limit = Some(v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    Failure::usage(format!("--limit {v:?} is not a number of keys (1 or more)"))
                 })?);
             }
             Long("prometheus") => prometheus = true,
@@ -829,6 +830,25 @@ async fn status(ctl: &Ctl) -> Outcome {
     Ok(())
 }
 
+/// `{"a":{"b":1}}` as rows `a.b  1`; arrays of scalars stay on one row.
+fn flatten(prefix: &str, v: &Value, rows: &mut Vec<Vec<String>>) {
+    match v {
+        Value::Object(map) => {
+            for (k, v) in map {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, rows);
+            }
+        }
+        Value::Null => rows.push(vec![prefix.to_string(), "-".to_string()]),
+        Value::String(s) => rows.push(vec![prefix.to_string(), s.clone()]),
+        other => rows.push(vec![prefix.to_string(), other.to_string()]),
+    }
+}
+
 fn print_table(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in rows {
@@ -996,7 +1016,14 @@ async fn health(ctl: &Ctl) -> Outcome {
 async fn metrics(ctl: &Ctl, prometheus: bool) -> Outcome {
     if !prometheus {
         let a = ctl.call_ok(Method::Get, "/metrics", None, false).await?;
-        ctl.print_json(&a.body);
+        match ctl.output {
+            Output::Json => ctl.print_json(&a.body),
+            Output::Table => {
+                let mut rows = Vec::new();
+                flatten("", &a.body, &mut rows);
+                print_table(&["METRIC", "VALUE"], &rows);
+            }
+        }
         return Ok(());
     }
     let mut problems = Vec::new();
