@@ -5,6 +5,8 @@ mod common;
 
 use common::{Bootstrap, Cluster, free_port};
 use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::TcpListener;
 use std::process::Command;
 use std::time::Duration;
 
@@ -55,6 +57,45 @@ fn ok(endpoints: &str, args: &[&str]) -> Run {
 /// An address nothing listens on.
 fn dead() -> String {
     format!("127.0.0.1:{}", free_port())
+}
+
+/// A stand-in node that answers every request with `status` and `body`.
+fn fake_node(status: u16, body: String) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Read the head and the body its Content-Length announces.
+            loop {
+                let Ok(n) = conn.read(&mut buf) else { break };
+                if n == 0 {
+                    break;
+                }
+                seen.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&seen).to_ascii_lowercase();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if seen.len() >= end + 4 + len {
+                        break;
+                    }
+                }
+            }
+            let reply = format!(
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = conn.write_all(reply.as_bytes());
+        }
+    });
+    addr
 }
 
 #[test]
@@ -230,4 +271,44 @@ fn member_add_promote_remove() {
     let m = ok(&eps, &["-o", "json", "metrics"]).json();
     assert_eq!(m["membership"]["voters"], serde_json::json!([1]));
     assert_eq!(ctl(&eps, &["member", "remove", "1"]).code, 1);
+}
+
+#[test]
+fn not_leader_redirect_and_unknown_outcome() {
+    let c = Cluster::start("ctl-redirect", 1, Bootstrap::Static);
+    c.wait_leader(Duration::from_secs(30));
+    // A node with forwarding off names the leader: ferriumctl goes there.
+    let refuses = fake_node(
+        503,
+        serde_json::json!({"error": "node 9 is not the leader", "code": "unavailable",
+            "leader": 1, "leader_api_addr": c.addr(1)})
+        .to_string(),
+    );
+    ok(&refuses, &["put", "redirected", "yes"]);
+    assert_eq!(ok(&c.addr(1), &["get", "redirected"]).stdout, "yes\n");
+
+    // An unknown outcome is never retried elsewhere: exit 5, key untouched.
+    let unknown = fake_node(
+        503,
+        serde_json::json!({"error": "leader changed after the entry was appended",
+            "code": "outcome_unknown"})
+        .to_string(),
+    );
+    let r = ctl(&format!("{unknown},{}", c.addr(1)), &["put", "maybe", "x"]);
+    assert_eq!(r.code, 5);
+    assert!(
+        r.stderr.contains("read the key before retrying"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(ctl(&c.addr(1), &["get", "maybe"]).code, 4);
+
+    // Any other error answer is exit 1 with the server's message.
+    let conflict = fake_node(
+        409,
+        serde_json::json!({"error": "node id 2 is already used", "code": "conflict"}).to_string(),
+    );
+    let r = ctl(&conflict, &["member", "add", "2", "127.0.0.1:1"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("already used (conflict)"), "{}", r.stderr);
 }
