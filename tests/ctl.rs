@@ -70,8 +70,7 @@ fn fake_node(status: u16, body: String) -> String {
             let mut seen = Vec::new();
             let mut buf = [0u8; 4096];
             // Read the head and the body its Content-Length announces.
-            loop {
-                let Ok(n) = conn.read(&mut buf) else { break };
+            while let Ok(n) = conn.read(&mut buf) {
                 if n == 0 {
                     break;
                 }
