@@ -59,7 +59,8 @@ fn dead() -> String {
     format!("127.0.0.1:{}", free_port())
 }
 
-/// A stand-in node that answers every request with `status` and `body`.
+/// A stand-in node that answers every request with `status` and `body`, or
+/// with status 0 reads the request and closes the connection unanswered.
 fn fake_node(status: u16, body: String) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
@@ -86,6 +87,9 @@ fn fake_node(status: u16, body: String) -> String {
                         break;
                     }
                 }
+            }
+            if status == 0 {
+                continue;
             }
             let reply = format!(
                 "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -301,6 +305,14 @@ fn not_leader_redirect_and_unknown_outcome() {
         r.stderr
     );
     assert_eq!(ctl(&c.addr(1), &["get", "maybe"]).code, 4);
+
+    // A connection lost after a write was sent: exit 5 too. A read is
+    // simply tried on the next endpoint.
+    let drops = fake_node(0, String::new());
+    let both = format!("{drops},{}", c.addr(1));
+    assert_eq!(ctl(&both, &["put", "maybe", "x"]).code, 5);
+    assert_eq!(ctl(&both, &["get", "maybe"]).code, 4);
+    assert_eq!(ok(&both, &["get", "redirected"]).stdout, "yes\n");
 
     // Any other error answer is exit 1 with the server's message.
     let conflict = fake_node(

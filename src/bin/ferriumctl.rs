@@ -389,9 +389,7 @@ impl Ctl {
         let (status, bytes) = match self.call_one(endpoint, method, path, body, None).await {
             Ok(r) => r,
             Err(e) => {
-                use ferrium::http::Error as E;
-                let unsent = matches!(e, E::Io(_) | E::Timeout("connect") | E::InvalidUrl(_));
-                if write && !unsent {
+                if write && !never_sent(&e) {
                     return Err(Attempt::Stop(Failure::new(
                         EXIT_OUTCOME_UNKNOWN,
                         format!(
@@ -522,6 +520,26 @@ impl Ctl {
             "{}",
             serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
         );
+    }
+}
+
+/// True when `e` shows the request never left this machine (no connection,
+/// no address), so another endpoint can be tried even for a write.
+fn never_sent(e: &ferrium::http::Error) -> bool {
+    use ferrium::http::Error as E;
+    use std::io::ErrorKind as K;
+    match e {
+        E::Timeout("connect") | E::InvalidUrl(_) => true,
+        E::Io(io) => {
+            matches!(
+                io.kind(),
+                K::ConnectionRefused
+                    | K::HostUnreachable
+                    | K::NetworkUnreachable
+                    | K::AddrNotAvailable
+            ) || io.to_string().contains("lookup")
+        }
+        _ => false,
     }
 }
 
