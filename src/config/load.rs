@@ -107,13 +107,13 @@ pub fn search_paths() -> Vec<(PathBuf, bool)> {
         .collect()
 }
 
-/// Loads the configuration: `file` if given, else the first search path that
-/// exists, else built-in defaults; then environment variables (`env`, usually
-/// `std::env::vars()`), then command-line values.
 /// `FERRIUM_` variables of Ferrium's other tools, which the server ignores
 /// without a warning.
 const TOOL_VARIABLES: &[&str] = &["FERRIUM_ENDPOINTS"];
 
+/// Loads the configuration: `file` if given, else the first search path that
+/// exists, else built-in defaults; then environment variables (`env`, usually
+/// `std::env::vars()`), then command-line values.
 pub fn load(
     file: Option<&Path>,
     env: impl IntoIterator<Item = (String, String)>,
