@@ -2,6 +2,10 @@
 #
 #   make run    build and start a single node (etc/examples/single-node.toml)
 #   make test   run the whole test suite
+#   make deb    build dist/ferrium_VERSION_ARCH.deb (dpkg-deb, contrib/debian/)
+#   make rpm    build dist/ferrium-VERSION-1.ARCH.rpm (rpmbuild, contrib/rpm/)
+#   make package-test   build both, install the .deb here, check it, purge it
+#                       (root only), and check the .rpm's file list
 #
 # Both first check the build prerequisites (a C++ compiler and libclang for
 # RocksDB's bindings) and install them with apt-get when run as root.
@@ -9,7 +13,16 @@
 CARGO ?= cargo
 CONFIG ?= etc/examples/single-node.toml
 
-.PHONY: all build run test prereqs fmt lint ci clean
+# Packages ship the release binaries when a release build exists in the
+# target directory, and otherwise the dev-profile ones (target/debug, which
+# `make build` produces; dependencies such as RocksDB are compiled at -O3
+# there too). Force one with `make deb PROFILE=release` or `PROFILE=debug`.
+TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
+PROFILE ?= $(if $(wildcard $(TARGET_DIR)/release/ferrium-server),release,debug)
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+DIST ?= dist
+
+.PHONY: all build run test prereqs fmt lint ci clean deb rpm package-bins package-test
 
 all: build
 
@@ -32,6 +45,22 @@ fmt:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+
+package-bins: prereqs
+ifeq ($(PROFILE),debug)
+	$(CARGO) build --bins
+endif
+	@test -x $(TARGET_DIR)/$(PROFILE)/ferrium-server || { echo "no $(PROFILE) build in $(TARGET_DIR)"; exit 1; }
+
+deb: package-bins
+	contrib/debian/build-deb.sh $(TARGET_DIR)/$(PROFILE) $(DIST)
+
+rpm: package-bins
+	contrib/rpm/build-rpm.sh $(TARGET_DIR)/$(PROFILE) $(DIST)
+
+package-test: deb rpm
+	contrib/test-packages.sh $(DIST)/ferrium_$(VERSION)_$$(dpkg --print-architecture).deb \
+		$(DIST)/ferrium-$(VERSION)-1.$$(rpm --eval '%{_arch}').rpm
 
 ci:
 	.ci/run

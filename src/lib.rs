@@ -18,6 +18,8 @@
 //! - [`server`]: wires storage, Raft and listeners; signals and shutdown.
 //! - [`store`]: openraft's log storage and state machine on one RocksDB
 //!   instance, plus snapshot files. Knows nothing about HTTP.
+//! - [`systemd`]: `READY=1`/`STOPPING=1` notifications to systemd through
+//!   `$NOTIFY_SOCKET` (a no-op outside systemd).
 
 pub mod api;
 pub mod auth;
@@ -29,3 +31,4 @@ pub mod node;
 pub mod raft;
 pub mod server;
 pub mod store;
+pub mod systemd;

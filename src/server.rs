@@ -197,10 +197,14 @@ async fn serve(cfg: Config, reload: Reloader) -> Result<(), String> {
         me.api_addr,
         data_dir.display()
     );
+    crate::systemd::notify("READY=1");
 
+    // Handlers go in before bootstrap so that an early SIGTERM still drains.
+    let signals = Signals::install();
     bootstrap(&cfg, &node, &me).await;
 
-    wait_for_shutdown(&cfg, &reload).await;
+    wait_for_shutdown(signals, &cfg, &reload).await;
+    crate::systemd::notify("STOPPING=1");
     log::info!(
         "shutting down: finishing requests in flight (up to {:?})",
         cfg.network.shutdown_timeout.as_duration()
@@ -267,21 +271,39 @@ async fn bootstrap(cfg: &Config, node: &Node, me: &NodeInfo) {
     }
 }
 
+/// The signals the server acts on, installed once.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Option<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(term), Ok(int), Ok(hup)) => Some(Signals { term, int, hup }),
+            _ => None,
+        }
+    }
+}
+
 /// Waits for SIGTERM or SIGINT, handling SIGHUP (configuration reload) in
 /// the meantime.
-async fn wait_for_shutdown(initial: &Config, reload: &Reloader) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (mut term, mut int, mut hup) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) {
-        (Ok(t), Ok(i), Ok(h)) => (t, i, h),
-        _ => {
-            log::error!("cannot install signal handlers; stop the node with SIGKILL");
-            std::future::pending::<()>().await;
-            return;
-        }
+async fn wait_for_shutdown(signals: Option<Signals>, initial: &Config, reload: &Reloader) {
+    let Some(Signals {
+        mut term,
+        mut int,
+        mut hup,
+    }) = signals
+    else {
+        log::error!("cannot install signal handlers; stop the node with SIGKILL");
+        std::future::pending::<()>().await;
+        return;
     };
     let mut current = initial.clone();
     loop {

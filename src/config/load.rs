@@ -107,6 +107,10 @@ pub fn search_paths() -> Vec<(PathBuf, bool)> {
         .collect()
 }
 
+/// `FERRIUM_` variables of Ferrium's other tools, which the server ignores
+/// without a warning.
+const TOOL_VARIABLES: &[&str] = &["FERRIUM_ENDPOINTS"];
+
 /// Loads the configuration: `file` if given, else the first search path that
 /// exists, else built-in defaults; then environment variables (`env`, usually
 /// `std::env::vars()`), then command-line values.
@@ -136,6 +140,9 @@ pub fn load(
         let Some(rest) = name.strip_prefix("FERRIUM_") else {
             continue;
         };
+        if TOOL_VARIABLES.contains(&name.as_str()) {
+            continue;
+        }
         let origin = format!("environment variable {name}");
         match env_key(rest) {
             Some(key) => match apply_override(&mut table, key, &value) {
@@ -583,5 +590,13 @@ mod tests {
         );
         assert!(env_key("NODE_ID").is_some());
         assert!(env_key("NODE_IDX").is_none());
+    }
+
+    #[test]
+    fn ferriumctl_endpoints_variable_is_not_a_warning() {
+        let env = vec![("FERRIUM_ENDPOINTS".to_string(), "a:1,b:2".to_string())];
+        let loaded = load(Some(Path::new("/dev/null")), env, &CliOverrides::default())
+            .expect("empty configuration loads");
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
     }
 }
