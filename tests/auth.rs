@@ -249,3 +249,49 @@ fn peer_routes_refuse_unsigned_and_wrongly_signed_requests() {
     let r = c.get(leader, "forged", "linearizable").unwrap();
     assert_eq!(r.json()["value"], "x");
 }
+
+#[test]
+fn ferriumctl_sends_its_token() {
+    let c = start("ctl");
+    let endpoints = c
+        .ids()
+        .iter()
+        .map(|i| c.addr(*i))
+        .collect::<Vec<_>>()
+        .join(",");
+    let ctl = |args: &[&str], token: Option<&str>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ferriumctl"));
+        cmd.arg("--endpoints")
+            .arg(&endpoints)
+            .args(args)
+            .env_remove("FERRIUM_TOKEN");
+        if let Some(t) = token {
+            cmd.env("FERRIUM_TOKEN", t);
+        }
+        cmd.output().unwrap()
+    };
+    let out = ctl(&["put", "ctl-key", "ctl-value"], Some(WRITE));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = ctl(&["--token", READ, "get", "ctl-key"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ctl-value"));
+    let out = ctl(&["put", "ctl-key", "x"], Some(READ));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = ctl(&["get", "ctl-key"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(err.contains("token") || err.contains("401"), "{err}");
+}

@@ -40,6 +40,8 @@ Options:
                          (default: $FERRIUM_ENDPOINTS, else 127.0.0.1:8001)
   -o, --output FORMAT    table (default, for people) or json (for scripts)
   -t, --timeout SECS     Give up on one endpoint after SECS seconds (default 10)
+      --token TOKEN      Bearer token when the cluster requires one
+                         (default: $FERRIUM_TOKEN)
   -h, --help             Print this help
   -V, --version          Print the version
 
@@ -119,6 +121,7 @@ struct Cli {
     endpoints: Vec<String>,
     output: Output,
     timeout: Duration,
+    token: Option<String>,
     command: Command,
 }
 
@@ -132,6 +135,9 @@ fn parse_cli(args: Vec<std::ffi::OsString>) -> Result<Parsed, Failure> {
     use lexopt::prelude::*;
     let mut parser = lexopt::Parser::from_args(args);
     let mut endpoints = std::env::var("FERRIUM_ENDPOINTS").ok();
+    let mut token = std::env::var("FERRIUM_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
     let mut output = Output::Table;
     let mut timeout = Duration::from_secs(10);
     let mut consistency = "linearizable".to_string();
@@ -186,6 +192,7 @@ fn parse_cli(args: Vec<std::ffi::OsString>) -> Result<Parsed, Failure> {
                 })?);
             }
             Long("prometheus") => prometheus = true,
+            Long("token") => token = Some(value(&mut parser, "--token")?),
             Short('h') | Long("help") => return Ok(Parsed::Help),
             Short('V') | Long("version") => return Ok(Parsed::Version),
             Value(v) => words.push(
@@ -201,6 +208,7 @@ fn parse_cli(args: Vec<std::ffi::OsString>) -> Result<Parsed, Failure> {
         endpoints,
         output,
         timeout,
+        token,
         command,
     }))
 }
@@ -316,6 +324,7 @@ struct Ctl {
     endpoints: Vec<String>,
     output: Output,
     timeout: Duration,
+    authorization: Option<String>,
 }
 
 /// An answer from one node.
@@ -350,6 +359,7 @@ impl Ctl {
             endpoints: cli.endpoints.clone(),
             output: cli.output,
             timeout: cli.timeout,
+            authorization: cli.token.as_ref().map(|t| format!("Bearer {t}")),
         }
     }
 
@@ -366,6 +376,9 @@ impl Ctl {
             ClientRequest::new(method, &format!("http://{endpoint}{path}"))?.timeout(self.timeout);
         if let Some(a) = accept {
             req = req.header("accept", a);
+        }
+        if let Some(auth) = &self.authorization {
+            req = req.header("authorization", auth.clone());
         }
         if let Some(b) = body {
             req = req

@@ -109,7 +109,7 @@ pub fn search_paths() -> Vec<(PathBuf, bool)> {
 
 /// `FERRIUM_` variables of Ferrium's other tools, which the server ignores
 /// without a warning.
-const TOOL_VARIABLES: &[&str] = &["FERRIUM_ENDPOINTS"];
+const TOOL_VARIABLES: &[&str] = &["FERRIUM_ENDPOINTS", "FERRIUM_TOKEN"];
 
 /// Loads the configuration: `file` if given, else the first search path that
 /// exists, else built-in defaults; then environment variables (`env`, usually
