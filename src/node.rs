@@ -273,7 +273,7 @@ impl Node {
     pub fn is_healthy(&self) -> bool {
         !self.is_shutting_down()
             && !self.inner.storage_failed.load(Ordering::SeqCst)
-            && self.metrics().running_state.is_ok()
+            && self.inner.raft.metrics().borrow_watched().running_state.is_ok()
     }
 
     fn check_serving(&self) -> Result<(), Error> {
@@ -342,7 +342,8 @@ impl Node {
 
     /// The leader as this node knows it.
     pub fn leader(&self) -> Option<LeaderInfo> {
-        let m = self.metrics();
+        let watch = self.inner.raft.metrics();
+        let m = watch.borrow_watched();
         let id = m.current_leader?;
         let node = m
             .membership_config
@@ -354,7 +355,8 @@ impl Node {
     }
 
     pub fn is_leader(&self) -> bool {
-        let m = self.metrics();
+        let watch = self.inner.raft.metrics();
+        let m = watch.borrow_watched();
         m.state == ServerState::Leader && m.current_leader == Some(self.inner.id)
     }
 
