@@ -273,7 +273,13 @@ impl Node {
     pub fn is_healthy(&self) -> bool {
         !self.is_shutting_down()
             && !self.inner.storage_failed.load(Ordering::SeqCst)
-            && self.inner.raft.metrics().borrow_watched().running_state.is_ok()
+            && self
+                .inner
+                .raft
+                .metrics()
+                .borrow_watched()
+                .running_state
+                .is_ok()
     }
 
     fn check_serving(&self) -> Result<(), Error> {

@@ -28,97 +28,78 @@ const MAX_SNAPSHOT: u64 = 1 << 40;
 
 /// Adds the peer routes to `router`.
 pub fn routes(router: Router, node: Node, reader: StateReader) -> Router {
-    let n = node.clone();
-    let router =
-        router.route_with_body_limit(Method::Post, "/raft/append", MAX_RPC_BODY, move |req| {
-            let n = n.clone();
-            async move {
-                peer(
-                    &n,
-                    req,
-                    |n, rpc: AppendEntriesRequest<TypeConfig>| async move {
-                        let r = n
-                            .raft()
-                            .append_entries(rpc)
-                            .await
-                            .map_err(|e| e.to_string());
-                        if r.as_ref().is_ok_and(|resp| resp.is_success()) {
-                            n.note_leader_contact();
-                        }
-                        r
-                    },
-                )
+    let router = json_route(
+        router,
+        &node,
+        "/raft/append",
+        |n, rpc: AppendEntriesRequest<TypeConfig>| async move {
+            let r = n
+                .raft()
+                .append_entries(rpc)
                 .await
+                .map_err(|e| e.to_string());
+            if r.as_ref().is_ok_and(|resp| resp.is_success()) {
+                n.note_leader_contact();
             }
-        });
-    let n = node.clone();
-    let router = router.route(Method::Post, "/raft/vote", move |req| {
-        let n = n.clone();
-        async move {
-            peer(&n, req, |n, rpc: VoteRequest<TypeConfig>| async move {
-                n.raft().vote(rpc).await.map_err(|e| e.to_string())
-            })
-            .await
-        }
+            r
+        },
+    );
+    let router = json_route(
+        router,
+        &node,
+        "/raft/vote",
+        |n, rpc: VoteRequest<TypeConfig>| async move {
+            n.raft().vote(rpc).await.map_err(|e| e.to_string())
+        },
+    );
+    let router = json_route(
+        router,
+        &node,
+        "/raft/pre-vote",
+        |n, rpc: VoteRequest<TypeConfig>| async move {
+            n.raft().pre_vote(rpc).await.map_err(|e| e.to_string())
+        },
+    );
+    let router = json_route(router, &node, "/raft/write", |n, cmd: Command| async move {
+        n.propose(cmd).await
     });
-    let n = node.clone();
-    let router = router.route(Method::Post, "/raft/pre-vote", move |req| {
-        let n = n.clone();
-        async move {
-            peer(&n, req, |n, rpc: VoteRequest<TypeConfig>| async move {
-                n.raft().pre_vote(rpc).await.map_err(|e| e.to_string())
-            })
-            .await
-        }
-    });
-    let n = node.clone();
-    let router =
-        router.route_with_body_limit(Method::Post, "/raft/write", MAX_RPC_BODY, move |req| {
-            let n = n.clone();
-            async move {
-                peer(
-                    &n,
-                    req,
-                    |n, cmd: Command| async move { n.propose(cmd).await },
-                )
-                .await
-            }
-        });
-    let n = node.clone();
-    let router = router.route(Method::Post, "/raft/read-index", move |req| {
-        let n = n.clone();
-        async move {
-            peer(&n, req, |n, c: ReadConsistency| async move {
-                n.leader_read_index(c).await
-            })
-            .await
-        }
-    });
-    let n = node.clone();
-    let router = router.route(Method::Post, "/raft/add-learner", move |req| {
-        let n = n.clone();
-        async move {
-            peer(&n, req, |n, (id, info): (u64, NodeInfo)| async move {
-                n.add_learner_local(id, info).await
-            })
-            .await
-        }
-    });
-    let n = node.clone();
-    let router = router.route(Method::Post, "/raft/change-membership", move |req| {
-        let n = n.clone();
-        async move {
-            peer(&n, req, |n, voters: BTreeSet<u64>| async move {
-                n.change_membership_local(voters).await
-            })
-            .await
-        }
-    });
-    let n = node;
+    let router = json_route(
+        router,
+        &node,
+        "/raft/read-index",
+        |n, c: ReadConsistency| async move { n.leader_read_index(c).await },
+    );
+    let router = json_route(
+        router,
+        &node,
+        "/raft/add-learner",
+        |n, (id, info): (u64, NodeInfo)| async move { n.add_learner_local(id, info).await },
+    );
+    let router = json_route(
+        router,
+        &node,
+        "/raft/change-membership",
+        |n, voters: BTreeSet<u64>| async move { n.change_membership_local(voters).await },
+    );
     router.route_with_body_limit(Method::Post, "/raft/snapshot", MAX_SNAPSHOT, move |req| {
-        let n = n.clone();
+        let n = node.clone();
         let reader = reader.clone();
         async move { snapshot(&n, &reader, req).await }
+    })
+}
+
+/// Routes `POST path` to `f` through [`peer`]: JSON in, JSON out.
+fn json_route<Req, Out, F, Fut>(router: Router, node: &Node, path: &str, f: F) -> Router
+where
+    Req: DeserializeOwned + Send + 'static,
+    Out: Serialize + Send + 'static,
+    F: Fn(Node, Req) -> Fut + Copy + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Out> + Send + 'static,
+{
+    let node = node.clone();
+    router.route_with_body_limit(Method::Post, path, MAX_RPC_BODY, move |req| {
+        let n = node.clone();
+        async move { peer(&n, req, f).await }
     })
 }
 
