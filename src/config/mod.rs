@@ -187,7 +187,7 @@ impl Default for RaftConfig {
             election_timeout_min: Millis(1_000),
             election_timeout_max: Millis(2_000),
             max_append_entries: 300,
-            snapshot_threshold: 10_000,
+            snapshot_threshold: 100_000,
             log_retention: 1_000,
             snapshot_timeout: Millis(120_000),
         }

@@ -185,7 +185,7 @@ impl Validator<'_> {
             self.fail(
                 "raft.snapshot_threshold",
                 "must be above 0",
-                "remove it to use the default (10000)",
+                "remove it to use the default (100000)",
             );
         }
         if r.snapshot_timeout.0 < 1000 {
