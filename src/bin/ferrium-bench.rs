@@ -841,3 +841,107 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> Options {
+        Options {
+            workload: Workload::Put,
+            protocol: Protocol::Http,
+            endpoints: vec!["127.0.0.1:8001".into()],
+            leader: false,
+            conns: 4,
+            concurrency: 1,
+            total: None,
+            duration: None,
+            rate: None,
+            key_size: 16,
+            value_size: 100,
+            key_space: 10,
+            key_dist: KeyDist::Sequential,
+            key_prefix: "bench-".into(),
+            consistency: "linearizable".into(),
+            read_ratio: 0.5,
+            batch_size: 3,
+            threads: 1,
+            timeout: Duration::from_secs(1),
+            seed: 1,
+            json: false,
+        }
+    }
+
+    fn plan(o: Options) -> Plan {
+        Plan {
+            value: "v".repeat(o.value_size),
+            opts: o,
+            issued: AtomicU64::new(0),
+            next_key: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+            start: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let l = latency((1..=1000).rev().map(|ms| ms * 1000).collect()).expect("non-empty");
+        assert_eq!(l.count, 1000);
+        assert_eq!(l.p50_ms, 500.0);
+        assert_eq!(l.p90_ms, 900.0);
+        assert_eq!(l.p99_ms, 990.0);
+        assert_eq!(l.p999_ms, 999.0);
+        assert_eq!(l.max_ms, 1000.0);
+        assert!(latency(Vec::new()).is_none());
+    }
+
+    #[test]
+    fn keys_are_padded_to_the_key_size() {
+        let p = plan(options());
+        assert_eq!(p.key(42), "bench-0000000042");
+        assert_eq!(p.key(42).len(), 16);
+        let mut rng = Rng(1);
+        assert_eq!(p.write_key(&mut rng), "bench-0000000000");
+        assert_eq!(p.write_key(&mut rng), "bench-0000000001");
+        assert_eq!(p.read_key(12, &mut rng), "bench-0000000002");
+    }
+
+    #[test]
+    fn a_total_bounds_the_requests_handed_out() {
+        let p = plan(Options {
+            total: Some(3),
+            ..options()
+        });
+        let claimed: Vec<u64> = std::iter::from_fn(|| p.claim().map(|(n, _)| n)).collect();
+        assert_eq!(claimed, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn batches_carry_batch_size_distinct_keys() {
+        let p = plan(Options {
+            workload: Workload::Batch,
+            ..options()
+        });
+        match next_op(&p, 0, &mut Rng(1)) {
+            Op::Batch { keys } => assert_eq!(keys.len(), 3),
+            _ => panic!("batch workload must produce batches"),
+        }
+    }
+
+    #[test]
+    fn validation_rejects_http_concurrency_and_bad_ratios() {
+        let mut o = Options {
+            concurrency: 2,
+            ..options()
+        };
+        assert!(validate(&mut o).is_err());
+        let mut o = Options {
+            read_ratio: 1.5,
+            ..options()
+        };
+        assert!(validate(&mut o).is_err());
+        let mut o = options();
+        validate(&mut o).expect("defaults are valid");
+        assert_eq!(o.total, Some(10_000));
+    }
+}
