@@ -44,7 +44,8 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/root/.cache/ferrium/target}
 # Debug info does not slow the code down and lets perf name functions. Debug
 # assertions are turned off in openraft (and validit, whose state validation
 # runs on every access under debug assertions), and in our crate, as in a
-# release build: they cost up to 40% of linearizable read throughput.
+# release build: they cost about 40% of linearizable read throughput in one
+# measurement.
 # DEBUG_ASSERTIONS=1 keeps them (the plain dev build).
 assertions=()
 if [ "${DEBUG_ASSERTIONS:-0}" != 1 ]; then
