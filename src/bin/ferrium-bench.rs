@@ -1,0 +1,947 @@
+//! `ferrium-bench`: a load generator for a Ferrium cluster, in the spirit of
+//! etcd's `benchmark` tool.
+//!
+//! Workloads: `put` (one `Set` per request), `get` (a read at a chosen
+//! consistency), `mixed` (reads and puts in a given ratio) and `batch`
+//! (`BatchSet` of N keys per request). Requests go over the REST API with
+//! Ferrium's own HTTP/1.1 client, or over gRPC.
+//!
+//! Each connection is driven by its own task (and, for gRPC, by `--concurrency`
+//! tasks sharing it). In closed-loop mode a task sends its next request as soon
+//! as the previous one is answered. With `--rate` requests are scheduled at
+//! fixed intervals and latency is measured from the scheduled start, so a
+//! stalled server shows up in the percentiles instead of being hidden by the
+//! client waiting (coordinated omission).
+//!
+//! Latencies are kept exactly (one `u32` of microseconds per request) and
+//! sorted at the end: a few megabytes for millions of requests.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ferrium::api::proto::kv::kv_service_client::KvServiceClient;
+use ferrium::api::proto::kv::{BatchSetRequest, GetRequest, KeyValue, SetRequest};
+use ferrium::http::{Client, ClientConfig, ClientRequest, Method};
+use serde::Serialize;
+use tonic::transport::Channel;
+
+const USAGE: &str = "\
+Usage: ferrium-bench [OPTIONS] <put|get|mixed|batch>
+
+Workloads:
+  put      one Set per request
+  get      one read per request (see --consistency)
+  mixed    reads and puts, --read-ratio of them reads
+  batch    one BatchSet of --batch-size keys per request
+
+Options:
+  --endpoints LIST      comma-separated host:port list [default: 127.0.0.1:8001]
+                        (HTTP port for --protocol http, gRPC port for grpc);
+                        connections are spread over them round-robin
+  --leader              ask the first endpoint for the leader and send
+                        everything to the leader's API address (HTTP only)
+  --protocol P          http | grpc [default: http]
+  -c, --conns N         connections [default: 16]
+  --concurrency N       requests in flight per connection (gRPC only) [default: 1]
+  -n, --total N         stop after N requests [default: 10000 unless --duration]
+  -d, --duration SECS   stop after SECS seconds (decimals allowed)
+  --rate R              at most R requests per second overall (open loop,
+                        latency from the scheduled start); default closed loop
+  --key-size N          key length in bytes [default: 16]
+  --value-size N        value length in bytes [default: 100]
+  --key-space N         number of distinct keys for uniform keys and for
+                        reads [default: 100000]
+  --key-dist D          sequential | uniform [default: sequential]
+  --key-prefix S        prefix of every key [default: bench-]
+  --consistency C       linearizable | lease | stale [default: linearizable]
+  --read-ratio F        fraction of reads in `mixed` [default: 0.9]
+  --batch-size N        keys per BatchSet in `batch` [default: 100]
+  --threads N           client runtime threads [default: number of CPUs]
+  --timeout SECS        per-request timeout [default: 30]
+  --seed N              seed for uniform keys and the mix [default: 1]
+  --json                print the result as one JSON object
+  -h, --help            print this help
+
+Examples:
+  ferrium-bench --leader -c 64 -d 10 put
+  ferrium-bench -c 64 -d 10 --consistency stale get
+  ferrium-bench --leader -c 8 -n 1000 --batch-size 1000 batch   # load 1M keys
+";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Workload {
+    Put,
+    Get,
+    Mixed,
+    Batch,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Protocol {
+    Http,
+    Grpc,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum KeyDist {
+    Sequential,
+    Uniform,
+}
+
+#[derive(Clone, Debug)]
+struct Options {
+    workload: Workload,
+    protocol: Protocol,
+    endpoints: Vec<String>,
+    leader: bool,
+    conns: usize,
+    concurrency: usize,
+    total: Option<u64>,
+    duration: Option<Duration>,
+    rate: Option<f64>,
+    key_size: usize,
+    value_size: usize,
+    key_space: u64,
+    key_dist: KeyDist,
+    key_prefix: String,
+    consistency: String,
+    read_ratio: f64,
+    batch_size: usize,
+    threads: usize,
+    timeout: Duration,
+    seed: u64,
+    json: bool,
+}
+
+fn parse_args() -> Result<Option<Options>, String> {
+    use lexopt::prelude::*;
+    let mut o = Options {
+        workload: Workload::Put,
+        protocol: Protocol::Http,
+        endpoints: vec!["127.0.0.1:8001".to_string()],
+        leader: false,
+        conns: 16,
+        concurrency: 1,
+        total: None,
+        duration: None,
+        rate: None,
+        key_size: 16,
+        value_size: 100,
+        key_space: 100_000,
+        key_dist: KeyDist::Sequential,
+        key_prefix: "bench-".to_string(),
+        consistency: "linearizable".to_string(),
+        read_ratio: 0.9,
+        batch_size: 100,
+        threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        timeout: Duration::from_secs(30),
+        seed: 1,
+        json: false,
+    };
+    let mut workload = None;
+    let mut parser = lexopt::Parser::from_env();
+    let err = |e: lexopt::Error| e.to_string();
+    while let Some(arg) = parser.next().map_err(err)? {
+        match arg {
+            Short('h') | Long("help") => return Ok(None),
+            Long("endpoints") => {
+                let v = parser.value().map_err(err)?.string().map_err(err)?;
+                o.endpoints = v
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect();
+            }
+            Long("leader") => o.leader = true,
+            Long("protocol") => {
+                o.protocol = match parser.value().map_err(err)?.string().map_err(err)?.as_str() {
+                    "http" => Protocol::Http,
+                    "grpc" => Protocol::Grpc,
+                    p => return Err(format!("--protocol {p:?}: expected http or grpc")),
+                }
+            }
+            Short('c') | Long("conns") => {
+                o.conns = parser.value().map_err(err)?.parse().map_err(err)?
+            }
+            Long("concurrency") => {
+                o.concurrency = parser.value().map_err(err)?.parse().map_err(err)?
+            }
+            Short('n') | Long("total") => {
+                o.total = Some(parser.value().map_err(err)?.parse().map_err(err)?)
+            }
+            Short('d') | Long("duration") => {
+                let s: f64 = parser.value().map_err(err)?.parse().map_err(err)?;
+                o.duration = Some(seconds(s, "--duration")?);
+            }
+            Long("rate") => o.rate = Some(parser.value().map_err(err)?.parse().map_err(err)?),
+            Long("key-size") => o.key_size = parser.value().map_err(err)?.parse().map_err(err)?,
+            Long("value-size") => {
+                o.value_size = parser.value().map_err(err)?.parse().map_err(err)?
+            }
+            Long("key-space") => o.key_space = parser.value().map_err(err)?.parse().map_err(err)?,
+            Long("key-dist") => {
+                o.key_dist = match parser.value().map_err(err)?.string().map_err(err)?.as_str() {
+                    "sequential" => KeyDist::Sequential,
+                    "uniform" => KeyDist::Uniform,
+                    d => return Err(format!("--key-dist {d:?}: expected sequential or uniform")),
+                }
+            }
+            Long("key-prefix") => {
+                o.key_prefix = parser.value().map_err(err)?.string().map_err(err)?
+            }
+            Long("consistency") => {
+                let c = parser.value().map_err(err)?.string().map_err(err)?;
+                if !matches!(c.as_str(), "linearizable" | "lease" | "stale") {
+                    return Err(format!(
+                        "--consistency {c:?}: expected linearizable, lease or stale"
+                    ));
+                }
+                o.consistency = c;
+            }
+            Long("read-ratio") => {
+                o.read_ratio = parser.value().map_err(err)?.parse().map_err(err)?
+            }
+            Long("batch-size") => {
+                o.batch_size = parser.value().map_err(err)?.parse().map_err(err)?
+            }
+            Long("threads") => o.threads = parser.value().map_err(err)?.parse().map_err(err)?,
+            Long("timeout") => {
+                let s: f64 = parser.value().map_err(err)?.parse().map_err(err)?;
+                o.timeout = seconds(s, "--timeout")?;
+            }
+            Long("seed") => o.seed = parser.value().map_err(err)?.parse().map_err(err)?,
+            Long("json") => o.json = true,
+            Value(v) if workload.is_none() => {
+                workload = Some(match v.string().map_err(err)?.as_str() {
+                    "put" => Workload::Put,
+                    "get" => Workload::Get,
+                    "mixed" => Workload::Mixed,
+                    "batch" => Workload::Batch,
+                    w => {
+                        return Err(format!(
+                            "unknown workload {w:?}: expected put, get, mixed or batch"
+                        ));
+                    }
+                });
+            }
+            _ => return Err(arg.unexpected().to_string()),
+        }
+    }
+    o.workload = workload.ok_or("missing workload: put, get, mixed or batch")?;
+    validate(&mut o)?;
+    Ok(Some(o))
+}
+
+fn seconds(s: f64, flag: &str) -> Result<Duration, String> {
+    if s.is_finite() && s > 0.0 {
+        Ok(Duration::from_secs_f64(s))
+    } else {
+        Err(format!("{flag} must be a positive number of seconds"))
+    }
+}
+
+fn validate(o: &mut Options) -> Result<(), String> {
+    if o.endpoints.is_empty() {
+        return Err("--endpoints is empty".into());
+    }
+    if o.conns == 0 || o.concurrency == 0 || o.threads == 0 || o.batch_size == 0 || o.key_space == 0
+    {
+        return Err(
+            "--conns, --concurrency, --threads, --batch-size and --key-space must be at least 1"
+                .into(),
+        );
+    }
+    if o.protocol == Protocol::Http && o.concurrency != 1 {
+        return Err("--concurrency applies to gRPC; HTTP/1.1 carries one request at a time per connection (raise --conns)".into());
+    }
+    if o.leader && o.protocol != Protocol::Http {
+        return Err(
+            "--leader works with --protocol http; pass the leader's gRPC address in --endpoints"
+                .into(),
+        );
+    }
+    if !(0.0..=1.0).contains(&o.read_ratio) {
+        return Err("--read-ratio must be between 0 and 1".into());
+    }
+    if let Some(r) = o.rate {
+        if !(r.is_finite() && r > 0.0) {
+            return Err("--rate must be a positive number".into());
+        }
+    }
+    if o.total.is_none() && o.duration.is_none() {
+        o.total = Some(10_000);
+    }
+    Ok(())
+}
+
+/// splitmix64: small, fast and good enough to pick keys.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
+    }
+}
+
+/// Everything a worker needs to build requests.
+struct Plan {
+    opts: Options,
+    value: String,
+    /// Request numbers handed out so far (each worker claims the next one).
+    issued: AtomicU64,
+    /// Sequential key numbers handed out so far.
+    next_key: AtomicU64,
+    stop: AtomicBool,
+    start: Instant,
+}
+
+impl Plan {
+    fn key(&self, n: u64) -> String {
+        let width = self
+            .opts
+            .key_size
+            .saturating_sub(self.opts.key_prefix.len());
+        format!("{}{:0width$}", self.opts.key_prefix, n)
+    }
+
+    /// A key to write: the next unused one, or a random one.
+    fn write_key(&self, rng: &mut Rng) -> String {
+        match self.opts.key_dist {
+            KeyDist::Sequential => self.key(self.next_key.fetch_add(1, Ordering::Relaxed)),
+            KeyDist::Uniform => self.key(rng.below(self.opts.key_space)),
+        }
+    }
+
+    /// A key to read: cycles through the key space, or a random one in it.
+    fn read_key(&self, op: u64, rng: &mut Rng) -> String {
+        match self.opts.key_dist {
+            KeyDist::Sequential => self.key(op % self.opts.key_space),
+            KeyDist::Uniform => self.key(rng.below(self.opts.key_space)),
+        }
+    }
+
+    /// Claims the next request number, or `None` when the run is over. With a
+    /// rate limit, also the instant the request is scheduled for.
+    fn claim(&self) -> Option<(u64, Option<Instant>)> {
+        if self.stop.load(Ordering::Relaxed) {
+            return None;
+        }
+        let op = self.issued.fetch_add(1, Ordering::Relaxed);
+        if self.opts.total.is_some_and(|t| op >= t) {
+            return None;
+        }
+        let at = self
+            .opts
+            .rate
+            .map(|r| self.start + Duration::from_secs_f64(op as f64 / r));
+        if let (Some(d), Some(at)) = (self.opts.duration, at) {
+            if at >= self.start + d {
+                return None;
+            }
+        }
+        Some((op, at))
+    }
+}
+
+/// One request to send.
+enum Op {
+    Put { key: String },
+    Get { key: String },
+    Batch { keys: Vec<String> },
+}
+
+impl Op {
+    fn keys(&self) -> u64 {
+        match self {
+            Op::Batch { keys } => keys.len() as u64,
+            _ => 1,
+        }
+    }
+
+    fn is_read(&self) -> bool {
+        matches!(self, Op::Get { .. })
+    }
+}
+
+fn next_op(plan: &Plan, op: u64, rng: &mut Rng) -> Op {
+    match plan.opts.workload {
+        Workload::Put => Op::Put {
+            key: plan.write_key(rng),
+        },
+        Workload::Get => Op::Get {
+            key: plan.read_key(op, rng),
+        },
+        Workload::Mixed if rng.chance(plan.opts.read_ratio) => Op::Get {
+            key: plan.read_key(op, rng),
+        },
+        Workload::Mixed => Op::Put {
+            key: plan.write_key(rng),
+        },
+        Workload::Batch => Op::Batch {
+            keys: (0..plan.opts.batch_size)
+                .map(|_| plan.write_key(rng))
+                .collect(),
+        },
+    }
+}
+
+/// A connection to one endpoint, over either protocol.
+#[derive(Clone)]
+enum Conn {
+    Http { client: Client, base: String },
+    Grpc(KvServiceClient<Channel>),
+}
+
+fn json_str(s: &str) -> String {
+    serde_json::to_string(s).expect("a string always serialises")
+}
+
+impl Conn {
+    async fn send(&mut self, op: &Op, plan: &Plan) -> Result<(), String> {
+        match self {
+            Conn::Http { client, base } => http_send(client, base, op, plan).await,
+            Conn::Grpc(kv) => grpc_send(kv, op, plan).await,
+        }
+    }
+}
+
+async fn http_send(client: &Client, base: &str, op: &Op, plan: &Plan) -> Result<(), String> {
+    let value = json_str(&plan.value);
+    let (path, body) = match op {
+        Op::Put { key } => (
+            "/write",
+            format!(r#"{{"Set":{{"key":{},"value":{value}}}}}"#, json_str(key)),
+        ),
+        Op::Get { key } => (
+            "/read",
+            format!(
+                r#"{{"key":{},"consistency":"{}"}}"#,
+                json_str(key),
+                plan.opts.consistency
+            ),
+        ),
+        Op::Batch { keys } => {
+            let mut b = String::with_capacity(
+                keys.len() * (plan.value.len() + plan.opts.key_size + 8) + 32,
+            );
+            b.push_str(r#"{"BatchSet":{"pairs":["#);
+            for (i, k) in keys.iter().enumerate() {
+                if i > 0 {
+                    b.push(',');
+                }
+                b.push('[');
+                b.push_str(&json_str(k));
+                b.push(',');
+                b.push_str(&value);
+                b.push(']');
+            }
+            b.push_str("]}}");
+            ("/write", b)
+        }
+    };
+    let req = ClientRequest::new(Method::Post, &format!("{base}{path}"))
+        .map_err(|e| e.to_string())?
+        .header("content-type", "application/json")
+        .timeout(plan.opts.timeout)
+        .body(body);
+    let resp = client
+        .send(req)
+        .await
+        .map_err(|e| format!("transport: {e}"))?;
+    let status = resp.status();
+    // Read the body to the end so the connection is reused.
+    let body = resp
+        .collect(1 << 20)
+        .await
+        .map_err(|e| format!("transport: {e}"))?;
+    if status == 200 {
+        return Ok(());
+    }
+    let code = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("code").and_then(|c| c.as_str()).map(str::to_string))
+        .unwrap_or_default();
+    Err(format!("HTTP {status} {code}").trim_end().to_string())
+}
+
+async fn grpc_send(kv: &mut KvServiceClient<Channel>, op: &Op, plan: &Plan) -> Result<(), String> {
+    let status = |s: tonic::Status| format!("gRPC {:?}", s.code());
+    match op {
+        Op::Put { key } => {
+            let req = SetRequest {
+                key: key.clone(),
+                value: plan.value.clone(),
+            };
+            kv.set(req).await.map_err(status)?;
+        }
+        Op::Get { key } => {
+            let req = GetRequest {
+                key: key.clone(),
+                consistency: plan.opts.consistency.clone(),
+            };
+            kv.get(req).await.map_err(status)?;
+        }
+        Op::Batch { keys } => {
+            let pairs = keys
+                .iter()
+                .map(|k| KeyValue {
+                    key: k.clone(),
+                    value: plan.value.clone(),
+                })
+                .collect();
+            kv.batch_set(BatchSetRequest { pairs })
+                .await
+                .map_err(status)?;
+        }
+    }
+    Ok(())
+}
+
+/// What one worker saw.
+#[derive(Default)]
+struct Tally {
+    latencies_us: Vec<u32>,
+    read_latencies_us: Vec<u32>,
+    keys: u64,
+    errors: BTreeMap<String, u64>,
+}
+
+async fn worker(plan: Arc<Plan>, mut conn: Conn, seed: u64) -> Tally {
+    let mut rng = Rng(seed);
+    let mut tally = Tally::default();
+    while let Some((n, at)) = plan.claim() {
+        if let Some(at) = at {
+            tokio::time::sleep_until(at.into()).await;
+        }
+        let op = next_op(&plan, n, &mut rng);
+        let began = at.unwrap_or_else(Instant::now);
+        let outcome = conn.send(&op, &plan).await;
+        let us = u32::try_from(began.elapsed().as_micros()).unwrap_or(u32::MAX);
+        match outcome {
+            Ok(()) => {
+                tally.keys += op.keys();
+                if plan.opts.workload == Workload::Mixed && op.is_read() {
+                    tally.read_latencies_us.push(us);
+                } else {
+                    tally.latencies_us.push(us);
+                }
+            }
+            Err(e) => {
+                *tally.errors.entry(e).or_default() += 1;
+                // Do not spin on a dead server.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    tally
+}
+
+#[derive(Serialize)]
+struct Latency {
+    count: usize,
+    mean_ms: f64,
+    p50_ms: f64,
+    p90_ms: f64,
+    p99_ms: f64,
+    p999_ms: f64,
+    max_ms: f64,
+}
+
+fn latency(mut v: Vec<u32>) -> Option<Latency> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_unstable();
+    let at = |q: f64| {
+        let i = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
+        v[i] as f64 / 1000.0
+    };
+    let sum: u64 = v.iter().map(|&x| u64::from(x)).sum();
+    Some(Latency {
+        count: v.len(),
+        mean_ms: sum as f64 / v.len() as f64 / 1000.0,
+        p50_ms: at(0.50),
+        p90_ms: at(0.90),
+        p99_ms: at(0.99),
+        p999_ms: at(0.999),
+        max_ms: v[v.len() - 1] as f64 / 1000.0,
+    })
+}
+
+#[derive(Serialize)]
+struct Report {
+    workload: Workload,
+    protocol: Protocol,
+    endpoints: Vec<String>,
+    connections: usize,
+    concurrency: usize,
+    consistency: Option<String>,
+    read_ratio: Option<f64>,
+    batch_size: Option<usize>,
+    key_size: usize,
+    value_size: usize,
+    key_dist: KeyDist,
+    rate_limit: Option<f64>,
+    elapsed_s: f64,
+    requests: u64,
+    errors: u64,
+    error_kinds: BTreeMap<String, u64>,
+    requests_per_s: f64,
+    keys_per_s: f64,
+    /// Latency of every successful request (of the writes in `mixed`).
+    latency: Option<Latency>,
+    /// Latency of the reads in `mixed`.
+    read_latency: Option<Latency>,
+}
+
+impl Report {
+    fn text(&self) -> String {
+        let what = match self.workload {
+            Workload::Put => "put".to_string(),
+            Workload::Get => format!("get ({})", self.consistency.as_deref().unwrap_or("")),
+            Workload::Mixed => format!(
+                "mixed ({:.0}% {} reads)",
+                self.read_ratio.unwrap_or(0.0) * 100.0,
+                self.consistency.as_deref().unwrap_or("")
+            ),
+            Workload::Batch => format!("batch ({} keys per request)", self.batch_size.unwrap_or(0)),
+        };
+        let lower = |d: &dyn std::fmt::Debug| format!("{d:?}").to_lowercase();
+        let mut lines = vec![
+            format!(
+                "{what} over {}, {} connections x {} in flight, {}-byte keys, {}-byte values, {} keys",
+                lower(&self.protocol),
+                self.connections,
+                self.concurrency,
+                self.key_size,
+                self.value_size,
+                lower(&self.key_dist)
+            ),
+            format!("endpoints:   {}", self.endpoints.join(", ")),
+            format!(
+                "requests:    {} ok, {} failed in {:.2} s",
+                self.requests, self.errors, self.elapsed_s
+            ),
+        ];
+        for (kind, n) in &self.error_kinds {
+            lines.push(format!("  error {kind}: {n}"));
+        }
+        let mut throughput = format!("throughput:  {:.1} req/s", self.requests_per_s);
+        if self.workload == Workload::Batch {
+            throughput.push_str(&format!(", {:.1} keys/s", self.keys_per_s));
+        }
+        lines.push(throughput);
+        let row = |name: &str, l: &Latency| {
+            format!(
+                "{name:<13}p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}  mean {:.3} ms",
+                l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms, l.mean_ms
+            )
+        };
+        let (first, second) = if self.workload == Workload::Mixed {
+            ("writes:", "reads:")
+        } else {
+            ("latency:", "")
+        };
+        lines.extend(self.latency.as_ref().map(|l| row(first, l)));
+        lines.extend(self.read_latency.as_ref().map(|l| row(second, l)));
+        lines.push(String::new());
+        lines.join("\n")
+    }
+}
+
+/// Finds the leader's API address through `GET /leader` on `endpoint`.
+async fn find_leader(endpoint: &str) -> Result<String, String> {
+    let client = Client::new(ClientConfig::default());
+    let url = format!("{}/leader", http_base(endpoint));
+    for _ in 0..50 {
+        let resp = client.get(&url).await.map_err(|e| format!("{url}: {e}"))?;
+        let body = resp
+            .collect(1 << 20)
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| format!("{url}: malformed answer: {e}"))?;
+        if let Some(addr) = v.get("api_addr").and_then(|a| a.as_str()) {
+            return Ok(addr.to_string());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(format!("{url}: no leader after 10 s"))
+}
+
+fn http_base(endpoint: &str) -> String {
+    let e = endpoint.trim_end_matches('/');
+    if e.contains("://") {
+        e.to_string()
+    } else {
+        format!("http://{e}")
+    }
+}
+
+async fn connect(o: &Options, endpoint: &str) -> Result<Conn, String> {
+    match o.protocol {
+        Protocol::Http => {
+            let config = ClientConfig {
+                request_timeout: o.timeout,
+                body_read_timeout: o.timeout,
+                max_idle_per_host: 1,
+                ..ClientConfig::default()
+            };
+            Ok(Conn::Http {
+                client: Client::new(config),
+                base: http_base(endpoint),
+            })
+        }
+        Protocol::Grpc => {
+            let url = http_base(endpoint);
+            let channel = Channel::from_shared(url.clone())
+                .map_err(|e| format!("{url}: {e}"))?
+                .timeout(o.timeout)
+                .connect()
+                .await
+                .map_err(|e| format!("{url}: {e}"))?;
+            Ok(Conn::Grpc(KvServiceClient::new(channel)))
+        }
+    }
+}
+
+async fn run(mut o: Options) -> Result<Report, String> {
+    if o.leader {
+        o.endpoints = vec![find_leader(&o.endpoints[0]).await?];
+    }
+    let mut conns = Vec::with_capacity(o.conns);
+    for i in 0..o.conns {
+        conns.push(connect(&o, &o.endpoints[i % o.endpoints.len()]).await?);
+    }
+    let plan = Arc::new(Plan {
+        value: "v".repeat(o.value_size),
+        opts: o.clone(),
+        issued: AtomicU64::new(0),
+        next_key: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+        start: Instant::now(),
+    });
+    let mut tasks = Vec::new();
+    let mut seed = Rng(o.seed);
+    for conn in &conns {
+        for _ in 0..o.concurrency {
+            tasks.push(tokio::spawn(worker(
+                plan.clone(),
+                conn.clone(),
+                seed.next(),
+            )));
+        }
+    }
+    if let Some(d) = o.duration {
+        let plan = plan.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(d).await;
+            plan.stop.store(true, Ordering::Relaxed);
+        });
+    }
+    let mut all = Tally::default();
+    for t in tasks {
+        let t = t.await.map_err(|e| format!("worker failed: {e}"))?;
+        all.latencies_us.extend(t.latencies_us);
+        all.read_latencies_us.extend(t.read_latencies_us);
+        all.keys += t.keys;
+        for (k, n) in t.errors {
+            *all.errors.entry(k).or_default() += n;
+        }
+    }
+    let elapsed = plan.start.elapsed().as_secs_f64();
+    let requests = (all.latencies_us.len() + all.read_latencies_us.len()) as u64;
+    let errors = all.errors.values().sum();
+    let is = |w: Workload| o.workload == w;
+    Ok(Report {
+        workload: o.workload,
+        protocol: o.protocol,
+        endpoints: o.endpoints.clone(),
+        connections: o.conns,
+        concurrency: o.concurrency,
+        consistency: (is(Workload::Get) || is(Workload::Mixed)).then(|| o.consistency.clone()),
+        read_ratio: is(Workload::Mixed).then_some(o.read_ratio),
+        batch_size: is(Workload::Batch).then_some(o.batch_size),
+        key_size: o.key_size,
+        value_size: o.value_size,
+        key_dist: o.key_dist,
+        rate_limit: o.rate,
+        elapsed_s: elapsed,
+        requests,
+        errors,
+        error_kinds: all.errors,
+        requests_per_s: requests as f64 / elapsed,
+        keys_per_s: all.keys as f64 / elapsed,
+        latency: latency(all.latencies_us),
+        read_latency: latency(all.read_latencies_us),
+    })
+}
+
+fn main() -> ExitCode {
+    let opts = match parse_args() {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("ferrium-bench: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(opts.threads)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ferrium-bench: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let json = opts.json;
+    match runtime.block_on(run(opts)) {
+        Ok(report) => {
+            let out = if json {
+                serde_json::to_string_pretty(&report).expect("the report serialises") + "\n"
+            } else {
+                report.text()
+            };
+            // A closed pipe (`| head`) is not worth a panic.
+            let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes());
+            if report.requests == 0 {
+                eprintln!("ferrium-bench: no request succeeded");
+                return ExitCode::FAILURE;
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ferrium-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> Options {
+        Options {
+            workload: Workload::Put,
+            protocol: Protocol::Http,
+            endpoints: vec!["127.0.0.1:8001".into()],
+            leader: false,
+            conns: 4,
+            concurrency: 1,
+            total: None,
+            duration: None,
+            rate: None,
+            key_size: 16,
+            value_size: 100,
+            key_space: 10,
+            key_dist: KeyDist::Sequential,
+            key_prefix: "bench-".into(),
+            consistency: "linearizable".into(),
+            read_ratio: 0.5,
+            batch_size: 3,
+            threads: 1,
+            timeout: Duration::from_secs(1),
+            seed: 1,
+            json: false,
+        }
+    }
+
+    fn plan(o: Options) -> Plan {
+        Plan {
+            value: "v".repeat(o.value_size),
+            opts: o,
+            issued: AtomicU64::new(0),
+            next_key: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+            start: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let l = latency((1..=1000).rev().map(|ms| ms * 1000).collect()).expect("non-empty");
+        assert_eq!(l.count, 1000);
+        assert_eq!(l.p50_ms, 500.0);
+        assert_eq!(l.p90_ms, 900.0);
+        assert_eq!(l.p99_ms, 990.0);
+        assert_eq!(l.p999_ms, 999.0);
+        assert_eq!(l.max_ms, 1000.0);
+        assert!(latency(Vec::new()).is_none());
+    }
+
+    #[test]
+    fn keys_are_padded_to_the_key_size() {
+        let p = plan(options());
+        assert_eq!(p.key(42), "bench-0000000042");
+        assert_eq!(p.key(42).len(), 16);
+        let mut rng = Rng(1);
+        assert_eq!(p.write_key(&mut rng), "bench-0000000000");
+        assert_eq!(p.write_key(&mut rng), "bench-0000000001");
+        assert_eq!(p.read_key(12, &mut rng), "bench-0000000002");
+    }
+
+    #[test]
+    fn a_total_bounds_the_requests_handed_out() {
+        let p = plan(Options {
+            total: Some(3),
+            ..options()
+        });
+        let claimed: Vec<u64> = std::iter::from_fn(|| p.claim().map(|(n, _)| n)).collect();
+        assert_eq!(claimed, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn batches_carry_batch_size_distinct_keys() {
+        let p = plan(Options {
+            workload: Workload::Batch,
+            ..options()
+        });
+        match next_op(&p, 0, &mut Rng(1)) {
+            Op::Batch { keys } => assert_eq!(keys.len(), 3),
+            _ => panic!("batch workload must produce batches"),
+        }
+    }
+
+    #[test]
+    fn validation_rejects_http_concurrency_and_bad_ratios() {
+        let mut o = Options {
+            concurrency: 2,
+            ..options()
+        };
+        assert!(validate(&mut o).is_err());
+        let mut o = Options {
+            read_ratio: 1.5,
+            ..options()
+        };
+        assert!(validate(&mut o).is_err());
+        let mut o = options();
+        validate(&mut o).expect("defaults are valid");
+        assert_eq!(o.total, Some(10_000));
+    }
+}
