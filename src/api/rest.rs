@@ -150,16 +150,23 @@ async fn write(node: Node, mut req: Request, max: usize) -> Response {
         Ok(c) => c,
         Err(r) => return r,
     };
-    match node.write(cmd.clone()).await {
+    // What the answer echoes, taken before the command moves into the log.
+    let echo = match &cmd {
+        Command::Set { key, .. } => Some((key.clone(), false)),
+        Command::Delete { key } => Some((key.clone(), true)),
+        Command::BatchSet { .. } => None,
+    };
+    match node.write(cmd).await {
         Ok(result) => {
             let mut body = json!({"revision": result.revision});
-            match cmd {
-                Command::Set { key, .. } => body["key"] = json!(key),
-                Command::Delete { key } => {
+            match echo {
+                Some((key, is_delete)) => {
                     body["key"] = json!(key);
-                    body["existed"] = json!(result.existed.unwrap_or(false));
+                    if is_delete {
+                        body["existed"] = json!(result.existed.unwrap_or(false));
+                    }
                 }
-                Command::BatchSet { .. } => body["count"] = json!(result.count),
+                None => body["count"] = json!(result.count),
             }
             Response::json(200, &body)
         }
