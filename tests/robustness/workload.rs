@@ -87,7 +87,11 @@ pub fn run(
             while !stop.load(Ordering::SeqCst) {
                 n += 1;
                 let (node, addr) = &addrs[rng.below(addrs.len() as u64) as usize];
-                step(&mut rng, client, n, *node, addr, clock, &mut mine);
+                let failed = step(&mut rng, client, n, *node, addr, clock, &mut mine);
+                if failed {
+                    // A down member refuses at once; do not spin on it.
+                    std::thread::sleep(Duration::from_millis(20));
+                }
             }
             let mut out = out.lock().expect("history lock");
             out.ops.extend(mine.ops);
@@ -110,23 +114,22 @@ fn step(
     addr: &str,
     clock: Clock,
     out: &mut Recorded,
-) {
+) -> bool {
     let dice = rng.below(100);
     if dice < 15 {
         let key = format!("s/{client}/{n}");
         let body = serde_json::json!({"Set": {"key": key, "value": "x"}}).to_string();
         let reply = http_with_timeout(addr, "POST", "/write", Some(&body), CLIENT_TIMEOUT);
-        out.adds.push(Add {
-            key,
-            outcome: classify(&reply),
-        });
-        return;
+        let outcome = classify(&reply);
+        out.adds.push(Add { key, outcome });
+        return outcome != Outcome::Ok;
     }
     let key = format!("r/{}", rng.below(REGISTERS as u64));
     if dice < 60 {
         let op = read(client, node, addr, &key, clock);
+        let failed = op.outcome != Outcome::Ok;
         out.ops.push(op);
-        return;
+        return failed;
     }
     let (value, body) = if dice < 63 {
         (None, serde_json::json!({"Delete": {"key": key}}))
@@ -155,6 +158,7 @@ fn step(
         ret,
         outcome,
     });
+    outcome != Outcome::Ok
 }
 
 /// A linearizable read, recorded.
