@@ -257,7 +257,12 @@ fn run_schedule(s: &Schedule, length: Duration) -> RunStats {
     check_adds(&rec.adds, &listing, &mut problems);
     match checker::check(&rec.ops) {
         Verdict::Linearizable => {}
-        v => problems.push(format!("linearizability: {v:?}")),
+        Verdict::Violation { key, detail } => {
+            problems.push(format!("not linearizable on key {key}:\n{detail}"))
+        }
+        Verdict::Inconclusive { key } => problems.push(format!(
+            "linearizability check of key {key} ran out of budget"
+        )),
     }
 
     let count = |o: Outcome| {

@@ -108,7 +108,8 @@ fn check_key(key: &str, ops: &[&Op]) -> Verdict {
         Err(Some(stuck)) => {
             let lines: Vec<String> = stuck
                 .iter()
-                .map(|i| format!("{:?}", ops[entries[*i].index]))
+                .take(5)
+                .map(|i| explain(ops, ops[entries[*i].index]))
                 .collect();
             Verdict::Violation {
                 key: key.to_string(),
@@ -116,6 +117,41 @@ fn check_key(key: &str, ops: &[&Op]) -> Verdict {
             }
         }
     }
+}
+
+/// An operation that could not be placed, with the writes that explain
+/// why: the last ones completed before it started, and the one whose value
+/// it read.
+fn explain(ops: &[&Op], stuck: &Op) -> String {
+    let show = |o: &Op| {
+        let ret = o.ret.map_or("?".to_string(), |r| r.to_string());
+        format!(
+            "  {:?} {:?} {:?} client {} node {} [{} .. {}] {:?}",
+            o.kind, o.key, o.value, o.client, o.node, o.call, ret, o.outcome
+        )
+    };
+    let mut before: Vec<&Op> = ops
+        .iter()
+        .copied()
+        .filter(|o| o.kind == Kind::Write && o.outcome == Outcome::Ok)
+        .filter(|o| o.ret.is_some_and(|r| r < stuck.call))
+        .collect();
+    before.sort_by_key(|o| o.ret);
+    let mut out = vec![format!("cannot place:\n{}", show(stuck))];
+    out.push("last writes completed before it started:".to_string());
+    for o in &before[before.len().saturating_sub(3)..] {
+        out.push(show(o));
+    }
+    if stuck.kind == Kind::Read {
+        out.push("writes of the value it read:".to_string());
+        for o in ops
+            .iter()
+            .filter(|o| o.kind == Kind::Write && o.value == stuck.value)
+        {
+            out.push(show(o));
+        }
+    }
+    out.join("\n")
 }
 
 struct Search<'a> {
