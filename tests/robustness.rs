@@ -441,3 +441,31 @@ fn check_adds(adds: &[workload::Add], listing: &Listing, problems: &mut Vec<Stri
         problems.push(format!("keys nobody wrote are present: {unknown:?}"));
     }
 }
+
+/// The proxies really cut links: an isolated leader is replaced, a write
+/// through it fails or stays unknown, and after healing the cluster
+/// converges.
+#[test]
+fn proxy_isolates_the_leader() {
+    let c = Cluster::start_proxied("robust-proxy", 3, CONFIG);
+    let old = c.wait_leader(Duration::from_secs(30));
+    let others: Vec<u64> = c.ids().into_iter().filter(|i| *i != old).collect();
+    c.net().partition(&[old], &others);
+    let new = common::eventually(Duration::from_secs(20), || {
+        let l = c.leader_seen_by(others[0], Duration::from_secs(5));
+        (l != old && c.leader_seen_by(others[1], Duration::from_secs(5)) == l).then_some(l)
+    })
+    .expect("the majority elects a new leader");
+    let through_old = c.set(old, "p", "lost?");
+    assert!(
+        through_old.as_ref().map_or(true, |r| r.status != 200),
+        "a write through the isolated leader succeeded: {through_old:?}"
+    );
+    assert_eq!(c.set(new, "p", "kept").expect("write").status, 200);
+    c.net().heal();
+    let seen = common::eventually(Duration::from_secs(30), || {
+        let r = c.get(old, "p", "linearizable").ok()?;
+        (r.status == 200).then(|| r.json()["value"].clone())
+    });
+    assert_eq!(seen, Some(serde_json::json!("kept")));
+}
