@@ -1,7 +1,8 @@
 # Ferrium: conventional entry points. See README.md.
 #
 #   make run    build and start a single node (etc/examples/single-node.toml)
-#   make test   run the whole test suite
+#   make test   run the whole test suite (with the short robustness suite)
+#   make soak   the robustness suite for FERRIUM_SOAK_SECS (default 1800) seconds
 #   make deb    build dist/ferrium_VERSION_ARCH.deb (dpkg-deb, contrib/debian/)
 #   make rpm    build dist/ferrium-VERSION-1.ARCH.rpm (rpmbuild, contrib/rpm/)
 #   make package-test   build both, install the .deb here, check it, purge it
@@ -22,7 +23,7 @@ PROFILE ?= $(if $(wildcard $(TARGET_DIR)/release/ferrium-server),release,debug)
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 DIST ?= dist
 
-.PHONY: all build run test prereqs fmt lint ci clean deb rpm package-bins package-test
+.PHONY: all build run test soak prereqs fmt lint ci clean deb rpm package-bins package-test
 
 all: build
 
@@ -38,6 +39,11 @@ run: prereqs
 test: prereqs
 	$(CARGO) test --all-targets
 	$(CARGO) test --doc
+
+FERRIUM_SOAK_SECS ?= 1800
+
+soak: prereqs
+	FERRIUM_SOAK_SECS=$(FERRIUM_SOAK_SECS) $(CARGO) test --test robustness nemesis_schedules -- --nocapture
 
 fmt:
 	$(CARGO) fmt --all

@@ -78,7 +78,7 @@ fn leader_kill_elects_a_new_leader_quickly_and_loses_nothing() {
     let mut acked = BTreeMap::new();
     for i in 0..200 {
         let id = c.ids()[i % 3];
-        let r = c.set(id, &format!("key-{i}"), &format!("val-{i}")).unwrap();
+        let r = c.set_retrying(id, &format!("key-{i}"), &format!("val-{i}"));
         assert_eq!(r.status, 200, "{}", r.body);
         acked.insert(format!("key-{i}"), format!("val-{i}"));
     }
@@ -95,7 +95,7 @@ fn leader_kill_elects_a_new_leader_quickly_and_loses_nothing() {
     );
     for i in 200..300 {
         let id = c.running_ids()[i % 2];
-        let r = c.set(id, &format!("key-{i}"), &format!("val-{i}")).unwrap();
+        let r = c.set_retrying(id, &format!("key-{i}"), &format!("val-{i}"));
         assert_eq!(r.status, 200, "{}", r.body);
         acked.insert(format!("key-{i}"), format!("val-{i}"));
     }
@@ -136,7 +136,7 @@ fn stopping_and_restarting_every_node_keeps_every_key() {
     c.wait_leader(Duration::from_secs(20));
     for i in 0..300 {
         for id in c.ids() {
-            let r = c.get(id, &format!("p-{i}"), "linearizable").unwrap();
+            let r = c.get_retrying(id, &format!("p-{i}"), "linearizable");
             assert_eq!(value_of(&r), Some(format!("{i}")), "node {id}: {}", r.body);
         }
     }
@@ -293,7 +293,7 @@ impl Load {
 /// leader's commit point; the full listing after it is then complete.
 fn assert_all_present(c: &Cluster, acked: &BTreeMap<String, String>) {
     for id in c.running_ids() {
-        let r = c.get(id, "any-key", "linearizable").unwrap();
+        let r = c.get_retrying(id, "any-key", "linearizable");
         assert_eq!(r.status, 200, "node {id}: {}", r.body);
         let mut found = BTreeMap::new();
         let mut start_after: Option<String> = None;

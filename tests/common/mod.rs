@@ -8,6 +8,9 @@
 
 #![allow(dead_code)]
 
+pub mod proxy;
+
+use proxy::Net;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -186,6 +189,9 @@ pub struct NodeProc {
     pub config: PathBuf,
     pub data_dir: PathBuf,
     pub log: PathBuf,
+    /// The port of this node's fault-injecting proxy, which peers are told
+    /// to use, when the cluster was started with [`Cluster::start_proxied`].
+    pub proxy_port: Option<u16>,
     child: Option<Child>,
     paused: bool,
 }
@@ -197,6 +203,11 @@ impl NodeProc {
 
     pub fn grpc_addr(&self) -> String {
         format!("127.0.0.1:{}", self.grpc_port)
+    }
+
+    /// The address peers reach this node at: its proxy when it has one.
+    pub fn advertised_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.proxy_port.unwrap_or(self.http_port))
     }
 
     pub fn is_running(&self) -> bool {
@@ -215,6 +226,8 @@ pub struct Cluster {
     pub extra_config: String,
     /// Bearer token the harness sends with its own requests, if any.
     pub token: Option<String>,
+    /// The peer-link rules when every node sits behind a proxy.
+    pub net: Option<Net>,
 }
 
 impl Cluster {
@@ -227,7 +240,7 @@ impl Cluster {
     /// Like [`Cluster::start`], with extra TOML appended to every config
     /// (e.g. `"[raft]\nsnapshot_threshold = 500\n"`).
     pub fn start_with(name: &str, n: u64, bootstrap: Bootstrap, extra: &str) -> Cluster {
-        Cluster::start_full(name, n, bootstrap, extra, None)
+        Cluster::start_inner(name, n, bootstrap, extra, None, false)
     }
 
     /// Like [`Cluster::start_with`]; the harness authenticates with `token`.
@@ -238,26 +251,35 @@ impl Cluster {
         extra: &str,
         token: Option<&str>,
     ) -> Cluster {
+        Cluster::start_inner(name, n, bootstrap, extra, token, false)
+    }
+
+    /// Like [`Cluster::start_with`] (static bootstrap), with every node
+    /// behind a fault-injecting proxy: peers talk through the proxies, test
+    /// clients to the real ports, and [`Cluster::net`] controls the links.
+    pub fn start_proxied(name: &str, n: u64, extra: &str) -> Cluster {
+        Cluster::start_inner(name, n, Bootstrap::Static, extra, None, true)
+    }
+
+    fn start_inner(
+        name: &str,
+        n: u64,
+        bootstrap: Bootstrap,
+        extra: &str,
+        token: Option<&str>,
+        proxied: bool,
+    ) -> Cluster {
         let scratch = Scratch::new(name);
-        let mut nodes = Vec::new();
-        for id in 1..=n {
-            nodes.push(NodeProc {
-                id,
-                http_port: free_port(),
-                grpc_port: free_port(),
-                config: scratch.path.join(format!("node{id}.toml")),
-                data_dir: scratch.path.join(format!("data{id}")),
-                log: scratch.path.join(format!("node{id}.log")),
-                child: None,
-                paused: false,
-            });
-        }
         let mut cluster = Cluster {
-            nodes,
+            nodes: Vec::new(),
             scratch,
             extra_config: extra.to_string(),
             token: token.map(str::to_string),
+            net: proxied.then(Net::default),
         };
+        for id in 1..=n {
+            cluster.push_node(id);
+        }
         let members: Vec<u64> = if bootstrap == Bootstrap::Static {
             (1..=n).collect()
         } else {
@@ -276,19 +298,38 @@ impl Cluster {
         cluster
     }
 
-    /// Adds a node process (not yet a member) and returns its id.
-    pub fn add_node(&mut self) -> u64 {
-        let id = self.nodes.iter().map(|n| n.id).max().unwrap_or(0) + 1;
+    /// Allocates ports and files for node `id` (and starts its proxy).
+    fn push_node(&mut self, id: u64) {
+        let http_port = free_port();
+        let proxy_port = self.net.as_ref().map(|net| {
+            let p = free_port();
+            net.spawn_proxy(id, p, http_port);
+            p
+        });
         self.nodes.push(NodeProc {
             id,
-            http_port: free_port(),
+            http_port,
             grpc_port: free_port(),
             config: self.scratch.path.join(format!("node{id}.toml")),
             data_dir: self.scratch.path.join(format!("data{id}")),
             log: self.scratch.path.join(format!("node{id}.log")),
+            proxy_port,
             child: None,
             paused: false,
         });
+    }
+
+    /// The peer-link rules; panics when the cluster has no proxies.
+    pub fn net(&self) -> &Net {
+        self.net
+            .as_ref()
+            .expect("the cluster was started with start_proxied")
+    }
+
+    /// Adds a node process (not yet a member) and returns its id.
+    pub fn add_node(&mut self) -> u64 {
+        let id = self.nodes.iter().map(|n| n.id).max().unwrap_or(0) + 1;
+        self.push_node(id);
         self.write_config(id, &[]);
         self.spawn(id);
         self.wait_http(id, Duration::from_secs(30));
@@ -298,8 +339,9 @@ impl Cluster {
     fn write_config(&self, id: u64, members: &[u64]) {
         let node = self.node(id);
         let mut text = format!(
-            "[node]\nid = {id}\nhttp_addr = \"{}\"\ngrpc_addr = \"{}\"\ndata_dir = \"{}\"\n\n[logging]\nlevel = \"info\"\nenable_colors = false\n\n[cluster]\nname = \"test\"\n",
+            "[node]\nid = {id}\nhttp_addr = \"{}\"\nadvertise_http_addr = \"{}\"\ngrpc_addr = \"{}\"\ndata_dir = \"{}\"\n\n[logging]\nlevel = \"info\"\nenable_colors = false\n\n[cluster]\nname = \"test\"\n",
             node.http_addr(),
+            node.advertised_addr(),
             node.grpc_addr(),
             node.data_dir.display()
         );
@@ -309,7 +351,7 @@ impl Cluster {
                 let peer = self.node(*m);
                 text.push_str(&format!(
                     "  {{ id = {m}, http_addr = \"{}\", grpc_addr = \"{}\" }},\n",
-                    peer.http_addr(),
+                    peer.advertised_addr(),
                     peer.grpc_addr()
                 ));
             }
@@ -500,6 +542,34 @@ impl Cluster {
         self.call(id, "POST", "/write", Some(&body))
     }
 
+    /// `POST /write` with a Set, retried for up to 10 s while the answer is
+    /// 503 or the connection fails (an election in progress). Setting the
+    /// same value again is harmless, so a retry after an unknown outcome is
+    /// too. Returns the final answer.
+    pub fn set_retrying(&self, id: u64, key: &str, value: &str) -> Reply {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.set(id, key, value) {
+                Ok(r) if r.status != 503 || Instant::now() > deadline => return r,
+                Err(e) if Instant::now() > deadline => panic!("write {key} via node {id}: {e}"),
+                _ => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+
+    /// `POST /read`, retried for up to 10 s while the answer is 503 or the
+    /// connection fails.
+    pub fn get_retrying(&self, id: u64, key: &str, consistency: &str) -> Reply {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.get(id, key, consistency) {
+                Ok(r) if r.status != 503 || Instant::now() > deadline => return r,
+                Err(e) if Instant::now() > deadline => panic!("read {key} via node {id}: {e}"),
+                _ => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+
     /// `POST /read` with a consistency level.
     pub fn get(&self, id: u64, key: &str, consistency: &str) -> std::io::Result<Reply> {
         let body = serde_json::json!({"key": key, "consistency": consistency}).to_string();
@@ -536,6 +606,9 @@ impl Drop for Cluster {
                 self.resume(id);
             }
             self.kill(id);
+        }
+        if let Some(net) = &self.net {
+            net.shutdown();
         }
     }
 }

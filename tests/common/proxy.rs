@@ -1,0 +1,204 @@
+//! A fault-injecting TCP proxy for the peer links of a test cluster.
+//!
+//! Node B binds its real port and advertises the port of its proxy, so every
+//! peer connection to B (Raft RPCs, forwarded writes and read-index calls)
+//! passes through the proxy, while test clients talk to B's real port. Each
+//! peer request carries `x-ferrium-from: <id>`; the proxy learns the source of
+//! a connection from its first request head and then applies the rule of the
+//! directed link: requests travel on link A->B, answers on link B->A. That is
+//! enough for one-way and two-way partitions, bridges and slow links without
+//! root or kernel features.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// What a directed link does with the bytes it carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkMode {
+    Pass,
+    /// Bytes are swallowed and the connection held open until its owner
+    /// gives up: the sender sees a timeout, never an error.
+    Blackhole,
+    /// Every chunk waits this long before it is forwarded.
+    Delay(Duration),
+    /// The connection is closed as soon as it carries anything.
+    Drop,
+}
+
+/// The rules of every directed link, shared by all proxies of a cluster.
+#[derive(Clone, Default)]
+pub struct Net {
+    rules: Arc<Mutex<HashMap<(u64, u64), LinkMode>>>,
+    stop: Arc<AtomicBool>,
+    open: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Net {
+    pub fn mode(&self, from: u64, to: u64) -> LinkMode {
+        *self
+            .rules
+            .lock()
+            .expect("rules lock")
+            .get(&(from, to))
+            .unwrap_or(&LinkMode::Pass)
+    }
+
+    /// Sets the rule of the directed link `from -> to`.
+    pub fn set(&self, from: u64, to: u64, mode: LinkMode) {
+        let mut rules = self.rules.lock().expect("rules lock");
+        if mode == LinkMode::Pass {
+            rules.remove(&(from, to));
+        } else {
+            rules.insert((from, to), mode);
+        }
+    }
+
+    /// Cuts both directions between every node of `a` and every node of `b`.
+    pub fn partition(&self, a: &[u64], b: &[u64]) {
+        for x in a {
+            for y in b {
+                self.set(*x, *y, LinkMode::Blackhole);
+                self.set(*y, *x, LinkMode::Blackhole);
+            }
+        }
+    }
+
+    /// Every link passes again.
+    pub fn heal(&self) {
+        self.rules.lock().expect("rules lock").clear();
+    }
+
+    /// Directed links that are not passing, for logs.
+    pub fn describe(&self) -> String {
+        let rules = self.rules.lock().expect("rules lock");
+        let mut v: Vec<String> = rules
+            .iter()
+            .map(|((a, b), m)| format!("{a}->{b}:{m:?}"))
+            .collect();
+        v.sort();
+        v.join(" ")
+    }
+
+    /// Starts the proxy of node `to`: listens on `listen_port`, forwards to
+    /// `target_port`.
+    pub fn spawn_proxy(&self, to: u64, listen_port: u16, target_port: u16) {
+        let listener =
+            TcpListener::bind(("127.0.0.1", listen_port)).expect("bind the proxy port of a node");
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking proxy listener");
+        let net = self.clone();
+        std::thread::spawn(move || {
+            while !net.stop.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((down, _)) => {
+                        let net = net.clone();
+                        std::thread::spawn(move || net.serve(down, to, target_port));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+    }
+
+    /// Stops accepting and closes every proxied connection.
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for s in self.open.lock().expect("open lock").drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn track(&self, s: &TcpStream) {
+        if let Ok(c) = s.try_clone() {
+            let mut open = self.open.lock().expect("open lock");
+            open.retain(|s| s.peer_addr().is_ok());
+            open.push(c);
+        }
+    }
+
+    /// One accepted connection: learn its source, then pump both ways.
+    fn serve(&self, mut down: TcpStream, to: u64, target_port: u16) {
+        let _ = down.set_nonblocking(false);
+        self.track(&down);
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        let from = loop {
+            match down.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+            if let Some(end) = find(&head, b"\r\n\r\n") {
+                break source(&head[..end]);
+            }
+            if head.len() > 64 * 1024 {
+                break 0;
+            }
+        };
+        let Ok(up) = TcpStream::connect(("127.0.0.1", target_port)) else {
+            let _ = down.shutdown(Shutdown::Both);
+            return;
+        };
+        self.track(&up);
+        let (Ok(down2), Ok(up2)) = (down.try_clone(), up.try_clone()) else {
+            return;
+        };
+        let net = self.clone();
+        let back = std::thread::spawn(move || net.pump(up2, down2, to, from, Vec::new()));
+        self.pump(down, up, from, to, head);
+        let _ = back.join();
+    }
+
+    /// Copies `src` to `dst` under the rule of link `from -> to`. Client
+    /// connections (no source header) always pass.
+    fn pump(&self, mut src: TcpStream, mut dst: TcpStream, from: u64, to: u64, first: Vec<u8>) {
+        let mut chunk = first;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut held = false;
+        loop {
+            if !chunk.is_empty() && !held {
+                let mode = if from == 0 || to == 0 {
+                    LinkMode::Pass
+                } else {
+                    self.mode(from, to)
+                };
+                match mode {
+                    LinkMode::Pass => {}
+                    LinkMode::Delay(d) => std::thread::sleep(d),
+                    LinkMode::Blackhole => held = true,
+                    LinkMode::Drop => break,
+                }
+                if !held && dst.write_all(&chunk).is_err() {
+                    break;
+                }
+            }
+            if self.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            match src.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => chunk = buf[..n].to_vec(),
+            }
+        }
+        let _ = src.shutdown(Shutdown::Both);
+        let _ = dst.shutdown(Shutdown::Both);
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The sender id in a request head, 0 when there is none (a client).
+fn source(head: &[u8]) -> u64 {
+    let text = String::from_utf8_lossy(head);
+    text.split("\r\n")
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("x-ferrium-from"))
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .unwrap_or(0)
+}
