@@ -10,9 +10,9 @@
 //! connection that opens with the HTTP/2 preface (so one port can serve both
 //! protocols). Both arrive on one channel as [`PrefixedIo`] streams.
 //!
-//! Deadlines: the client's `grpc-timeout` is enforced by [`Deadlines`], which
-//! answers `DEADLINE_EXCEEDED` when it passes. (tonic's own timeout layer
-//! would answer `CANCELLED`; ours starts first, so it always wins.) For a
+//! Deadlines: the client's `grpc-timeout` is enforced by [`Edge`], which
+//! answers `DEADLINE_EXCEEDED` just before it passes (tonic's own timeout
+//! layer would answer `CANCELLED`, and the client's timer would win). For a
 //! write, `DEADLINE_EXCEEDED` means what gRPC says it means: the change may
 //! or may not have been applied. The same code reports a write whose outcome
 //! is unknown for any other reason, with `x-ferrium-outcome: unknown`.
@@ -54,7 +54,7 @@ use tonic::codegen::{BoxFuture, Service, http};
 use tonic::metadata::MetadataValue;
 use tonic::service::Routes;
 use tonic::transport::server::Connected;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
 /// Default and largest page of `ListKeys` (as REST's `/list`).
 const DEFAULT_PAGE: usize = 1000;
@@ -110,6 +110,15 @@ pub fn status(e: &node::Error) -> Status {
     }
 }
 
+/// The status for a failed read. A read changes nothing, so a lost answer
+/// from the leader (an "unknown outcome" to the node) is just unavailability.
+fn read_status(e: &node::Error) -> Status {
+    match e {
+        node::Error::OutcomeUnknown(m) => Status::unavailable(m.clone()),
+        other => status(other),
+    }
+}
+
 fn consistency(c: &str) -> Result<ReadConsistency, Status> {
     ReadConsistency::parse(c).ok_or_else(|| {
         Status::invalid_argument(format!(
@@ -143,7 +152,11 @@ impl KvService for KvApi {
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         let r = req.into_inner();
         let c = consistency(&r.consistency)?;
-        let value = self.node.read(&r.key, c).await.map_err(|e| status(&e))?;
+        let value = self
+            .node
+            .read(&r.key, c)
+            .await
+            .map_err(|e| read_status(&e))?;
         let resp = match value {
             Some(v) => GetResponse {
                 key: r.key,
@@ -223,7 +236,7 @@ impl KvService for KvApi {
             .node
             .list(&r.prefix, start_after, limit, c)
             .await
-            .map_err(|e| status(&e))?;
+            .map_err(|e| read_status(&e))?;
         let next_start_after = match (has_more, items.last()) {
             (true, Some((k, _))) => k.clone(),
             _ => String::new(),
@@ -242,7 +255,11 @@ impl KvService for KvApi {
     ) -> Result<Response<ExistsResponse>, Status> {
         let r = req.into_inner();
         let c = consistency(&r.consistency)?;
-        let value = self.node.read(&r.key, c).await.map_err(|e| status(&e))?;
+        let value = self
+            .node
+            .read(&r.key, c)
+            .await
+            .map_err(|e| read_status(&e))?;
         Ok(Response::new(ExistsResponse {
             exists: value.is_some(),
             error: String::new(),
@@ -431,7 +448,7 @@ pub struct HealthApi {
     node: Node,
 }
 
-/// The client's deadline, put into request extensions by [`Deadlines`].
+/// The client's deadline, put into request extensions by [`Edge`].
 #[derive(Clone, Copy, Debug)]
 pub struct Deadline(pub Instant);
 
@@ -521,14 +538,29 @@ impl Health for HealthApi {
     }
 }
 
-/// Enforces the client's `grpc-timeout`: answers `DEADLINE_EXCEEDED` when it
-/// passes, and leaves the deadline in the request extensions ([`Deadline`]).
+/// What every call goes through before and after its service:
+///
+/// - The client's `grpc-timeout` is enforced: the call is answered
+///   `DEADLINE_EXCEEDED` a little before the deadline ([`deadline_margin`]),
+///   so that the answer reaches the client before its own timer fires (a
+///   client that gives up by itself reports a bare `CANCELLED` or a local
+///   `DEADLINE_EXCEEDED` without the server's message). The deadline is left
+///   in the request extensions ([`Deadline`]).
+/// - A message over `network.max_message_size` is answered
+///   `RESOURCE_EXHAUSTED`, as the gRPC status code table says; tonic's codec
+///   reports it as `OUT_OF_RANGE`, a code no Ferrium handler uses.
 #[derive(Clone)]
-pub struct Deadlines<S> {
+pub struct Edge<S> {
     inner: S,
 }
 
-impl<S, B> Service<http::Request<B>> for Deadlines<S>
+/// How long before the client's deadline the server answers: a tenth of
+/// the timeout, at most 50 ms.
+fn deadline_margin(timeout: Duration) -> Duration {
+    (timeout / 10).min(Duration::from_millis(50))
+}
+
+impl<S, B> Service<http::Request<B>> for Edge<S>
 where
     S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>, Error = Infallible>,
     S::Future: Send + 'static,
@@ -543,24 +575,41 @@ where
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         // Taken before tonic's own timer starts, so that ours fires first.
-        let deadline = grpc_timeout(req.headers()).map(|t| Instant::now() + t);
+        let deadline = grpc_timeout(req.headers())
+            .map(|t| Instant::now() + t.saturating_sub(deadline_margin(t)));
         if let Some(d) = deadline {
             req.extensions_mut().insert(Deadline(d));
         }
         let fut = self.inner.call(req);
         Box::pin(async move {
-            let Some(deadline) = deadline else {
-                return fut.await;
+            let resp = match deadline {
+                None => fut.await,
+                Some(deadline) => match tokio::time::timeout_at(deadline, fut).await {
+                    Ok(r) => r,
+                    Err(_) => Ok(Status::deadline_exceeded(
+                        "the deadline passed before the request completed; a write may or may not have been applied",
+                    )
+                    .into_http()),
+                },
             };
-            match tokio::time::timeout_at(deadline, fut).await {
-                Ok(r) => r,
-                Err(_) => Ok(Status::deadline_exceeded(
-                    "the deadline passed before the request completed; a write may or may not have been applied",
-                )
-                .into_http()),
-            }
+            resp.map(oversize_is_resource_exhausted)
         })
     }
+}
+
+/// Rewrites tonic's `OUT_OF_RANGE` for an oversize message (an error answer
+/// carries its status in the headers) into `RESOURCE_EXHAUSTED`.
+fn oversize_is_resource_exhausted(
+    mut resp: http::Response<tonic::body::Body>,
+) -> http::Response<tonic::body::Body> {
+    let out_of_range = (Code::OutOfRange as i32).to_string();
+    if resp.headers().get("grpc-status").map(|v| v.as_bytes()) == Some(out_of_range.as_bytes()) {
+        let code = (Code::ResourceExhausted as i32).to_string();
+        if let Ok(v) = http::HeaderValue::from_str(&code) {
+            resp.headers_mut().insert("grpc-status", v);
+        }
+    }
+    resp
 }
 
 /// Parses `grpc-timeout` ("100m", "5S", ...: at most 8 digits and a unit).
@@ -666,7 +715,7 @@ impl GrpcServer {
         let signal = async move {
             let _ = stopped.wait_for(|s| *s).await;
         };
-        let svc = Deadlines {
+        let svc = Edge {
             inner: routes.prepare(),
         };
         let task = tokio::spawn(async move {
@@ -746,6 +795,27 @@ mod tests {
     }
 
     #[test]
+    fn answers_before_the_client_gives_up() {
+        assert_eq!(
+            deadline_margin(Duration::from_millis(300)),
+            Duration::from_millis(30)
+        );
+        assert_eq!(
+            deadline_margin(Duration::from_secs(10)),
+            Duration::from_millis(50)
+        );
+    }
+
+    #[test]
+    fn oversize_messages_are_resource_exhausted() {
+        let resp = Status::out_of_range("too large").into_http();
+        let resp = oversize_is_resource_exhausted(resp);
+        assert_eq!(resp.headers()["grpc-status"], "8");
+        let resp = oversize_is_resource_exhausted(Status::not_found("x").into_http());
+        assert_eq!(resp.headers()["grpc-status"], "5");
+    }
+
+    #[test]
     fn node_errors_map_to_codes() {
         use tonic::Code;
         let leader = node::LeaderInfo {
@@ -780,5 +850,7 @@ mod tests {
         for (e, code) in cases {
             assert_eq!(status(&e).code(), code, "{e:?}");
         }
+        let lost = node::Error::OutcomeUnknown("x".into());
+        assert_eq!(read_status(&lost).code(), Code::Unavailable);
     }
 }
