@@ -736,3 +736,33 @@ fn no_quorum_deadlines_and_health() {
     );
     assert_no_panics(&c);
 }
+
+#[test]
+fn follower_without_forwarding_names_the_leader() {
+    let c = Cluster::start_with(
+        "grpc-noforward",
+        3,
+        Bootstrap::Static,
+        "[network]\nforward_to_leader = false\n",
+    );
+    let leader = c.wait_leader(Duration::from_secs(30));
+    let follower = c.ids().into_iter().find(|i| *i != leader).unwrap();
+    let rt = runtime();
+    for port in PORTS {
+        rt.block_on(async {
+            let mut k = kv(&addr(&c, follower, port)).await;
+            let s = k.set(set("k", "v")).await.unwrap_err();
+            assert_eq!(s.code(), Code::Unavailable, "{s:?}");
+            let named = s
+                .metadata()
+                .get("x-ferrium-leader")
+                .map(|v| v.to_str().unwrap());
+            let want = format!("{leader}@{}", c.node(leader).grpc_addr());
+            assert_eq!(named, Some(want.as_str()), "{s:?}");
+            // The leader itself serves it.
+            let mut l = kv(&addr(&c, leader, port)).await;
+            assert!(retry!(l.set(set("k", "v"))).unwrap().into_inner().success);
+        });
+    }
+    assert_no_panics(&c);
+}
