@@ -280,6 +280,41 @@ impl Auth {
         }
     }
 
+    /// Checks a gRPC call by its path (`/package.Service/Method`) and its
+    /// `authorization` metadata.
+    pub fn check_grpc(&self, path: &str, authorization: Option<&str>) -> Result<(), tonic::Status> {
+        if self.method == AuthMethod::None {
+            return Ok(());
+        }
+        let method = path.rsplit('/').next().unwrap_or("");
+        let needed = match (path.starts_with("/grpc.health.v1."), method) {
+            (true, _) | (_, "HealthCheck") if self.open_health => return Ok(()),
+            (_, "Set" | "Delete" | "BatchSet") => Role::Write,
+            (_, "Initialize" | "AddLearner" | "ChangeMembership") => Role::Admin,
+            (
+                _,
+                "Get" | "ListKeys" | "Exists" | "GetMetrics" | "GetLeader" | "HealthCheck"
+                | "Check" | "Watch",
+            ) => Role::Read,
+            _ => Role::Admin,
+        };
+        let Some(role) = authorization.and_then(|h| self.role_of(h)) else {
+            METRICS.auth_denied("unauthenticated");
+            self.log_denial("unauthenticated", "gRPC", path);
+            return Err(tonic::Status::unauthenticated(
+                "a valid bearer token is required in the authorization metadata",
+            ));
+        };
+        if rank(role) >= rank(needed) {
+            return Ok(());
+        }
+        METRICS.auth_denied("forbidden");
+        self.log_denial("forbidden", "gRPC", path);
+        Err(tonic::Status::permission_denied(
+            "this token's role does not allow the call",
+        ))
+    }
+
     /// The role of the request's bearer token, comparing every configured
     /// token in constant time.
     pub fn token_role(&self, req: &Request) -> Option<Role> {
@@ -305,14 +340,19 @@ impl Auth {
 
     fn denied(&self, kind: &str, req: &Request) {
         METRICS.auth_denied(kind);
+        let from = req.remote_addr().to_string();
+        self.log_denial(
+            kind,
+            req.method().as_str(),
+            &format!("{} from {from}", req.path()),
+        );
+    }
+
+    /// Logs a refusal, at most once a second.
+    fn log_denial(&self, kind: &str, method: &str, what: &str) {
         let second = now_ms() / 1000;
         if self.last_log_second.swap(second, Ordering::Relaxed) != second {
-            log::warn!(
-                "refused a request ({kind}) for {} {} from {}",
-                req.method().as_str(),
-                req.path(),
-                req.remote_addr()
-            );
+            log::warn!("refused a request ({kind}) for {method} {what}");
         }
     }
 }

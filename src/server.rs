@@ -1,5 +1,6 @@
 //! Wires one node together and runs it: storage, Raft, the HTTP listener
-//! (REST, admin and peer routes), cluster bootstrap, signals and shutdown.
+//! (REST, admin and peer routes, HTTP/2 handed to gRPC), the gRPC listener,
+//! cluster bootstrap, signals and shutdown.
 //!
 //! Start-up order matters: the store is opened (and recovered) before Raft
 //! starts, the listener is bound before the node bootstraps (peers must be
@@ -7,7 +8,7 @@
 //! node stops taking requests, lets the ones in flight finish, and stops
 //! Raft last so that everything acknowledged is on disk.
 
-use crate::api::rest;
+use crate::api::{grpc, rest};
 use crate::auth::Auth;
 use crate::config::{self, CompactionStrategy, Config, LoadedConfig};
 use crate::http::{self, Router, Server, ServerConfig};
@@ -178,6 +179,7 @@ async fn serve(cfg: Config, reload: Reloader) -> Result<(), String> {
         sources,
     );
     let router = rpc::routes(router, node.clone(), reader);
+    let grpc_server = grpc::GrpcServer::bind(&cfg, node.clone(), auth.clone()).await?;
     let server = Server::from_listener(
         listener,
         http_config(&cfg),
@@ -186,10 +188,12 @@ async fn serve(cfg: Config, reload: Reloader) -> Result<(), String> {
             auth,
         },
     )
-    .with_connection_counter(open_connections);
+    .with_connection_counter(open_connections)
+    .with_h2_handoff(grpc_server.handoff());
     tokio::spawn(metrics::watch_raft(raft.metrics()));
     let shutdown = server.shutdown_handle();
     let serving = tokio::spawn(server.run());
+    let grpc_serving = grpc_server.spawn();
     log::info!(
         "node {} ({}) serving HTTP on {http_addr} (advertised {}), data in {}",
         id,
@@ -197,6 +201,7 @@ async fn serve(cfg: Config, reload: Reloader) -> Result<(), String> {
         me.api_addr,
         data_dir.display()
     );
+    log::info!("node {id} serving gRPC on {}", cfg.node.grpc_addr);
     crate::systemd::notify("READY=1");
 
     // Handlers go in before bootstrap so that an early SIGTERM still drains.
@@ -211,11 +216,14 @@ async fn serve(cfg: Config, reload: Reloader) -> Result<(), String> {
     );
     node.begin_shutdown();
     shutdown.shutdown();
+    let grpc_stopping =
+        tokio::spawn(grpc_serving.shutdown(cfg.network.shutdown_timeout.as_duration()));
     match serving.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => log::warn!("HTTP listener stopped with an error: {e}"),
         Err(e) => log::warn!("HTTP listener task failed: {e}"),
     }
+    let _ = grpc_stopping.await;
     if let Err(e) = raft.shutdown().await {
         log::warn!("Raft did not stop cleanly: {e}");
     }

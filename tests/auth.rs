@@ -295,3 +295,89 @@ fn ferriumctl_sends_its_token() {
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(err.contains("token") || err.contains("401"), "{err}");
 }
+
+/// A gRPC request carrying `Bearer token` when one is given.
+fn with<T>(token: Option<&str>, msg: T) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    if let Some(t) = token {
+        let value = format!("Bearer {t}").parse().expect("valid metadata");
+        req.metadata_mut().insert("authorization", value);
+    }
+    req
+}
+
+#[test]
+fn grpc_calls_need_a_token_with_the_right_role() {
+    use ferrium::api::proto::kv::kv_service_client::KvServiceClient;
+    use ferrium::api::proto::kv::{GetRequest, SetRequest};
+    use ferrium::api::proto::management::ChangeMembershipRequest;
+    use ferrium::api::proto::management::management_service_client::ManagementServiceClient;
+    use tonic::Code;
+
+    let c = start("grpc");
+    let leader = c.wait_leader(Duration::from_secs(10));
+    let grpc = c.node(leader).grpc_addr();
+    let http_port = c.addr(leader);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async move {
+        for addr in [grpc, http_port] {
+            let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            let mut kv = KvServiceClient::new(channel.clone());
+            let set = SetRequest {
+                key: "g".into(),
+                value: "1".into(),
+            };
+            assert_eq!(
+                kv.set(with(None, set.clone())).await.unwrap_err().code(),
+                Code::Unauthenticated
+            );
+            assert_eq!(
+                kv.set(with(Some("nope-0123456789abcdef"), set.clone()))
+                    .await
+                    .unwrap_err()
+                    .code(),
+                Code::Unauthenticated
+            );
+            assert_eq!(
+                kv.set(with(Some(READ), set.clone()))
+                    .await
+                    .unwrap_err()
+                    .code(),
+                Code::PermissionDenied
+            );
+            kv.set(with(Some(WRITE), set.clone())).await.unwrap();
+            let get = GetRequest {
+                key: "g".into(),
+                ..Default::default()
+            };
+            let got = kv
+                .get(with(Some(READ), get.clone()))
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(got.value, "1");
+            assert_eq!(
+                kv.get(with(None, get)).await.unwrap_err().code(),
+                Code::Unauthenticated
+            );
+            let mut mgmt = ManagementServiceClient::new(channel);
+            let change = ChangeMembershipRequest {
+                member_ids: vec![1, 2, 3],
+            };
+            assert_eq!(
+                mgmt.change_membership(with(Some(WRITE), change.clone()))
+                    .await
+                    .unwrap_err()
+                    .code(),
+                Code::PermissionDenied
+            );
+            mgmt.change_membership(with(Some(ADMIN), change))
+                .await
+                .unwrap();
+        }
+    });
+}

@@ -1,6 +1,7 @@
 //! Client-facing front ends: thin translations of wire formats into calls on
 //! the node core. No business logic lives here.
 
+pub mod grpc;
 pub mod rest;
 
 /// Types and service stubs generated from `proto/` at build time.
@@ -12,5 +13,9 @@ pub mod proto {
     /// `ferrium.management`: cluster management.
     pub mod management {
         tonic::include_proto!("ferrium.management");
+    }
+    /// `grpc.health.v1`: the standard health checking protocol.
+    pub mod health {
+        tonic::include_proto!("grpc.health.v1");
     }
 }
