@@ -540,17 +540,6 @@ impl Health for HealthApi {
     }
 }
 
-/// What every call goes through before and after its service:
-///
-/// - The client's `grpc-timeout` is enforced: the call is answered
-///   `DEADLINE_EXCEEDED` a little before the deadline ([`deadline_margin`]),
-///   so that the answer reaches the client before its own timer fires (a
-///   client that gives up by itself reports a bare `CANCELLED` or a local
-///   `DEADLINE_EXCEEDED` without the server's message). The deadline is left
-///   in the request extensions ([`Deadline`]).
-/// - A message over `network.max_message_size` is answered
-///   `RESOURCE_EXHAUSTED`, as the gRPC status code table says; tonic's codec
-///   reports it as `OUT_OF_RANGE`, a code no Ferrium handler uses.
 /// The RPC names of the services served here.
 const KNOWN_METHODS: &[&str] = &[
     "Set",
@@ -568,6 +557,20 @@ const KNOWN_METHODS: &[&str] = &[
     "Check",
     "Watch",
 ];
+
+/// What every call goes through before and after its service:
+///
+/// - The client's `grpc-timeout` is enforced: the call is answered
+///   `DEADLINE_EXCEEDED` a little before the deadline ([`deadline_margin`]),
+///   so that the answer reaches the client before its own timer fires (a
+///   client that gives up by itself reports a bare `CANCELLED` or a local
+///   `DEADLINE_EXCEEDED` without the server's message). The deadline is left
+///   in the request extensions ([`Deadline`]).
+/// - Access is checked against the tokens and roles of [`Auth`], and every
+///   call is counted by method and status code in the metrics.
+/// - A message over `network.max_message_size` is answered
+///   `RESOURCE_EXHAUSTED`, as the gRPC status code table says; tonic's codec
+///   reports it as `OUT_OF_RANGE`, a code no Ferrium handler uses.
 
 #[derive(Clone)]
 pub struct Edge<S> {
