@@ -25,10 +25,20 @@ pub fn server_bin() -> String {
     std::env::var("FERRIUM_SERVER_BIN").unwrap_or_else(|_| SERVER.to_string())
 }
 
-/// A loopback port that was free a moment ago.
+/// A loopback port that was free a moment ago and that this test process
+/// has not handed out before (the kernel may offer the same ephemeral port
+/// again once its listener is closed, and parallel tests would then clash).
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+        let port = l.local_addr().expect("local addr").port();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A scratch directory, removed unless the test is failing.
