@@ -159,6 +159,10 @@ impl Net {
         let mut chunk = first;
         let mut buf = vec![0u8; 64 * 1024];
         let mut held = false;
+        // Wake up now and then to see whether a held link has healed: the
+        // bytes it swallowed are gone, so the connection is closed then, as
+        // a real connection would time out, and the peer reconnects.
+        let _ = src.set_read_timeout(Some(std::time::Duration::from_millis(200)));
         loop {
             if !chunk.is_empty() && !held {
                 let mode = if from == 0 || to == 0 {
@@ -180,8 +184,20 @@ impl Net {
                 break;
             }
             match src.read(&mut buf) {
-                Ok(0) | Err(_) => break,
+                Ok(0) => break,
                 Ok(n) => chunk = buf[..n].to_vec(),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    chunk.clear();
+                    if held && !matches!(self.mode(from, to), LinkMode::Blackhole) {
+                        break;
+                    }
+                }
+                Err(_) => break,
             }
         }
         let _ = src.shutdown(Shutdown::Both);
