@@ -323,3 +323,30 @@ fn not_leader_redirect_and_unknown_outcome() {
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("already used (conflict)"), "{}", r.stderr);
 }
+
+#[test]
+fn grpc_key_value_commands() {
+    let c = Cluster::start("ctl-grpc", 3, Bootstrap::Static);
+    let leader = c.wait_leader(Duration::from_secs(10));
+    let follower = c.ids().into_iter().find(|i| *i != leader).unwrap();
+    // A dead endpoint first, then a follower's gRPC port; then an HTTP port.
+    for target in [c.node(follower).grpc_addr(), c.addr(follower)] {
+        let eps = format!("{},{target}", dead());
+        let r = ok(&eps, &["--grpc", "put", "g-key", "g-value"]);
+        assert!(r.stdout.starts_with("OK revision"), "{}", r.stdout);
+        let r = ok(&eps, &["--grpc", "get", "g-key"]);
+        assert_eq!(r.stdout.trim(), "g-value");
+        let r = ok(&eps, &["--grpc", "-o", "json", "list", "g-"]);
+        assert_eq!(r.json()["keys"], serde_json::json!(["g-key"]));
+        let r = ok(&eps, &["--grpc", "leader"]);
+        assert!(r.stdout.starts_with(&leader.to_string()), "{}", r.stdout);
+        let r = ok(&eps, &["--grpc", "health"]);
+        assert!(r.stdout.contains("SERVING"));
+        let r = ok(&eps, &["--grpc", "del", "g-key"]);
+        assert!(r.stdout.starts_with("deleted g-key"), "{}", r.stdout);
+        assert_eq!(ctl(&eps, &["--grpc", "get", "g-key"]).code, 4);
+        assert_eq!(ctl(&eps, &["--grpc", "put", "", "x"]).code, 1);
+        assert_eq!(ctl(&eps, &["--grpc", "status"]).code, 2);
+    }
+    assert_eq!(ctl(&dead(), &["--grpc", "get", "k"]).code, 3);
+}

@@ -40,6 +40,9 @@ Options:
                          (default: $FERRIUM_ENDPOINTS, else 127.0.0.1:8001)
   -o, --output FORMAT    table (default, for people) or json (for scripts)
   -t, --timeout SECS     Give up on one endpoint after SECS seconds (default 10)
+      --grpc             Use the gRPC API (endpoints are then the nodes' gRPC
+                         addresses, or their HTTP addresses, which accept gRPC
+                         too); for put, get, del, list, leader and health
       --token TOKEN      Bearer token when the cluster requires one
                          (default: $FERRIUM_TOKEN)
   -h, --help             Print this help
@@ -122,6 +125,7 @@ struct Cli {
     output: Output,
     timeout: Duration,
     token: Option<String>,
+    grpc: bool,
     command: Command,
 }
 
@@ -144,6 +148,7 @@ fn parse_cli(args: Vec<std::ffi::OsString>) -> Result<Parsed, Failure> {
     let mut limit = None;
     let mut prometheus = false;
     let mut words: Vec<String> = Vec::new();
+    let mut use_grpc = false;
     let value = |parser: &mut lexopt::Parser, flag: &str| -> Result<String, Failure> {
         parser
             .value()
@@ -193,6 +198,7 @@ fn parse_cli(args: Vec<std::ffi::OsString>) -> Result<Parsed, Failure> {
             }
             Long("prometheus") => prometheus = true,
             Long("token") => token = Some(value(&mut parser, "--token")?),
+            Long("grpc") => use_grpc = true,
             Short('h') | Long("help") => return Ok(Parsed::Help),
             Short('V') | Long("version") => return Ok(Parsed::Version),
             Value(v) => words.push(
@@ -209,6 +215,7 @@ fn parse_cli(args: Vec<std::ffi::OsString>) -> Result<Parsed, Failure> {
         output,
         timeout,
         token,
+        grpc: use_grpc,
         command,
     }))
 }
@@ -568,6 +575,9 @@ fn error_text(body: &Value) -> String {
 }
 
 async fn run(cli: Cli) -> Outcome {
+    if cli.grpc {
+        return grpc::run(&cli).await;
+    }
     let ctl = Ctl::new(&cli);
     match cli.command {
         Command::Put(key, value) => put(&ctl, key, value).await,
@@ -1078,4 +1088,244 @@ async fn metrics(ctl: &Ctl, prometheus: bool) -> Outcome {
             problems.join("; ")
         ),
     ))
+}
+
+/// The key-value commands over the gRPC API (`--grpc`).
+mod grpc {
+    use super::{
+        Cli, Command, EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OUTCOME_UNKNOWN, EXIT_UNREACHABLE,
+        EXIT_USAGE, Failure, Outcome, Output,
+    };
+    use ferrium::api::proto::health::HealthCheckRequest;
+    use ferrium::api::proto::health::health_client::HealthClient;
+    use ferrium::api::proto::kv::kv_service_client::KvServiceClient;
+    use ferrium::api::proto::kv::{DeleteRequest, GetRequest, ListKeysRequest, SetRequest};
+    use ferrium::api::proto::management::LeaderRequest;
+    use ferrium::api::proto::management::management_service_client::ManagementServiceClient;
+    use serde_json::json;
+    use tonic::transport::Channel;
+    use tonic::{Code, Status};
+
+    /// A connected channel to the first endpoint that accepts one.
+    async fn connect(cli: &Cli) -> Result<(String, Channel), Failure> {
+        let mut errors = Vec::new();
+        for e in &cli.endpoints {
+            let Ok(endpoint) = Channel::from_shared(format!("http://{e}")) else {
+                errors.push(format!("{e}: not a valid address"));
+                continue;
+            };
+            match endpoint
+                .connect_timeout(cli.timeout)
+                .timeout(cli.timeout)
+                .connect()
+                .await
+            {
+                Ok(ch) => return Ok((e.clone(), ch)),
+                Err(err) => errors.push(format!("{e}: {err}")),
+            }
+        }
+        Err(Failure::new(
+            EXIT_UNREACHABLE,
+            format!(
+                "no endpoint accepted a gRPC connection ({}); check --endpoints and that the nodes run",
+                errors.join("; ")
+            ),
+        ))
+    }
+
+    fn request<T>(cli: &Cli, msg: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(msg);
+        if let Some(t) = &cli.token {
+            if let Ok(v) = format!("Bearer {t}").parse() {
+                req.metadata_mut().insert("authorization", v);
+            }
+        }
+        req
+    }
+
+    /// Maps a gRPC status onto the documented exit codes.
+    fn failure(endpoint: &str, s: Status) -> Failure {
+        let unknown = s
+            .metadata()
+            .get("x-ferrium-outcome")
+            .is_some_and(|v| v == "unknown");
+        let code = if unknown {
+            EXIT_OUTCOME_UNKNOWN
+        } else if s.code() == Code::Unavailable && s.message().contains("connect") {
+            EXIT_UNREACHABLE
+        } else {
+            EXIT_FAILED
+        };
+        let mut msg = format!("{endpoint}: {:?}: {}", s.code(), s.message());
+        if let Some(l) = s
+            .metadata()
+            .get("x-ferrium-leader")
+            .and_then(|v| v.to_str().ok())
+        {
+            msg.push_str(&format!(" (leader: {l})"));
+        }
+        if unknown {
+            msg.push_str(
+                "; the write may or may not have been applied: read the key before retrying",
+            );
+        }
+        Failure::new(code, msg)
+    }
+
+    fn print(cli: &Cli, v: serde_json::Value, table: impl FnOnce()) {
+        match cli.output {
+            Output::Json => println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default()),
+            Output::Table => table(),
+        }
+    }
+
+    pub async fn run(cli: &Cli) -> Outcome {
+        let (endpoint, channel) = connect(cli).await?;
+        let mut kv = KvServiceClient::new(channel.clone());
+        match &cli.command {
+            Command::Put(key, value) => {
+                let r = kv
+                    .set(request(
+                        cli,
+                        SetRequest {
+                            key: key.clone(),
+                            value: value.clone(),
+                        },
+                    ))
+                    .await
+                    .map_err(|s| failure(&endpoint, s))?
+                    .into_inner();
+                print(cli, json!({"key": key, "revision": r.revision}), || {
+                    println!("OK revision {}", r.revision)
+                });
+            }
+            Command::Get(key, consistency) => {
+                let msg = GetRequest {
+                    key: key.clone(),
+                    consistency: consistency.clone(),
+                };
+                let r = kv
+                    .get(request(cli, msg))
+                    .await
+                    .map_err(|s| failure(&endpoint, s))?
+                    .into_inner();
+                let value = if r.found { json!(r.value) } else { json!(null) };
+                print(
+                    cli,
+                    json!({"key": key, "value": value, "mod_revision": r.mod_revision}),
+                    || {
+                        if r.found {
+                            println!("{}", r.value)
+                        }
+                    },
+                );
+                if !r.found {
+                    return Err(Failure::new(
+                        EXIT_NOT_FOUND,
+                        format!("key {key:?} not found"),
+                    ));
+                }
+            }
+            Command::Del(key) => {
+                let r = kv
+                    .delete(request(cli, DeleteRequest { key: key.clone() }))
+                    .await
+                    .map_err(|s| failure(&endpoint, s))?
+                    .into_inner();
+                print(
+                    cli,
+                    json!({"key": key, "existed": r.existed, "revision": r.revision}),
+                    || {
+                        if r.existed {
+                            println!("deleted {key} (revision {})", r.revision)
+                        } else {
+                            println!("{key} did not exist (revision {})", r.revision)
+                        }
+                    },
+                );
+            }
+            Command::List {
+                prefix,
+                limit,
+                consistency,
+            } => {
+                let mut keys = Vec::new();
+                let mut start_after = String::new();
+                loop {
+                    let want = limit.map_or(1000, |l| (l - keys.len()).min(1000)) as u32;
+                    let msg = ListKeysRequest {
+                        prefix: prefix.clone(),
+                        limit: want,
+                        start_after: start_after.clone(),
+                        consistency: consistency.clone(),
+                    };
+                    let r = kv
+                        .list_keys(request(cli, msg))
+                        .await
+                        .map_err(|s| failure(&endpoint, s))?
+                        .into_inner();
+                    keys.extend(r.keys);
+                    let full = limit.is_some_and(|l| keys.len() >= l);
+                    if !r.has_more || full || r.next_start_after.is_empty() {
+                        break;
+                    }
+                    start_after = r.next_start_after;
+                }
+                print(cli, json!({"keys": keys}), || {
+                    for k in &keys {
+                        println!("{k}");
+                    }
+                });
+            }
+            Command::Leader => {
+                let mut m = ManagementServiceClient::new(channel);
+                let r = m
+                    .get_leader(request(cli, LeaderRequest {}))
+                    .await
+                    .map_err(|s| failure(&endpoint, s))?
+                    .into_inner();
+                let Some(id) = r.leader_id else {
+                    return Err(Failure::new(
+                        EXIT_FAILED,
+                        format!("{endpoint} knows no leader; retry shortly"),
+                    ));
+                };
+                let addr = r.leader_info.map(|n| n.grpc_addr).unwrap_or_default();
+                print(cli, json!({"leader": id, "grpc_addr": addr}), || {
+                    println!("{id}\t{addr}")
+                });
+            }
+            Command::Health => {
+                let mut h = HealthClient::new(channel);
+                let r = h
+                    .check(request(
+                        cli,
+                        HealthCheckRequest {
+                            service: String::new(),
+                        },
+                    ))
+                    .await
+                    .map_err(|s| failure(&endpoint, s))?
+                    .into_inner();
+                let serving = r.status == 1;
+                let status = if serving { "SERVING" } else { "NOT_SERVING" };
+                print(cli, json!({"endpoint": endpoint, "status": status}), || {
+                    println!("{endpoint}\t{status}")
+                });
+                if !serving {
+                    return Err(Failure::new(
+                        EXIT_FAILED,
+                        format!("{endpoint} is not serving"),
+                    ));
+                }
+            }
+            _ => {
+                return Err(Failure::new(
+                    EXIT_USAGE,
+                    "this command is not available with --grpc; run it without --grpc (HTTP)",
+                ));
+            }
+        }
+        Ok(())
+    }
 }
