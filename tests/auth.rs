@@ -171,81 +171,78 @@ fn roles_allow_what_they_may_and_refuse_the_rest() {
     }
 }
 
+/// A peer request to `path` on `to`, as node 2 of cluster "test", with one
+/// extra header; returns the status.
+fn peer_call(c: &Cluster, to: u64, path: &str, body: &str, extra: (&str, &str)) -> u16 {
+    let target = to.to_string();
+    let headers = [
+        ("x-ferrium-target", target.as_str()),
+        ("x-ferrium-from", "2"),
+        ("x-ferrium-cluster", "test"),
+        extra,
+    ];
+    let r = request(
+        &c.addr(to),
+        "POST",
+        path,
+        Some(body),
+        &headers,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    r.status
+}
+
 #[test]
 fn peer_routes_refuse_unsigned_and_wrongly_signed_requests() {
     let c = start("peers");
     let leader = c.wait_leader(Duration::from_secs(10));
-    let target = leader.to_string();
-    let base = [
-        ("x-ferrium-target", target.as_str()),
-        ("x-ferrium-from", "2"),
-        ("x-ferrium-cluster", "test"),
-    ];
     let write = r#"{"Set":{"key":"forged","value":"x"}}"#;
+    let signed = |secret: &[u8], path: &str| {
+        ferrium::auth::PeerSigner::new(secret.to_vec(), "test").sign("POST", path, leader, 2)
+    };
 
     // No credentials at all, even with an admin token.
-    let mut headers = base.to_vec();
     let admin = format!("Bearer {ADMIN}");
-    headers.push(("Authorization", &admin));
-    let r = request(
-        &c.addr(leader),
-        "POST",
-        "/raft/write",
-        Some(write),
-        &headers,
-        Duration::from_secs(5),
-    )
-    .unwrap();
-    assert_eq!(r.status, 401, "{}", r.body);
-
+    assert_eq!(
+        peer_call(&c, leader, "/raft/write", write, ("Authorization", &admin)),
+        401
+    );
     // A signature made with another secret.
-    let forged = ferrium::auth::PeerSigner::new(
-        b"another-secret-0123456789abcdef".to_vec(),
-        "test",
-    )
-    .sign("POST", "/raft/write", leader, 2);
-    let mut headers = base.to_vec();
-    headers.push(("x-ferrium-auth", &forged));
-    let r = request(
-        &c.addr(leader),
-        "POST",
-        "/raft/write",
-        Some(write),
-        &headers,
-        Duration::from_secs(5),
-    )
-    .unwrap();
-    assert_eq!(r.status, 401, "{}", r.body);
-
+    let forged = signed(b"another-secret-0123456789abcdef", "/raft/write");
+    assert_eq!(
+        peer_call(
+            &c,
+            leader,
+            "/raft/write",
+            write,
+            ("x-ferrium-auth", &forged)
+        ),
+        401
+    );
     // Garbage in the header.
-    let mut headers = base.to_vec();
-    headers.push(("x-ferrium-auth", "t=1,mac=zz"));
-    let r = request(
-        &c.addr(leader),
-        "POST",
-        "/raft/vote",
-        Some("{}"),
-        &headers,
-        Duration::from_secs(5),
-    )
-    .unwrap();
-    assert_eq!(r.status, 401, "{}", r.body);
-
+    assert_eq!(
+        peer_call(
+            &c,
+            leader,
+            "/raft/vote",
+            "{}",
+            ("x-ferrium-auth", "t=1,mac=zz")
+        ),
+        401
+    );
+    // A signature for another route.
+    let other = signed(b"0123456789abcdef0123456789abcdef", "/raft/vote");
+    assert_eq!(
+        peer_call(&c, leader, "/raft/write", write, ("x-ferrium-auth", &other)),
+        401
+    );
     // The right secret is accepted (the route then does its job).
-    let good = ferrium::auth::PeerSigner::new(b"0123456789abcdef0123456789abcdef".to_vec(), "test")
-        .sign("POST", "/raft/write", leader, 2);
-    let mut headers = base.to_vec();
-    headers.push(("x-ferrium-auth", &good));
-    let r = request(
-        &c.addr(leader),
-        "POST",
-        "/raft/write",
-        Some(write),
-        &headers,
-        Duration::from_secs(5),
-    )
-    .unwrap();
-    assert_eq!(r.status, 200, "{}", r.body);
+    let good = signed(b"0123456789abcdef0123456789abcdef", "/raft/write");
+    assert_eq!(
+        peer_call(&c, leader, "/raft/write", write, ("x-ferrium-auth", &good)),
+        200
+    );
     let r = c.get(leader, "forged", "linearizable").unwrap();
     assert_eq!(r.json()["value"], "x");
 }
