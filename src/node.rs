@@ -30,6 +30,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+/// Keys returned by a listing when the client asks for no particular number.
+pub const DEFAULT_PAGE: usize = 1000;
+/// Most keys one listing returns.
+pub const MAX_PAGE: usize = 10_000;
+
 /// The Raft handle type used throughout the server.
 pub type FerriumRaft = Raft<TypeConfig, StateMachine>;
 
@@ -509,7 +514,8 @@ impl Node {
             .map_err(|e| self.storage_error(e))
     }
 
-    /// Lists keys under a prefix, strictly after `start_after`.
+    /// Lists up to `limit` keys under a prefix, strictly after
+    /// `start_after`; a `limit` of 0 means [`DEFAULT_PAGE`].
     pub async fn list(
         &self,
         prefix: &str,
@@ -518,6 +524,15 @@ impl Node {
         consistency: ReadConsistency,
     ) -> Result<(Vec<(String, StoredValue)>, bool), Error> {
         self.check_serving()?;
+        let limit = match limit {
+            0 => DEFAULT_PAGE,
+            n if n > MAX_PAGE => {
+                return Err(Error::Invalid(format!(
+                    "limit {n} is above the maximum page of {MAX_PAGE}"
+                )));
+            }
+            n => n,
+        };
         self.linearize(consistency).await?;
         self.inner
             .reader
@@ -535,11 +550,9 @@ impl Node {
     /// Waits until a read at `consistency` may be served from the local
     /// state machine.
     async fn linearize(&self, consistency: ReadConsistency) -> Result<(), Error> {
-        let policy = match consistency {
-            ReadConsistency::Stale => return Ok(()),
-            ReadConsistency::Linearizable => ReadPolicy::ReadIndex,
-            ReadConsistency::Lease => ReadPolicy::LeaseRead,
-        };
+        if consistency == ReadConsistency::Stale {
+            return Ok(());
+        }
         let deadline = self.inner.request_timeout;
         let local = async {
             if self.is_leader() {
@@ -575,7 +588,6 @@ impl Node {
                 Err(f) => Err(Error::Internal(format!("Raft stopped: {f}"))),
             }
         };
-        let _ = policy;
         match tokio::time::timeout(deadline, local).await {
             Ok(r) => r,
             Err(_) => Err(Error::Unavailable(format!(

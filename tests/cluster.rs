@@ -347,11 +347,16 @@ fn membership_three_to_five_to_three_under_write_load() {
     )
     .unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
-    let m = http(&c.addr(4), "GET", "/metrics", None).unwrap().json();
-    assert_eq!(
-        m["membership"]["voters"].as_array().unwrap().len(),
-        5,
-        "{m}"
+    // The change is committed on the leader; node 4 sees it with the next
+    // append it receives.
+    let five = eventually(Duration::from_secs(10), || {
+        let m = http(&c.addr(4), "GET", "/metrics", None).ok()?.json();
+        (m["membership"]["voters"].as_array()?.len() == 5).then_some(())
+    });
+    assert!(
+        five.is_some(),
+        "node 4 never saw five voters: {}",
+        c.log_tail(4)
     );
     std::thread::sleep(Duration::from_millis(500));
     let r = http(&c.addr(4), "POST", "/change-membership", Some("[1,2,3]")).unwrap();

@@ -58,10 +58,6 @@ use tonic::service::Routes;
 use tonic::transport::server::Connected;
 use tonic::{Code, Request, Response, Status};
 
-/// Default and largest page of `ListKeys` (as REST's `/list`).
-const DEFAULT_PAGE: usize = 1000;
-const MAX_PAGE: usize = 10_000;
-
 /// How long a health check may spend confirming that a quorum answers.
 /// Below the 1 s default timeout of `grpc_health_probe` and Kubernetes.
 const HEALTH_PROBE: Duration = Duration::from_millis(800);
@@ -224,19 +220,10 @@ impl KvService for KvApi {
     ) -> Result<Response<ListKeysResponse>, Status> {
         let r = req.into_inner();
         let c = consistency(&r.consistency)?;
-        let limit = match r.limit as usize {
-            0 => DEFAULT_PAGE,
-            n if n > MAX_PAGE => {
-                return Err(Status::invalid_argument(format!(
-                    "limit {n} is above the maximum page of {MAX_PAGE}"
-                )));
-            }
-            n => n,
-        };
         let start_after = Some(r.start_after.as_str()).filter(|s| !s.is_empty());
         let (items, has_more) = self
             .node
-            .list(&r.prefix, start_after, limit, c)
+            .list(&r.prefix, start_after, r.limit as usize, c)
             .await
             .map_err(|e| read_status(&e))?;
         let next_start_after = match (has_more, items.last()) {

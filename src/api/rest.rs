@@ -11,10 +11,6 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Default and largest page of `/list`.
-const DEFAULT_PAGE: usize = 1000;
-const MAX_PAGE: usize = 10_000;
-
 /// Adds the client routes to `router`.
 pub fn routes(router: Router, node: Node, max_body: usize, sources: Sources) -> Router {
     let metrics_node = node.clone();
@@ -228,15 +224,8 @@ async fn list(node: Node, mut req: Request, max: usize) -> Response {
         Ok(c) => c,
         Err(r) => return r,
     };
-    let limit = match r.limit {
-        None | Some(0) => DEFAULT_PAGE,
-        Some(n) if n > MAX_PAGE => {
-            return invalid(format!("limit {n} is above the maximum page of {MAX_PAGE}"));
-        }
-        Some(n) => n,
-    };
     match node
-        .list(&r.prefix, r.start_after.as_deref(), limit, c)
+        .list(&r.prefix, r.start_after.as_deref(), r.limit.unwrap_or(0), c)
         .await
     {
         Ok((items, has_more)) => {

@@ -290,22 +290,17 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
             decode_reply::<SnapshotResponse<TypeConfig>>(status, &bytes, target, &addr)
         };
         let timeout = self.snapshot_timeout;
+        let timed_out = StreamingError::Timeout(Timeout {
+            action: RPCTypes::InstallSnapshot,
+            id: self.id,
+            target: self.target,
+            timeout,
+        });
         tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
             r = tokio::time::timeout(timeout, transfer) => match r {
-                Err(_) => Err(StreamingError::Timeout(Timeout {
-                    action: RPCTypes::InstallSnapshot,
-                    id: self.id,
-                    target: self.target,
-                    timeout,
-                })),
+                Err(_) | Ok(Err(CallError::Timeout)) => Err(timed_out),
                 Ok(Ok(resp)) => Ok(resp),
-                Ok(Err(CallError::Timeout)) => Err(StreamingError::Timeout(Timeout {
-                    action: RPCTypes::InstallSnapshot,
-                    id: self.id,
-                    target: self.target,
-                    timeout,
-                })),
                 Ok(Err(CallError::Unreachable(m))) => Err(unreachable(m)),
                 Ok(Err(CallError::Network(m))) => Err(StreamingError::Network(NetworkError::from_string(m))),
             },

@@ -192,6 +192,8 @@ async fn snapshot(node: &Node, reader: &StateReader, mut req: Request) -> Respon
             );
         }
     };
+    // File writes and the final fsync run on the blocking pool, not on the
+    // runtime threads that serve every other request.
     let mut body = req.take_body();
     let mut buf = vec![0u8; 256 * 1024];
     loop {
@@ -206,22 +208,36 @@ async fn snapshot(node: &Node, reader: &StateReader, mut req: Request) -> Respon
                 );
             }
         };
-        if let Err(e) = receiver.write(&buf[..n]) {
-            return Response::error(
-                500,
-                "internal",
-                format!("cannot write the snapshot file: {e}"),
-            );
+        let written = tokio::task::spawn_blocking(move || {
+            let r = receiver.write(&buf[..n]);
+            (receiver, buf, r)
+        })
+        .await;
+        match written {
+            Ok((r, b, Ok(()))) => (receiver, buf) = (r, b),
+            Ok((_, _, Err(e))) => {
+                return Response::error(
+                    500,
+                    "internal",
+                    format!("cannot write the snapshot file: {e}"),
+                );
+            }
+            Err(e) => {
+                return Response::error(500, "internal", format!("snapshot writer failed: {e}"));
+            }
         }
     }
-    let file = match receiver.finish() {
-        Ok(f) => f,
-        Err(e) => {
+    let file = match tokio::task::spawn_blocking(move || receiver.finish()).await {
+        Ok(Ok(f)) => f,
+        Ok(Err(e)) => {
             return Response::error(
                 500,
                 "internal",
                 format!("cannot finish the snapshot file: {e}"),
             );
+        }
+        Err(e) => {
+            return Response::error(500, "internal", format!("snapshot writer failed: {e}"));
         }
     };
     let snapshot = Snapshot {
