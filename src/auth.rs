@@ -1,19 +1,22 @@
-//! Who may call what: bearer tokens with roles for clients, and a cluster
-//! secret that peers prove with an HMAC on every Raft request.
+//! Who may call what: bearer tokens or client certificates with roles for
+//! clients; a member certificate (mTLS) or a cluster secret for peers.
 //!
 //! Roles nest: `read` (reads, lists, leader, metrics, health), `write`
 //! (plus writes), `admin` (plus init and membership). Peer routes under
-//! `/raft/` accept only requests signed with the cluster secret; the secret
-//! itself never travels: each request carries `HMAC-SHA256(secret, method,
-//! path, target, sender, cluster, timestamp)`, and requests whose timestamp
-//! is more than five minutes off are refused.
+//! `/raft/` accept only members: with mTLS, a connection whose verified
+//! certificate carries one of `security.peer_names`; with a cluster secret,
+//! a request signed with it. The secret itself never travels: each request
+//! carries `HMAC-SHA256(secret, method, path, target, sender, cluster,
+//! timestamp)`, and requests whose timestamp is more than five minutes off
+//! are refused. With certificate authentication a client's role comes from
+//! the names (subject CN, SANs) of its verified certificate.
 //!
 //! Failures answer 401 (with `WWW-Authenticate`) or 403 and say nothing an
 //! attacker could use; each is counted in the metrics and logged at most
 //! once a second. Tokens and the secret are never logged or printed.
 
 use crate::config::{AuthMethod, Role, SecurityConfig};
-use crate::http::{Method, Request, Response};
+use crate::http::{Method, PeerCert, Request, Response};
 use crate::metrics::METRICS;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -123,6 +126,10 @@ fn from_hex(s: &str) -> Option<Vec<u8>> {
 pub struct Auth {
     method: AuthMethod,
     tokens: Vec<(Vec<u8>, Role)>,
+    cert_roles: Vec<(String, Role)>,
+    /// mTLS is on: member certificates authenticate peers.
+    mtls: bool,
+    peer_names: Vec<String>,
     open_health: bool,
     peers: Option<Arc<PeerSigner>>,
     last_log_second: AtomicU64,
@@ -207,6 +214,13 @@ impl Auth {
         Ok(Auth {
             method: s.auth_method,
             tokens,
+            cert_roles: s
+                .cert_roles
+                .iter()
+                .map(|c| (c.name.clone(), c.role))
+                .collect(),
+            mtls: s.enable_tls && s.enable_mtls,
+            peer_names: s.peer_names.clone(),
             open_health: s.open_health,
             peers,
             last_log_second: AtomicU64::new(0),
@@ -221,7 +235,7 @@ impl Auth {
     /// What `method path` needs under this policy.
     pub fn needs(&self, method: &Method, path: &str) -> Needs {
         if path.starts_with("/raft/") {
-            return if self.peers.is_some() {
+            return if self.peers.is_some() || self.mtls {
                 Needs::Peer
             } else {
                 Needs::Nothing
@@ -246,7 +260,8 @@ impl Auth {
         match self.needs(req.method(), req.path()) {
             Needs::Nothing => Ok(()),
             Needs::Peer => {
-                let ok = self.peers.as_ref().is_some_and(|p| p.verify(req));
+                let ok = self.is_member(req.peer_cert())
+                    || self.peers.as_ref().is_some_and(|p| p.verify(req));
                 if ok {
                     return Ok(());
                 }
@@ -254,18 +269,17 @@ impl Auth {
                 Err(Response::error(
                     401,
                     "unauthenticated",
-                    "peer routes accept only requests signed with the cluster secret",
+                    "peer routes accept only cluster members",
                 ))
             }
             Needs::Role(needed) => {
-                let Some(role) = self.token_role(req) else {
+                let role = match self.method {
+                    AuthMethod::Certificate => self.cert_role(req.peer_cert()),
+                    _ => self.token_role(req),
+                };
+                let Some(role) = role else {
                     self.denied("unauthenticated", req);
-                    return Err(Response::error(
-                        401,
-                        "unauthenticated",
-                        "a valid bearer token is required: send Authorization: Bearer TOKEN",
-                    )
-                    .header("www-authenticate", "Bearer realm=\"ferrium\""));
+                    return Err(self.unauthenticated());
                 };
                 if rank(role) >= rank(needed) {
                     return Ok(());
@@ -274,15 +288,56 @@ impl Auth {
                 Err(Response::error(
                     403,
                     "permission_denied",
-                    "this token's role does not allow the request",
+                    "this role does not allow the request",
                 ))
             }
         }
     }
 
+    fn unauthenticated(&self) -> Response {
+        if self.method == AuthMethod::Certificate {
+            return Response::error(
+                401,
+                "unauthenticated",
+                "this client certificate has no role on this cluster",
+            );
+        }
+        Response::error(
+            401,
+            "unauthenticated",
+            "a valid bearer token is required: send Authorization: Bearer TOKEN",
+        )
+        .header("www-authenticate", "Bearer realm=\"ferrium\"")
+    }
+
+    /// Whether a verified certificate names a cluster member.
+    fn is_member(&self, cert: Option<&PeerCert>) -> bool {
+        self.mtls && cert.is_some_and(|c| self.peer_names.iter().any(|name| c.has_name(name)))
+    }
+
+    /// The highest role any name of a verified client certificate has.
+    /// Member certificates act for clients when requests are forwarded, so
+    /// they have every role.
+    pub fn cert_role(&self, cert: Option<&PeerCert>) -> Option<Role> {
+        let cert = cert?;
+        if self.is_member(Some(cert)) {
+            return Some(Role::Admin);
+        }
+        self.cert_roles
+            .iter()
+            .filter(|(name, _)| cert.has_name(name))
+            .map(|(_, role)| *role)
+            .max_by_key(|r| rank(*r))
+    }
+
     /// Checks a gRPC call by its path (`/package.Service/Method`) and its
     /// `authorization` metadata.
-    pub fn check_grpc(&self, path: &str, authorization: Option<&str>) -> Result<(), tonic::Status> {
+    pub fn check_grpc(
+        &self,
+        path: &str,
+        authorization: Option<&str>,
+        cert: Option<&PeerCert>,
+    ) -> Result<(), tonic::Status> {
         if self.method == AuthMethod::None {
             return Ok(());
         }
@@ -298,11 +353,19 @@ impl Auth {
             ) => Role::Read,
             _ => Role::Admin,
         };
-        let Some(role) = authorization.and_then(|h| self.role_of(h)) else {
+        let role = match self.method {
+            AuthMethod::Certificate => self.cert_role(cert),
+            _ => authorization.and_then(|h| self.role_of(h)),
+        };
+        let Some(role) = role else {
             METRICS.auth_denied("unauthenticated");
             self.log_denial("unauthenticated", "gRPC", path);
             return Err(tonic::Status::unauthenticated(
-                "a valid bearer token is required in the authorization metadata",
+                if self.method == AuthMethod::Certificate {
+                    "this client certificate has no role on this cluster"
+                } else {
+                    "a valid bearer token is required in the authorization metadata"
+                },
             ));
         };
         if rank(role) >= rank(needed) {
@@ -311,7 +374,7 @@ impl Auth {
         METRICS.auth_denied("forbidden");
         self.log_denial("forbidden", "gRPC", path);
         Err(tonic::Status::permission_denied(
-            "this token's role does not allow the call",
+            "this role does not allow the call",
         ))
     }
 

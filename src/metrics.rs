@@ -346,6 +346,8 @@ pub struct Sources {
     pub open_connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     pub data_dir: std::path::PathBuf,
     pub reader: crate::store::StateReader,
+    /// The HTTP listener's TLS, when on.
+    pub tls: Option<std::sync::Arc<crate::http::ServerTls>>,
 }
 
 impl Sources {
@@ -391,6 +393,19 @@ impl Sources {
                 self.log_store.wal_sync_seconds(),
             ),
         ];
+        let mut counters = counters;
+        if let Some(tls) = &self.tls {
+            counters.push((
+                "ferrium_tls_handshake_failures_total",
+                "TLS handshakes refused on the HTTP port (bad or missing certificate, protocol mismatch, garbage).",
+                tls.handshake_failures() as f64,
+            ));
+            counters.push((
+                "ferrium_tls_plaintext_requests_total",
+                "Clear-text HTTP requests that reached the TLS port (answered 400).",
+                tls.plaintext_requests() as f64,
+            ));
+        }
         (gauges, counters)
     }
 }

@@ -461,7 +461,7 @@ impl Node {
             "/raft/read-index" => "read_index",
             _ => "admin",
         });
-        let url = format!("http://{}{path}", node.rpc_addr);
+        let url = format!("{}{path}", node.rpc_addr);
         let body = serde_json::to_vec(body).map_err(|e| Error::Internal(format!("encode: {e}")))?;
         let mut req = ClientRequest::new(Method::Post, &url)
             .map_err(|e| Error::Unavailable(format!("leader address {}: {e}", node.rpc_addr)))?;

@@ -93,20 +93,14 @@ fn http_config(c: &Config) -> ServerConfig {
 }
 
 async fn serve(cfg: Config, reload: Reloader) -> Result<(), String> {
-    if cfg.security.enable_tls || cfg.security.auth_method == config::AuthMethod::Certificate {
-        return Err(
-            "security.enable_tls and security.auth_method = \"certificate\" are not served by this build; \
-             remove them (token authentication and the cluster secret work without TLS)"
-                .to_string(),
-        );
-    }
+    let tls = Tls::from_config(&cfg)?;
     let auth = Arc::new(Auth::from_config(&cfg.security, &cfg.cluster.name)?);
     if cfg.security.auth_method == config::AuthMethod::None {
         log::warn!(
             "security.auth_method = \"none\": any client that reaches this node may read and write every key"
         );
     }
-    if auth.signer().is_none() {
+    if auth.signer().is_none() && !cfg.security.enable_mtls {
         log::warn!(
             "no security.cluster_secret_file: peer routes under /raft/ accept any caller; set one on every member"
         );
@@ -133,6 +127,7 @@ async fn serve(cfg: Config, reload: Reloader) -> Result<(), String> {
     let client = http::Client::new(http::ClientConfig {
         connect_timeout: cfg.network.connect_timeout.as_duration(),
         request_timeout: cfg.network.request_timeout.as_duration(),
+        tls: tls.as_ref().map(|t| t.client.clone()),
         ..http::ClientConfig::default()
     });
     let network = PeerNetwork::new(
@@ -171,6 +166,7 @@ async fn serve(cfg: Config, reload: Reloader) -> Result<(), String> {
         open_connections: open_connections.clone(),
         data_dir: data_dir.clone(),
         reader: reader.clone(),
+        tls: tls.as_ref().map(|t| t.server.clone()),
     };
     let router = rest::routes(
         Router::new(),
@@ -179,8 +175,14 @@ async fn serve(cfg: Config, reload: Reloader) -> Result<(), String> {
         sources,
     );
     let router = rpc::routes(router, node.clone(), reader);
-    let grpc_server = grpc::GrpcServer::bind(&cfg, node.clone(), auth.clone()).await?;
-    let server = Server::from_listener(
+    let grpc_server = grpc::GrpcServer::bind(
+        &cfg,
+        node.clone(),
+        auth.clone(),
+        tls.as_ref().map(|t| t.server.clone()),
+    )
+    .await?;
+    let mut server = Server::from_listener(
         listener,
         http_config(&cfg),
         Instrumented {
@@ -190,12 +192,16 @@ async fn serve(cfg: Config, reload: Reloader) -> Result<(), String> {
     )
     .with_connection_counter(open_connections)
     .with_h2_handoff(grpc_server.handoff());
+    if let Some(t) = &tls {
+        server = server.with_tls(t.server.clone());
+    }
     tokio::spawn(metrics::watch_raft(raft.metrics()));
     let shutdown = server.shutdown_handle();
     let serving = tokio::spawn(server.run());
     let grpc_serving = grpc_server.spawn();
+    let scheme = if tls.is_some() { "HTTPS" } else { "HTTP" };
     log::info!(
-        "node {} ({}) serving HTTP on {http_addr} (advertised {}), data in {}",
+        "node {} ({}) serving {scheme} on {http_addr} (advertised {}), data in {}",
         id,
         cfg.node.display_name(),
         me.api_addr,
@@ -208,7 +214,7 @@ async fn serve(cfg: Config, reload: Reloader) -> Result<(), String> {
     let signals = Signals::install();
     bootstrap(&cfg, &node, &me).await;
 
-    wait_for_shutdown(signals, &cfg, &reload).await;
+    wait_for_shutdown(signals, &cfg, &reload, tls.as_ref()).await;
     crate::systemd::notify("STOPPING=1");
     log::info!(
         "shutting down: finishing requests in flight (up to {:?})",
@@ -229,6 +235,78 @@ async fn serve(cfg: Config, reload: Reloader) -> Result<(), String> {
     }
     log::info!("node {id} stopped");
     Ok(())
+}
+
+/// The node's TLS: the listeners' configuration and the peer client's.
+struct Tls {
+    server: Arc<http::ServerTls>,
+    client: Arc<http::ClientTls>,
+}
+
+impl Tls {
+    fn from_config(cfg: &Config) -> Result<Option<Tls>, String> {
+        let Some(files) = config::tls_files(&cfg.security) else {
+            return Ok(None);
+        };
+        let ca = files.ca.clone().ok_or(
+            "security.enable_tls needs security.ca_file: nodes verify each other's certificates against it",
+        )?;
+        let server = http::ServerTls::new(files.clone())
+            .map_err(|e| format!("{e}; fix the files named in [security]"))?;
+        let client = http::ClientTls::new(&ca, Some((&files.cert, &files.key)))
+            .map_err(|e| format!("{e}; fix the files named in [security]"))?;
+        log::info!(
+            "TLS on: certificate {}, CA {}{}",
+            files.cert.display(),
+            ca.display(),
+            if files.require_client_cert {
+                "; client certificates required (mTLS)"
+            } else {
+                ""
+            }
+        );
+        Ok(Some(Tls {
+            server: Arc::new(server),
+            client: Arc::new(client),
+        }))
+    }
+
+    /// Re-reads the certificate, key and CA files (rotated on disk, or
+    /// renamed in the configuration). Connections already open keep their
+    /// session; new ones use the new files. On error the running
+    /// certificates stay.
+    fn reload(&self, cfg: &Config) {
+        let Some(files) = config::tls_files(&cfg.security) else {
+            log::warn!("security.enable_tls was turned off; that takes effect after a restart");
+            return;
+        };
+        if files.require_client_cert != self.server_requires_client_cert() {
+            log::warn!("security.enable_mtls changed; that takes effect after a restart");
+        }
+        let Some(ca) = files.ca.clone() else {
+            log::error!(
+                "TLS reload failed: security.ca_file is not set; keeping the running certificates"
+            );
+            return;
+        };
+        let result = self
+            .server
+            .reload(Some(files.clone()))
+            .and_then(|()| self.client.reload(&ca, Some((&files.cert, &files.key))));
+        match result {
+            Ok(()) => log::info!(
+                "TLS certificates reloaded from {}; new connections use them",
+                files.cert.display()
+            ),
+            Err(e) => log::error!(
+                "TLS reload failed: {e}; keeping the running certificates; fix the files and send SIGHUP again"
+            ),
+        }
+    }
+
+    fn server_requires_client_cert(&self) -> bool {
+        self.server.requires_client_cert()
+    }
 }
 
 /// Static bootstrap: a node listed in `cluster.initial_members` whose store
@@ -302,7 +380,12 @@ impl Signals {
 
 /// Waits for SIGTERM or SIGINT, handling SIGHUP (configuration reload) in
 /// the meantime.
-async fn wait_for_shutdown(signals: Option<Signals>, initial: &Config, reload: &Reloader) {
+async fn wait_for_shutdown(
+    signals: Option<Signals>,
+    initial: &Config,
+    reload: &Reloader,
+    tls: Option<&Tls>,
+) {
     let Some(Signals {
         mut term,
         mut int,
@@ -323,6 +406,9 @@ async fn wait_for_shutdown(signals: Option<Signals>, initial: &Config, reload: &
                 match reload() {
                     Ok(loaded) => {
                         apply_reload(&current, &loaded.config);
+                        if let Some(tls) = tls {
+                            tls.reload(&loaded.config);
+                        }
                         current = loaded.config;
                     }
                     Err(errors) => {
@@ -348,6 +434,8 @@ fn apply_reload(old: &Config, new: &Config) {
     let mut restart = Vec::new();
     for key in &changed {
         match key.as_str() {
+            // Re-read on every SIGHUP (see Tls::reload).
+            "security.cert_file" | "security.key_file" | "security.ca_file" => {}
             "logging.level" => {
                 crate::logging::set_level(new.logging.level.to_filter());
                 log::warn!(

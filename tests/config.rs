@@ -2,6 +2,8 @@
 //! real binary (exit status, messages) and through `ferrium::config` where a
 //! key-by-key sweep is clearer.
 
+mod common;
+
 use ferrium::config::{self, CliOverrides, Config, KEYS, KeyType};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -99,7 +101,8 @@ fn generated_config_validates_and_prints_effective_config() {
 #[test]
 fn every_shipped_file_loads_and_validates() {
     let s = Scratch::new("shipped");
-    let pem = s.write("dummy.pem", "-----BEGIN CERTIFICATE-----\n");
+    // Real certificates, made with the commands CONFIG.md documents.
+    common::tls::run_in(&s.0, &common::tls::documented_setup());
     let tokens = s.write("tokens", "0123456789abcdef0123 admin\n");
     let mut files = Vec::new();
     let mut stack = vec![repo().join("etc")];
@@ -119,12 +122,12 @@ fn every_shipped_file_loads_and_validates() {
     );
     for file in files {
         let data = s.path("data");
-        let pem = pem.to_str().unwrap();
+        let (cert, key, ca) = (s.path("node1.crt"), s.path("node1.key"), s.path("ca.crt"));
         let env = [
             ("FERRIUM_NODE_DATA_DIR", data.to_str().unwrap()),
-            ("FERRIUM_SECURITY_CERT_FILE", pem),
-            ("FERRIUM_SECURITY_KEY_FILE", pem),
-            ("FERRIUM_SECURITY_CA_FILE", pem),
+            ("FERRIUM_SECURITY_CERT_FILE", cert.to_str().unwrap()),
+            ("FERRIUM_SECURITY_KEY_FILE", key.to_str().unwrap()),
+            ("FERRIUM_SECURITY_CA_FILE", ca.to_str().unwrap()),
             ("FERRIUM_SECURITY_TOKEN_FILE", tokens.to_str().unwrap()),
         ];
         let out = server(
@@ -178,6 +181,13 @@ fn sample(key: &config::KeyDoc) -> Option<(String, toml::Value)> {
             let other = values.iter().find(|v| **v != current)?;
             (other.to_string(), V::String(other.to_string()))
         }
+        (_, KeyType::StringList) => (
+            "a.example, b.example".into(),
+            V::Array(vec![
+                V::String("a.example".into()),
+                V::String("b.example".into()),
+            ]),
+        ),
         (_, KeyType::ArrayOfTables) => return None,
     })
 }
@@ -500,6 +510,11 @@ fn keys_table_matches_the_structs() {
     full.security.cluster_secret_file = Some("s".into());
     full.security.tokens = vec![config::TokenEntry {
         token: "x".into(),
+        role: config::Role::Read,
+    }];
+    full.security.peer_names = vec!["p".into()];
+    full.security.cert_roles = vec![config::CertRole {
+        name: "n".into(),
         role: config::Role::Read,
     }];
     let v = toml::Value::try_from(&full).unwrap();

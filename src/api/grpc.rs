@@ -37,8 +37,8 @@ use crate::api::proto::management::{
 };
 use crate::auth::Auth;
 use crate::config::Config;
-use crate::http::H2Connection;
 use crate::http::server::PrefixedIo;
+use crate::http::{BoxIo, H2Connection, PeerCert, ServerTls};
 use crate::node::{self, Node, ReadConsistency};
 use crate::raft::types::{Command, Node as NodeInfo};
 use futures_util::Stream;
@@ -49,7 +49,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tonic::codegen::{BoxFuture, Service, http};
@@ -67,6 +67,9 @@ const WATCH_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Connections waiting for the gRPC server to pick them up.
 const PENDING_CONNECTIONS: usize = 256;
+
+/// Longest a client may take to complete the TLS handshake on the gRPC port.
+const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
 
 /// The metadata key that names the leader when this node will not forward.
 pub const LEADER_METADATA: &str = "x-ferrium-leader";
@@ -589,7 +592,11 @@ where
             .headers()
             .get("authorization")
             .and_then(|v| v.to_str().ok());
-        if let Err(status) = self.auth.check_grpc(req.uri().path(), authorization) {
+        let cert = req
+            .extensions()
+            .get::<ConnectionPeer>()
+            .and_then(|p| p.0.as_deref());
+        if let Err(status) = self.auth.check_grpc(req.uri().path(), authorization, cert) {
             return Box::pin(async move { Ok(status.into_http()) });
         }
         // Taken before tonic's own timer starts, so that ours fires first.
@@ -674,21 +681,27 @@ fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
     })
 }
 
-/// tonic asks the connections it serves for their peer information; ours
-/// carry none beyond what the logs already have.
-impl Connected for PrefixedIo<TcpStream> {
-    type ConnectInfo = ();
+/// The verified client certificate of a gRPC connection, which tonic puts
+/// in every request's extensions (certificate authentication reads it).
+#[derive(Clone)]
+pub struct ConnectionPeer(pub Option<Arc<PeerCert>>);
 
-    fn connect_info(&self) -> Self::ConnectInfo {}
+impl Connected for PrefixedIo<BoxIo> {
+    type ConnectInfo = ConnectionPeer;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        ConnectionPeer(self.peer())
+    }
 }
 
 /// The gRPC server of one node: bound, not yet serving.
 pub struct GrpcServer {
     auth: Arc<Auth>,
+    tls: Option<Arc<ServerTls>>,
     listener: TcpListener,
     routes: Routes,
-    sender: mpsc::Sender<PrefixedIo<TcpStream>>,
-    receiver: mpsc::Receiver<PrefixedIo<TcpStream>>,
+    sender: mpsc::Sender<PrefixedIo<BoxIo>>,
+    receiver: mpsc::Receiver<PrefixedIo<BoxIo>>,
 }
 
 /// A running gRPC server; [`RunningGrpc::shutdown`] stops it.
@@ -699,8 +712,14 @@ pub struct RunningGrpc {
 
 impl GrpcServer {
     /// Binds `node.grpc_addr` and builds the services with the message size
-    /// limit of `network.max_message_size`.
-    pub async fn bind(cfg: &Config, node: Node, auth: Arc<Auth>) -> Result<GrpcServer, String> {
+    /// limit of `network.max_message_size`. With `tls`, the listener serves
+    /// only TLS with ALPN `h2`.
+    pub async fn bind(
+        cfg: &Config,
+        node: Node,
+        auth: Arc<Auth>,
+        tls: Option<Arc<ServerTls>>,
+    ) -> Result<GrpcServer, String> {
         let addr = cfg.node.grpc_addr.to_string();
         let listener = TcpListener::bind(&addr).await.map_err(|e| {
             format!("cannot listen on {addr} (node.grpc_addr): {e}; fix: stop whatever uses the port or choose another address")
@@ -720,6 +739,7 @@ impl GrpcServer {
         let (sender, receiver) = mpsc::channel(PENDING_CONNECTIONS);
         Ok(GrpcServer {
             auth,
+            tls,
             listener,
             routes,
             sender,
@@ -748,12 +768,13 @@ impl GrpcServer {
         let (stop, stopped) = watch::channel(false);
         let GrpcServer {
             auth,
+            tls,
             listener,
             routes,
             sender,
             receiver,
         } = self;
-        tokio::spawn(accept(listener, sender, stopped.clone()));
+        tokio::spawn(accept(listener, tls, sender, stopped.clone()));
         let incoming = futures_util::stream::unfold(receiver, |mut rx| async move {
             rx.recv().await.map(|io| (Ok::<_, std::io::Error>(io), rx))
         });
@@ -781,7 +802,8 @@ impl GrpcServer {
 /// listener refuses new ones.
 async fn accept(
     listener: TcpListener,
-    sender: mpsc::Sender<PrefixedIo<TcpStream>>,
+    tls: Option<Arc<ServerTls>>,
+    sender: mpsc::Sender<PrefixedIo<BoxIo>>,
     mut stopped: watch::Receiver<bool>,
 ) {
     loop {
@@ -792,14 +814,39 @@ async fn accept(
         match accepted {
             Ok((stream, remote_addr)) => {
                 let _ = stream.set_nodelay(true);
-                let conn = H2Connection {
-                    stream,
-                    preface: Vec::new(),
-                    remote_addr,
+                let Some(tls) = tls.clone() else {
+                    let conn = H2Connection {
+                        stream: Box::new(stream),
+                        preface: Vec::new(),
+                        remote_addr,
+                        peer: None,
+                    };
+                    if sender.send(conn.into_io()).await.is_err() {
+                        return;
+                    }
+                    continue;
                 };
-                if sender.send(conn.into_io()).await.is_err() {
-                    return;
-                }
+                // Handshakes run beside the accept loop: a slow or silent
+                // client cannot hold up the others.
+                let sender = sender.clone();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(TLS_HANDSHAKE, tls.accept(stream, true, true)).await
+                    {
+                        Ok(Ok(accepted)) => {
+                            let conn = H2Connection {
+                                stream: Box::new(accepted.stream),
+                                preface: Vec::new(),
+                                remote_addr,
+                                peer: accepted.peer,
+                            };
+                            let _ = sender.send(conn.into_io()).await;
+                        }
+                        Ok(Err(e)) => {
+                            log::debug!("grpc: TLS handshake with {remote_addr} failed: {e}")
+                        }
+                        Err(_) => log::debug!("grpc: TLS handshake with {remote_addr} timed out"),
+                    }
+                });
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.

@@ -7,10 +7,12 @@
 //! address sends the request there. A write whose outcome is unknown is never
 //! retried: it is reported with its own exit status.
 
-use ferrium::http::{Client, ClientConfig, ClientRequest, Method};
+use ferrium::http::{Client, ClientConfig, ClientRequest, ClientTls, Method};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 const USAGE: &str = "\
@@ -37,7 +39,8 @@ Commands:
 
 Options:
   -e, --endpoints LIST   Comma-separated host:port list, tried in order
-                         (default: $FERRIUM_ENDPOINTS, else 127.0.0.1:8001)
+                         (default: $FERRIUM_ENDPOINTS, else 127.0.0.1:8001);
+                         https://host:port for nodes that serve TLS
   -o, --output FORMAT    table (default, for people) or json (for scripts)
   -t, --timeout SECS     Give up on one endpoint after SECS seconds (default 10)
       --grpc             Use the gRPC API (endpoints are then the nodes' gRPC
@@ -45,6 +48,10 @@ Options:
                          too); for put, get, del, list, leader and health
       --token TOKEN      Bearer token when the cluster requires one
                          (default: $FERRIUM_TOKEN)
+      --cacert FILE      PEM CA bundle that verifies https:// endpoints
+                         (default: the system bundle)
+      --cert FILE        PEM client certificate, for clusters with mTLS
+      --key FILE         PEM private key of --cert
   -h, --help             Print this help
   -V, --version          Print the version
 
@@ -126,7 +133,48 @@ struct Cli {
     timeout: Duration,
     token: Option<String>,
     grpc: bool,
+    tls: Option<Arc<ClientTls>>,
     command: Command,
+}
+
+/// The system CA bundle on Debian and Red Hat systems.
+const SYSTEM_CA: [&str; 2] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+];
+
+/// TLS settings from --cacert/--cert/--key, when any endpoint is https://
+/// or a file was given.
+fn client_tls(
+    endpoints: &[String],
+    cacert: Option<String>,
+    cert: Option<String>,
+    key: Option<String>,
+) -> Result<Option<Arc<ClientTls>>, Failure> {
+    let wanted = endpoints.iter().any(|e| e.starts_with("https://"));
+    if !wanted && cacert.is_none() && cert.is_none() {
+        return Ok(None);
+    }
+    let identity = match (&cert, &key) {
+        (Some(c), Some(k)) => Some((Path::new(c.as_str()), Path::new(k.as_str()))),
+        (None, None) => None,
+        _ => return Err(Failure::usage("--cert and --key go together")),
+    };
+    let ca = match &cacert {
+        Some(c) => c.clone(),
+        None => SYSTEM_CA
+            .iter()
+            .find(|p| Path::new(p).is_file())
+            .map(|p| p.to_string())
+            .ok_or_else(|| {
+                Failure::usage(
+                    "no system CA bundle found: give --cacert FILE (the cluster's ca.crt)",
+                )
+            })?,
+    };
+    ClientTls::new(Path::new(&ca), identity)
+        .map(|t| Some(Arc::new(t)))
+        .map_err(Failure::usage)
 }
 
 enum Parsed {
@@ -149,6 +197,7 @@ fn parse_cli(args: Vec<std::ffi::OsString>) -> Result<Parsed, Failure> {
     let mut prometheus = false;
     let mut words: Vec<String> = Vec::new();
     let mut use_grpc = false;
+    let (mut cacert, mut cert, mut key) = (None, None, None);
     let value = |parser: &mut lexopt::Parser, flag: &str| -> Result<String, Failure> {
         parser
             .value()
@@ -199,6 +248,9 @@ fn parse_cli(args: Vec<std::ffi::OsString>) -> Result<Parsed, Failure> {
             Long("prometheus") => prometheus = true,
             Long("token") => token = Some(value(&mut parser, "--token")?),
             Long("grpc") => use_grpc = true,
+            Long("cacert") => cacert = Some(value(&mut parser, "--cacert")?),
+            Long("cert") => cert = Some(value(&mut parser, "--cert")?),
+            Long("key") => key = Some(value(&mut parser, "--key")?),
             Short('h') | Long("help") => return Ok(Parsed::Help),
             Short('V') | Long("version") => return Ok(Parsed::Version),
             Value(v) => words.push(
@@ -210,12 +262,19 @@ fn parse_cli(args: Vec<std::ffi::OsString>) -> Result<Parsed, Failure> {
     }
     let endpoints = parse_endpoints(endpoints.as_deref().unwrap_or("127.0.0.1:8001"))?;
     let command = command(&words, consistency, limit, prometheus)?;
+    let tls = client_tls(&endpoints, cacert, cert, key)?;
+    if use_grpc && tls.is_some() {
+        return Err(Failure::usage(
+            "--grpc does not speak TLS; drop --grpc to use the REST API over https://",
+        ));
+    }
     Ok(Parsed::Run(Cli {
         endpoints,
         output,
         timeout,
         token,
         grpc: use_grpc,
+        tls,
         command,
     }))
 }
@@ -361,6 +420,7 @@ impl Ctl {
                 connect_timeout: cli.timeout.min(Duration::from_secs(3)),
                 request_timeout: cli.timeout,
                 body_read_timeout: cli.timeout,
+                tls: cli.tls.clone(),
                 ..ClientConfig::default()
             }),
             endpoints: cli.endpoints.clone(),
@@ -379,8 +439,12 @@ impl Ctl {
         body: Option<&Value>,
         accept: Option<&'static str>,
     ) -> Result<(u16, Vec<u8>), ferrium::http::Error> {
-        let mut req =
-            ClientRequest::new(method, &format!("http://{endpoint}{path}"))?.timeout(self.timeout);
+        let url = if endpoint.starts_with("https://") {
+            format!("{endpoint}{path}")
+        } else {
+            format!("http://{endpoint}{path}")
+        };
+        let mut req = ClientRequest::new(method, &url)?.timeout(self.timeout);
         if let Some(a) = accept {
             req = req.header("accept", a);
         }

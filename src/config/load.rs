@@ -477,6 +477,13 @@ fn apply_override(table: &mut toml::Table, key: &super::KeyDoc, raw: &str) -> Re
             }
             toml::Value::String(raw.to_string())
         }
+        KeyType::StringList => toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_string()))
+                .collect(),
+        ),
         KeyType::ArrayOfTables => return Err("cannot be set this way; use the file".to_string()),
     };
     let Some((section, name)) = key.path.split_once('.') else {
@@ -510,6 +517,8 @@ fn example(path: &str) -> Option<&'static str> {
         "security.tokens" => "[{ token = \"change-me\", role = \"admin\" }]",
         "security.token_file" => "\"/etc/ferrium/tokens\"",
         "security.cluster_secret_file" => "\"/etc/ferrium/cluster-secret\"",
+        "security.peer_names" => "[\"node1.ferrium.internal\", \"node2.ferrium.internal\"]",
+        "security.cert_roles" => "[{ name = \"ops@example.com\", role = \"admin\" }]",
         _ => return None,
     })
 }

@@ -18,7 +18,7 @@ pub use load::{
     render_effective, search_paths, suggest,
 };
 pub use types::{Address, ByteSize, Millis};
-pub use validate::{validate, validate_data_dir};
+pub use validate::{tls_files, validate, validate_data_dir};
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -368,7 +368,19 @@ pub struct SecurityConfig {
     pub token_file: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster_secret_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub peer_names: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cert_roles: Vec<CertRole>,
     pub open_health: bool,
+}
+
+/// One `[[security.cert_roles]]` entry: a certificate name and its role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertRole {
+    pub name: String,
+    pub role: Role,
 }
 
 impl Default for SecurityConfig {
@@ -383,6 +395,8 @@ impl Default for SecurityConfig {
             tokens: Vec::new(),
             token_file: None,
             cluster_secret_file: None,
+            peer_names: Vec::new(),
+            cert_roles: Vec::new(),
             open_health: true,
         }
     }
@@ -413,6 +427,8 @@ pub enum KeyType {
     /// An integer counts MiB; strings carry their unit.
     SizeMiB,
     Enum(&'static [&'static str]),
+    /// An array of strings; comma-separated in an environment variable.
+    StringList,
     ArrayOfTables,
 }
 
@@ -428,6 +444,9 @@ impl fmt::Display for KeyType {
             KeyType::Size => f.write_str("size (integer bytes or \"64KiB\", \"4MiB\")"),
             KeyType::SizeMiB => f.write_str("size (integer MiB or \"64MiB\", \"1GiB\")"),
             KeyType::Enum(values) => write!(f, "one of {}", values.join(", ")),
+            KeyType::StringList => {
+                f.write_str("array of strings (comma-separated in the environment)")
+            }
             KeyType::ArrayOfTables => f.write_str("array of tables"),
         }
     }
@@ -650,7 +669,7 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
         path: "security.ca_file",
         ty: KeyType::Path,
-        doc: "PEM CA bundle that peer and client certificates must chain to (required with mTLS).",
+        doc: "PEM CA bundle: nodes verify each other against it, and with mTLS client certificates too (required with TLS).",
     },
     KeyDoc {
         path: "security.enable_mtls",
@@ -686,6 +705,26 @@ pub const KEYS: &[KeyDoc] = &[
         path: "security.cluster_secret_file",
         ty: KeyType::Path,
         doc: "File holding the secret peers prove with an HMAC when mTLS is off.",
+    },
+    KeyDoc {
+        path: "security.peer_names",
+        ty: KeyType::StringList,
+        doc: "With mTLS: certificate names (CN or SAN) that identify cluster members; only they may call /raft/ routes.",
+    },
+    KeyDoc {
+        path: "security.cert_roles",
+        ty: KeyType::ArrayOfTables,
+        doc: "Client certificate names with their role (auth_method = \"certificate\").",
+    },
+    KeyDoc {
+        path: "security.cert_roles[].name",
+        ty: KeyType::String,
+        doc: "A subject common name or subject alternative name (DNS, e-mail, URI or IP) of a client certificate.",
+    },
+    KeyDoc {
+        path: "security.cert_roles[].role",
+        ty: KeyType::Enum(&["read", "write", "admin"]),
+        doc: "What a certificate with that name may do.",
     },
     KeyDoc {
         path: "security.open_health",

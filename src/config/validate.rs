@@ -294,8 +294,32 @@ impl Validator<'_> {
             for (key, file) in [
                 ("security.cert_file", &s.cert_file),
                 ("security.key_file", &s.key_file),
+                ("security.ca_file", &s.ca_file),
             ] {
-                self.required_file(key, file.as_deref(), "TLS is on (security.enable_tls)");
+                self.required_file(key, file.as_deref(), "TLS is on (security.enable_tls): nodes verify each other's certificates against ca_file");
+            }
+            if let Some(files) = tls_files(s) {
+                if files.cert.is_file()
+                    && files.key.is_file()
+                    && files.ca.as_ref().is_some_and(|c| c.is_file())
+                {
+                    if let Err(e) = crate::http::ServerTls::new(files.clone()) {
+                        self.fail(
+                            "security.cert_file",
+                            &e,
+                            "check the PEM files named in [security]",
+                        );
+                    } else if let Err(e) = crate::http::ClientTls::new(
+                        files.ca.as_deref().unwrap_or(&files.cert),
+                        Some((&files.cert, &files.key)),
+                    ) {
+                        self.fail(
+                            "security.ca_file",
+                            &e,
+                            "check the PEM files named in [security]",
+                        );
+                    }
+                }
             }
         }
         if s.enable_mtls {
@@ -311,6 +335,13 @@ impl Validator<'_> {
                 s.ca_file.as_deref(),
                 "mTLS is on (security.enable_mtls)",
             );
+            if s.peer_names.is_empty() && s.cluster_secret_file.is_none() {
+                self.fail(
+                    "security.peer_names",
+                    "mTLS is on but nothing tells a member's certificate from a client's, so peer routes (/raft/...) would refuse every member",
+                    "list the names in your nodes' certificates, e.g. peer_names = [\"node1.ferrium.internal\", \"node2.ferrium.internal\", \"node3.ferrium.internal\"], or set security.cluster_secret_file",
+                );
+            }
         } else if let Some(ca) = &s.ca_file {
             self.required_file("security.ca_file", Some(ca), "it is set");
         }
@@ -347,6 +378,13 @@ impl Validator<'_> {
                         "security.auth_method",
                         "certificate authentication needs client certificates",
                         "set security.enable_mtls = true",
+                    );
+                }
+                if s.cert_roles.is_empty() {
+                    self.fail(
+                        "security.cert_roles",
+                        "certificate authentication is on but no certificate name has a role, so every client would be refused",
+                        "add entries such as cert_roles = [{ name = \"ops@example.com\", role = \"admin\" }]",
                     );
                 }
             }
@@ -424,4 +462,17 @@ pub fn validate_data_dir(dir: &Path) -> Result<(), (String, String)> {
             fix.to_string(),
         )),
     }
+}
+
+/// The TLS files of `[security]`, when TLS is on and the files are named.
+pub fn tls_files(s: &crate::config::SecurityConfig) -> Option<crate::http::TlsFiles> {
+    if !s.enable_tls {
+        return None;
+    }
+    Some(crate::http::TlsFiles {
+        cert: s.cert_file.clone()?,
+        key: s.key_file.clone()?,
+        ca: s.ca_file.clone(),
+        require_client_cert: s.enable_mtls,
+    })
 }

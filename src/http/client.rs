@@ -19,9 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::time::{Instant, timeout};
 
 use super::Error;
@@ -33,6 +32,7 @@ use super::request::{
 use super::response::{
     HeaderText, header_is_safe, is_framing_header, push_hex, push_u64, status_has_no_body,
 };
+use super::tls::ClientTls;
 
 /// How long to look for an early answer after the server stopped taking a
 /// request body.
@@ -55,6 +55,9 @@ pub struct ClientConfig {
     pub max_idle_per_host: usize,
     /// Largest response head accepted. Default 64 KiB.
     pub max_response_head: usize,
+    /// TLS: used for `https://` URLs and for bare `host:port` ones. Without
+    /// it, `https://` URLs are refused.
+    pub tls: Option<Arc<ClientTls>>,
 }
 
 impl Default for ClientConfig {
@@ -66,6 +69,7 @@ impl Default for ClientConfig {
             idle_timeout: Duration::from_secs(30),
             max_idle_per_host: 32,
             max_response_head: 64 * 1024,
+            tls: None,
         }
     }
 }
@@ -100,15 +104,27 @@ struct Inner {
     pool: Mutex<HashMap<String, Vec<IdleConn>>>,
 }
 
+type Writer = Box<dyn AsyncWrite + Unpin + Send>;
+
 struct IdleConn {
     reader: ConnReader,
-    writer: OwnedWriteHalf,
+    writer: Writer,
     since: Instant,
+}
+
+/// The scheme a URL named.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scheme {
+    Http,
+    Https,
+    /// A bare `host:port`: TLS when the client has it.
+    Default,
 }
 
 /// A request to send: method, URL, extra headers, body, optional timeout.
 pub struct ClientRequest {
     method: Method,
+    scheme: Scheme,
     host: String,
     port: u16,
     path: String,
@@ -118,15 +134,18 @@ pub struct ClientRequest {
 }
 
 impl ClientRequest {
-    /// A request for `url`: `http://host[:port][/path][?query]`, or the same
-    /// without `http://` (peers are known by `host:port`).
+    /// A request for `url`: `http://host[:port][/path][?query]`, the same
+    /// with `https://`, or without a scheme (peers are known by
+    /// `host:port`; the client then uses TLS if it has it).
     pub fn new(method: Method, url: &str) -> Result<ClientRequest, Error> {
         let invalid = || Error::InvalidUrl(url.to_string());
-        let rest = match url.find("://") {
-            Some(i) if url[..i].eq_ignore_ascii_case("http") => &url[i + 3..],
+        let (scheme, rest) = match url.find("://") {
+            Some(i) if url[..i].eq_ignore_ascii_case("http") => (Scheme::Http, &url[i + 3..]),
+            Some(i) if url[..i].eq_ignore_ascii_case("https") => (Scheme::Https, &url[i + 3..]),
             Some(_) => return Err(invalid()),
-            None => url,
+            None => (Scheme::Default, url),
         };
+        let default_port = if scheme == Scheme::Https { 443 } else { 80 };
         let split = rest.find(['/', '?']).unwrap_or(rest.len());
         let (authority, path) = rest.split_at(split);
         let path = match path.as_bytes().first() {
@@ -140,7 +159,7 @@ impl ClientRequest {
         let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
             let end = v6.find(']').ok_or_else(invalid)?;
             let port = match &v6[end + 1..] {
-                "" => 80,
+                "" => default_port,
                 p => p
                     .strip_prefix(':')
                     .and_then(|p| p.parse::<u16>().ok())
@@ -150,7 +169,7 @@ impl ClientRequest {
         } else {
             match authority.rsplit_once(':') {
                 Some((h, p)) => (h.to_string(), p.parse::<u16>().map_err(|_| invalid())?),
-                None => (authority.to_string(), 80),
+                None => (authority.to_string(), default_port),
             }
         };
         let host_ok = |h: &str| {
@@ -165,6 +184,7 @@ impl ClientRequest {
         }
         Ok(ClientRequest {
             method,
+            scheme,
             host,
             port,
             path,
@@ -197,8 +217,9 @@ impl ClientRequest {
         self
     }
 
-    fn pool_key(&self) -> String {
-        format!("{}:{}", self.host, self.port)
+    fn pool_key(&self, tls: bool) -> String {
+        let scheme = if tls { "https" } else { "http" };
+        format!("{scheme}://{}:{}", self.host, self.port)
     }
 
     fn connect_host(&self) -> &str {
@@ -298,8 +319,22 @@ impl Client {
         }
     }
 
+    /// Whether `req` goes over TLS; an `https://` URL without TLS set up is
+    /// an error rather than a silent downgrade.
+    fn use_tls(&self, req: &ClientRequest) -> Result<Option<Arc<ClientTls>>, Error> {
+        match (req.scheme, &self.inner.config.tls) {
+            (Scheme::Http, _) | (Scheme::Default, None) => Ok(None),
+            (Scheme::Https | Scheme::Default, Some(tls)) => Ok(Some(tls.clone())),
+            (Scheme::Https, None) => Err(Error::InvalidUrl(format!(
+                "https://{}:{} (this client has no TLS configuration)",
+                req.host, req.port
+            ))),
+        }
+    }
+
     async fn exchange(&self, req: &mut ClientRequest) -> Result<ClientResponse, Error> {
-        let key = req.pool_key();
+        let tls = self.use_tls(req)?;
+        let key = req.pool_key(tls.is_some());
         let replayable = req.method.is_idempotent() && !matches!(req.body, Body::Stream { .. });
         if let Some(conn) = self.checkout(&key) {
             match self.exchange_on(conn, req, &key).await {
@@ -312,7 +347,7 @@ impl Client {
             }
         }
         let conn = self
-            .connect(req.connect_host().to_string(), req.port)
+            .connect(req.connect_host().to_string(), req.port, tls)
             .await?;
         self.exchange_on(conn, req, &key).await
     }
@@ -332,20 +367,35 @@ impl Client {
 
     /// Takes the host by value so that the request (whose body need not be
     /// `Sync`) is not borrowed across the await: client futures stay `Send`.
-    async fn connect(&self, host: String, port: u16) -> Result<IdleConn, Error> {
-        let addr = (host, port);
-        let stream =
-            match timeout(self.inner.config.connect_timeout, TcpStream::connect(addr)).await {
-                Ok(s) => s?,
-                Err(_) => return Err(Error::Timeout("connect")),
+    async fn connect(
+        &self,
+        host: String,
+        port: u16,
+        tls: Option<Arc<ClientTls>>,
+    ) -> Result<IdleConn, Error> {
+        let connect = async {
+            let stream = TcpStream::connect((host.as_str(), port)).await?;
+            let _ = stream.set_nodelay(true);
+            let Some(tls) = tls else {
+                let (r, w) = stream.into_split();
+                return Ok::<_, std::io::Error>(IdleConn {
+                    reader: ConnReader::new(Box::new(r), Vec::new()),
+                    writer: Box::new(w),
+                    since: Instant::now(),
+                });
             };
-        let _ = stream.set_nodelay(true);
-        let (r, w) = stream.into_split();
-        Ok(IdleConn {
-            reader: ConnReader::new(Box::new(r), Vec::new()),
-            writer: w,
-            since: Instant::now(),
-        })
+            let io = tls.connect(&host, stream).await?;
+            let (r, w) = tokio::io::split(io);
+            Ok(IdleConn {
+                reader: ConnReader::new(Box::new(r), Vec::new()),
+                writer: Box::new(w),
+                since: Instant::now(),
+            })
+        };
+        match timeout(self.inner.config.connect_timeout, connect).await {
+            Ok(conn) => Ok(conn?),
+            Err(_) => Err(Error::Timeout("connect")),
+        }
     }
 
     /// Sends `req` on `conn` and reads the response head.
@@ -468,7 +518,7 @@ impl Client {
     }
 
     /// Returns a connection whose last response was read to its end.
-    fn checkin(&self, key: &str, reader: ConnReader, writer: OwnedWriteHalf) {
+    fn checkin(&self, key: &str, reader: ConnReader, writer: Writer) {
         if !reader.buffered().is_empty() {
             return; // The server sent more than its response: not trustworthy.
         }
@@ -485,11 +535,7 @@ impl Client {
         }
     }
 
-    async fn write_request(
-        &self,
-        w: &mut OwnedWriteHalf,
-        req: &mut ClientRequest,
-    ) -> Result<(), Error> {
+    async fn write_request(&self, w: &mut Writer, req: &mut ClientRequest) -> Result<(), Error> {
         let mut out = Vec::with_capacity(256);
         out.extend_from_slice(req.method.as_str().as_bytes());
         out.push(b' ');
@@ -576,6 +622,8 @@ impl Client {
                 }
             }
         }
+        // A no-op on TCP; TLS may hold encrypted bytes until flushed.
+        w.flush().await?;
         Ok(())
     }
 }

@@ -13,7 +13,9 @@
 //! - [`router`]: exact path and method matching, 404 and 405 with `Allow`;
 //! - [`server`]: the listener, connection lifecycle, limits, graceful shutdown and
 //!   the HTTP/2 preface hand-off;
-//! - [`client`]: a keep-alive connection pool per host for peers and tools.
+//! - [`client`]: a keep-alive connection pool per host for peers and tools;
+//! - [`tls`]: rustls configurations for both sides, reloadable, ALPN choice,
+//!   and the names of a client's certificate.
 //!
 //! It never knows about Raft, keys or nodes: it could be lifted out as its own
 //! crate. Framework crates (hyper, axum) are deliberately not used; see
@@ -34,6 +36,7 @@ pub mod request;
 pub mod response;
 pub mod router;
 pub mod server;
+pub mod tls;
 
 use std::fmt;
 use std::future::Future;
@@ -46,6 +49,7 @@ pub use request::{Headers, Method, Request, Version};
 pub use response::Response;
 pub use router::Router;
 pub use server::{H2Connection, H2Handoff, Server, ServerConfig, ShutdownHandle};
+pub use tls::{BoxIo, ClientTls, PeerCert, ServerTls, TlsFiles};
 
 /// A boxed, sendable future: what a [`Handler`] returns.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;

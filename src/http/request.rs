@@ -710,15 +710,28 @@ pub struct Request {
     head: RequestHead,
     body: Incoming,
     remote_addr: SocketAddr,
+    peer: Option<std::sync::Arc<super::PeerCert>>,
 }
 
 impl Request {
-    pub(crate) fn new(head: RequestHead, body: Incoming, remote_addr: SocketAddr) -> Request {
+    pub(crate) fn new(
+        head: RequestHead,
+        body: Incoming,
+        remote_addr: SocketAddr,
+        peer: Option<std::sync::Arc<super::PeerCert>>,
+    ) -> Request {
         Request {
             head,
             body,
             remote_addr,
+            peer,
         }
+    }
+
+    /// The verified client certificate of the connection (TLS with client
+    /// certificates), if one was presented.
+    pub fn peer_cert(&self) -> Option<&super::PeerCert> {
+        self.peer.as_deref()
     }
 
     pub fn method(&self) -> &Method {

@@ -22,6 +22,11 @@
 //! A connection that opens with the HTTP/2 preface is handed, with the bytes
 //! already read, to the [`H2Handoff`] if one is set (the gRPC service), and
 //! closed otherwise.
+//!
+//! With TLS ([`Server::with_tls`]) every connection starts with a handshake
+//! bounded by the header timeout; one that negotiates `h2` with ALPN goes to
+//! the hand-off at once, and a clear-text request on the TLS port gets a
+//! clear-text 400 saying to use `https://`.
 
 use std::any::Any;
 use std::future::Future;
@@ -35,7 +40,6 @@ use std::time::Duration;
 
 use std::sync::atomic::AtomicUsize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::{Semaphore, oneshot, watch};
 use tokio::task::JoinSet;
@@ -44,6 +48,7 @@ use tokio::time::{Instant, timeout, timeout_at};
 use super::body::{Body, BoxRead, ChunkedDecoder, ConnReader, Decoder, Incoming};
 use super::request::{Framing, HeadParser, Limits, Method, Request, RequestHead, Version};
 use super::response::{self, HeadLength, Response, push_hex, status_has_no_body, write_head};
+use super::tls::{BoxIo, PeerCert, ServerTls};
 use super::{Error, Handler};
 
 /// The HTTP/2 connection preface (RFC 9113 3.4).
@@ -97,20 +102,24 @@ impl Default for ServerConfig {
 
 /// A connection that opened with the HTTP/2 preface.
 pub struct H2Connection {
-    pub stream: TcpStream,
+    /// The connection: TCP, or TLS over TCP.
+    pub stream: BoxIo,
     /// Bytes already read from `stream` (the preface, and maybe more); they
     /// must be replayed to the HTTP/2 implementation first.
     pub preface: Vec<u8>,
     pub remote_addr: SocketAddr,
+    /// The verified client certificate, on a TLS connection that had one.
+    pub peer: Option<Arc<PeerCert>>,
 }
 
 impl H2Connection {
     /// The connection as one stream that replays the bytes already read.
-    pub fn into_io(self) -> PrefixedIo<TcpStream> {
+    pub fn into_io(self) -> PrefixedIo<BoxIo> {
         PrefixedIo {
             prefix: self.preface,
             pos: 0,
             inner: self.stream,
+            peer: self.peer,
         }
     }
 }
@@ -123,6 +132,14 @@ pub struct PrefixedIo<S> {
     prefix: Vec<u8>,
     pos: usize,
     inner: S,
+    peer: Option<Arc<PeerCert>>,
+}
+
+impl<S> PrefixedIo<S> {
+    /// The verified client certificate of the connection, if any.
+    pub fn peer(&self) -> Option<Arc<PeerCert>> {
+        self.peer.clone()
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for PrefixedIo<S> {
@@ -195,6 +212,7 @@ pub struct Server {
     config: ServerConfig,
     handler: Arc<dyn Handler>,
     h2: Option<H2Handoff>,
+    tls: Option<Arc<ServerTls>>,
     shutdown: Arc<watch::Sender<bool>>,
     open_connections: Arc<AtomicUsize>,
 }
@@ -204,6 +222,7 @@ struct Shared {
     limits: Limits,
     handler: Arc<dyn Handler>,
     h2: Option<H2Handoff>,
+    tls: Option<Arc<ServerTls>>,
 }
 
 impl Server {
@@ -229,6 +248,7 @@ impl Server {
             config,
             handler: Arc::new(handler),
             h2: None,
+            tls: None,
             shutdown: Arc::new(tx),
             open_connections: Arc::new(AtomicUsize::new(0)),
         }
@@ -250,6 +270,12 @@ impl Server {
         self
     }
 
+    /// Serves TLS only, with the (reloadable) configuration of `tls`.
+    pub fn with_tls(mut self, tls: Arc<ServerTls>) -> Server {
+        self.tls = Some(tls);
+        self
+    }
+
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
     }
@@ -268,6 +294,7 @@ impl Server {
             config,
             handler,
             h2,
+            tls,
             shutdown,
             open_connections,
         } = self;
@@ -283,6 +310,7 @@ impl Server {
             config,
             handler,
             h2,
+            tls,
         });
         let mut stop = shutdown.subscribe();
         let mut tasks = JoinSet::new();
@@ -302,6 +330,8 @@ impl Server {
                                 drop(permit);
                             });
                         }
+                        // A TLS client could not read a clear-text answer.
+                        Err(_) if shared.tls.is_some() => drop(stream),
                         Err(_) => refuse_busy(&stream),
                     },
                     Err(e) => {
@@ -361,42 +391,141 @@ async fn serve_connection(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
-    let Some((stream, initial)) = read_preface(stream, &shared, &mut shutdown).await else {
+    let Some(tls) = shared.tls.clone() else {
+        let Some((stream, initial)) = read_preface(stream, &shared, &mut shutdown).await else {
+            return;
+        };
+        if initial.starts_with(H2_PREFACE) {
+            hand_off_h2(&shared, Box::new(stream), initial, remote, None);
+            return;
+        }
+        let (r, w) = stream.into_split();
+        Connection::new(
+            shared,
+            remote,
+            shutdown,
+            Box::new(r),
+            Box::new(w),
+            initial,
+            None,
+        )
+        .serve()
+        .await;
+        return;
+    };
+    let handshake = async {
+        if super::tls::looks_like_plain_http(&stream).await {
+            tls.count_plaintext();
+            return Err(stream);
+        }
+        let h2_allowed = shared.h2.is_some();
+        Ok(tls.accept(stream, h2_allowed, false).await)
+    };
+    let accepted = tokio::select! {
+        r = timeout(shared.config.header_timeout, handshake) => r,
+        () = stopped(&mut shutdown) => return,
+    };
+    let accepted = match accepted {
+        Ok(Ok(Ok(a))) => a,
+        Ok(Ok(Err(e))) => {
+            log::debug!("http: TLS handshake with {remote} failed: {e}");
+            return;
+        }
+        Ok(Err(plain)) => {
+            refuse_plaintext(plain, &shared).await;
+            return;
+        }
+        Err(_) => {
+            log::debug!("http: TLS handshake with {remote} timed out");
+            return;
+        }
+    };
+    let peer = accepted.peer;
+    if accepted.h2 {
+        hand_off_h2(&shared, Box::new(accepted.stream), Vec::new(), remote, peer);
+        return;
+    }
+    let Some((stream, initial)) = read_preface(accepted.stream, &shared, &mut shutdown).await
+    else {
         return;
     };
     if initial.starts_with(H2_PREFACE) {
-        match &shared.h2 {
-            Some(handoff) => (handoff.as_ref())(H2Connection {
-                stream,
-                preface: initial,
-                remote_addr: remote,
-            }),
-            None => {
-                log::debug!("http: {remote} sent the HTTP/2 preface; no HTTP/2 service, closing")
-            }
-        }
+        hand_off_h2(&shared, Box::new(stream), initial, remote, peer);
         return;
     }
-    let (r, w) = stream.into_split();
-    let reader = ConnReader::new(Box::new(r), initial);
-    let mut conn = Connection {
+    let (r, w) = tokio::io::split(stream);
+    Connection::new(
         shared,
         remote,
         shutdown,
-        reader: Some(reader),
-        writer: w,
-        wbuf: Vec::with_capacity(4096),
-    };
-    conn.serve().await;
+        Box::new(r),
+        Box::new(w),
+        initial,
+        peer,
+    )
+    .serve()
+    .await;
+}
+
+fn hand_off_h2(
+    shared: &Shared,
+    stream: BoxIo,
+    preface: Vec<u8>,
+    remote: SocketAddr,
+    peer: Option<Arc<PeerCert>>,
+) {
+    match &shared.h2 {
+        Some(handoff) => (handoff.as_ref())(H2Connection {
+            stream,
+            preface,
+            remote_addr: remote,
+            peer,
+        }),
+        None => log::debug!("http: {remote} speaks HTTP/2; no HTTP/2 service, closing"),
+    }
+}
+
+/// Answers a clear-text request on the TLS port in clear text, the way
+/// nginx does, so that the user reads what to change instead of garbage.
+async fn refuse_plaintext(mut stream: TcpStream, shared: &Shared) {
+    let body =
+        br#"{"error":"this port speaks TLS: use https:// (curl: --cacert CA.pem https://...)","code":"tls_required"}"#;
+    let mut out = Vec::with_capacity(256);
+    let headers = [(
+        response::HeaderText::Borrowed("content-type"),
+        response::HeaderText::Borrowed("application/json"),
+    )];
+    write_head(
+        &mut out,
+        "HTTP/1.1",
+        400,
+        &headers,
+        HeadLength::Known(body.len() as u64),
+        Some("close"),
+    );
+    out.extend_from_slice(body);
+    let wait = shared.config.write_timeout;
+    if timeout(wait, stream.write_all(&out)).await.is_ok() {
+        let _ = stream.shutdown().await;
+        // Let the request bytes in flight arrive, so that the close does not
+        // turn into a reset that destroys the answer.
+        let mut sink = [0u8; 4096];
+        let deadline = Instant::now() + LINGER;
+        while let Ok(Ok(n)) = timeout_at(deadline, stream.read(&mut sink)).await {
+            if n == 0 {
+                break;
+            }
+        }
+    }
 }
 
 /// Reads the first bytes of a connection: enough to tell the HTTP/2 preface
 /// from an HTTP/1 request. `None` when the peer left or sent nothing in time.
-async fn read_preface(
-    mut stream: TcpStream,
+async fn read_preface<S: AsyncRead + Unpin>(
+    mut stream: S,
     shared: &Shared,
     shutdown: &mut watch::Receiver<bool>,
-) -> Option<(TcpStream, Vec<u8>)> {
+) -> Option<(S, Vec<u8>)> {
     let mut buf = vec![0u8; 16 * 1024];
     let mut len = 0;
     loop {
@@ -436,9 +565,11 @@ struct Connection {
     shutdown: watch::Receiver<bool>,
     /// The read side; lent to a request body while it streams.
     reader: Option<ConnReader>,
-    writer: OwnedWriteHalf,
+    writer: Box<dyn AsyncWrite + Unpin + Send>,
     /// Response bytes not written yet (several when requests are pipelined).
     wbuf: Vec<u8>,
+    /// The verified client certificate (TLS with client certificates).
+    peer: Option<Arc<PeerCert>>,
 }
 
 /// Above this many pending response bytes, write even if more pipelined
@@ -450,6 +581,26 @@ const MAX_PENDING_WRITE: usize = 32 * 1024;
 const LINGER: Duration = Duration::from_millis(500);
 
 impl Connection {
+    fn new(
+        shared: Arc<Shared>,
+        remote: SocketAddr,
+        shutdown: watch::Receiver<bool>,
+        reader: BoxRead,
+        writer: Box<dyn AsyncWrite + Unpin + Send>,
+        initial: Vec<u8>,
+        peer: Option<Arc<PeerCert>>,
+    ) -> Connection {
+        Connection {
+            shared,
+            remote,
+            shutdown,
+            reader: Some(ConnReader::new(reader, initial)),
+            writer,
+            wbuf: Vec::with_capacity(4096),
+            peer,
+        }
+    }
+
     async fn serve(&mut self) {
         let mut parser = HeadParser::request(self.shared.limits);
         loop {
@@ -559,7 +710,7 @@ impl Connection {
             Ok(b) => b,
             Err(_) => return Ok(false),
         };
-        let request = Request::new(head, body, self.remote);
+        let request = Request::new(head, body, self.remote, self.peer.clone());
         let response = call_handler(self.shared.handler.as_ref(), request).await;
 
         if let Some(mut returned) = lent {
@@ -787,7 +938,14 @@ impl Connection {
             }
         }
         self.wbuf.clear();
-        Ok(())
+        // A no-op on TCP; TLS may hold encrypted bytes until flushed.
+        match timeout(self.shared.config.write_timeout, self.writer.flush()).await {
+            Ok(r) => r,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "peer stopped reading the response",
+            )),
+        }
     }
 
     /// Answers an unacceptable request with its JSON error and closes.

@@ -130,7 +130,7 @@ enum CallError {
 
 impl PeerConnection {
     fn request(&self, path: &str) -> Result<ClientRequest, CallError> {
-        let url = format!("http://{}{path}", self.addr);
+        let url = format!("{}{path}", self.addr);
         let req = ClientRequest::new(Method::Post, &url)
             .map_err(|e| CallError::Unreachable(format!("bad peer address {}: {e}", self.addr)))?;
         let req = req

@@ -1,6 +1,7 @@
 //! The shared cluster harness: starts real `ferrium-server` processes on
-//! loopback ports, talks to them over plain HTTP/1.1, and injects faults
-//! (kill -9, SIGSTOP/SIGCONT, restart).
+//! loopback ports, talks to them over HTTP/1.1 (plain, or TLS for clusters
+//! started with [`Cluster::start_tls`]), and injects faults (kill -9,
+//! SIGSTOP/SIGCONT, restart).
 //!
 //! Each cluster lives in its own scratch directory (configs, data, logs).
 //! When a test fails the directory is kept and its path printed, so the
@@ -9,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod proxy;
+pub mod tls;
 
 use proxy::Net;
 use std::io::{Read, Write};
@@ -120,8 +122,26 @@ pub fn request(
     let mut s = TcpStream::connect_timeout(&sock, timeout)?;
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
+    s.write_all(request_text(addr, method, path, body, headers, true).as_bytes())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    parse_reply(&raw)
+}
+
+/// The bytes of one request (`Connection: close` when `close`).
+pub fn request_text(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+    close: bool,
+) -> String {
     let body = body.unwrap_or("");
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n");
+    if close {
+        req.push_str("Connection: close\r\n");
+    }
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -131,13 +151,10 @@ pub fn request(
     }
     req.push_str("\r\n");
     req.push_str(body);
-    s.write_all(req.as_bytes())?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    parse_reply(&raw)
+    req
 }
 
-fn parse_reply(raw: &[u8]) -> std::io::Result<Reply> {
+pub fn parse_reply(raw: &[u8]) -> std::io::Result<Reply> {
     let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
     let text = String::from_utf8_lossy(raw);
     let (head, rest) = text
@@ -238,6 +255,8 @@ pub struct Cluster {
     pub token: Option<String>,
     /// The peer-link rules when every node sits behind a proxy.
     pub net: Option<Net>,
+    /// TLS settings the harness's own requests use, for TLS clusters.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Cluster {
@@ -271,6 +290,27 @@ impl Cluster {
         Cluster::start_inner(name, n, Bootstrap::Static, extra, None, true)
     }
 
+    /// A TLS cluster (static bootstrap) in the scratch directory `scratch`
+    /// (where the certificates are); `extra` may say `{id}` for the node's
+    /// id (e.g. `cert_file = "node{id}.crt"`). The harness's own requests
+    /// use `client`.
+    pub fn start_tls(
+        scratch: Scratch,
+        n: u64,
+        extra: &str,
+        client: std::sync::Arc<rustls::ClientConfig>,
+    ) -> Cluster {
+        Cluster::start_in(
+            scratch,
+            n,
+            Bootstrap::Static,
+            extra,
+            None,
+            false,
+            Some(client),
+        )
+    }
+
     fn start_inner(
         name: &str,
         n: u64,
@@ -279,13 +319,33 @@ impl Cluster {
         token: Option<&str>,
         proxied: bool,
     ) -> Cluster {
-        let scratch = Scratch::new(name);
+        Cluster::start_in(
+            Scratch::new(name),
+            n,
+            bootstrap,
+            extra,
+            token,
+            proxied,
+            None,
+        )
+    }
+
+    fn start_in(
+        scratch: Scratch,
+        n: u64,
+        bootstrap: Bootstrap,
+        extra: &str,
+        token: Option<&str>,
+        proxied: bool,
+        tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    ) -> Cluster {
         let mut cluster = Cluster {
             nodes: Vec::new(),
             scratch,
             extra_config: extra.to_string(),
             token: token.map(str::to_string),
             net: proxied.then(Net::default),
+            tls,
         };
         for id in 1..=n {
             cluster.push_node(id);
@@ -368,7 +428,7 @@ impl Cluster {
             text.push_str("]\n");
         }
         text.push('\n');
-        text.push_str(&self.extra_config);
+        text.push_str(&self.extra_config.replace("{id}", &id.to_string()));
         std::fs::write(&node.config, text).expect("write node config");
     }
 
@@ -434,15 +494,7 @@ impl Cluster {
     pub fn wait_http(&self, id: u64, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if http_with_timeout(
-                &self.addr(id),
-                "GET",
-                "/health",
-                None,
-                Duration::from_secs(2),
-            )
-            .is_ok()
-            {
+            if self.call(id, "GET", "/health", None).is_ok() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -597,6 +649,17 @@ impl Cluster {
         let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
         let headers: Vec<(&str, &str)> =
             auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+        if let Some(tls) = &self.tls {
+            return tls::request(
+                &self.addr(id),
+                tls.clone(),
+                method,
+                path,
+                body,
+                &headers,
+                Duration::from_secs(15),
+            );
+        }
         request(
             &self.addr(id),
             method,
