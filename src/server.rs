@@ -96,9 +96,18 @@ async fn serve(cfg: Config, reload: Reloader) -> Result<(), String> {
     let tls = Tls::from_config(&cfg)?;
     let auth = Arc::new(Auth::from_config(&cfg.security, &cfg.cluster.name)?);
     if cfg.security.auth_method == config::AuthMethod::None {
-        log::warn!(
-            "security.auth_method = \"none\": any client that reaches this node may read and write every key"
-        );
+        if tls
+            .as_ref()
+            .is_some_and(|t| t.server.requires_client_cert())
+        {
+            log::warn!(
+                "security.auth_method = \"none\": any client with a certificate from security.ca_file may read and write every key"
+            );
+        } else {
+            log::warn!(
+                "security.auth_method = \"none\": any client that reaches this node may read and write every key"
+            );
+        }
     }
     if auth.signer().is_none() && !cfg.security.enable_mtls {
         log::warn!(

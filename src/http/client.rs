@@ -690,8 +690,10 @@ mod tests {
             p("[::1]", 9000, "/raft/vote")
         );
         assert_eq!(parts("[fe80::1]/"), p("[fe80::1]", 80, "/"));
+        assert_eq!(parts("https://a/x"), p("a", 443, "/x"));
+        assert_eq!(parts("HTTPS://a:8443"), p("a", 8443, "/"));
         for bad in [
-            "https://a/",
+            "https:///",
             "ftp://a/",
             "http://a:99999/",
             "http://a:x/",
