@@ -392,25 +392,11 @@ async fn serve_connection(
 ) {
     let _ = stream.set_nodelay(true);
     let Some(tls) = shared.tls.clone() else {
-        let Some((stream, initial)) = read_preface(stream, &shared, &mut shutdown).await else {
-            return;
+        let split = |s: TcpStream| -> (BoxRead, BoxWrite) {
+            let (r, w) = s.into_split();
+            (Box::new(r), Box::new(w))
         };
-        if initial.starts_with(H2_PREFACE) {
-            hand_off_h2(&shared, Box::new(stream), initial, remote, None);
-            return;
-        }
-        let (r, w) = stream.into_split();
-        Connection::new(
-            shared,
-            remote,
-            shutdown,
-            Box::new(r),
-            Box::new(w),
-            initial,
-            None,
-        )
-        .serve()
-        .await;
+        serve_stream(stream, split, remote, shared, shutdown, None).await;
         return;
     };
     let handshake = async {
@@ -445,26 +431,36 @@ async fn serve_connection(
         hand_off_h2(&shared, Box::new(accepted.stream), Vec::new(), remote, peer);
         return;
     }
-    let Some((stream, initial)) = read_preface(accepted.stream, &shared, &mut shutdown).await
-    else {
+    let split = |s| -> (BoxRead, BoxWrite) {
+        let (r, w) = tokio::io::split(s);
+        (Box::new(r), Box::new(w))
+    };
+    serve_stream(accepted.stream, split, remote, shared, shutdown, peer).await;
+}
+
+type BoxWrite = Box<dyn AsyncWrite + Unpin + Send>;
+
+/// Reads the first bytes of `stream`, then hands it to HTTP/2 or serves
+/// HTTP/1.1 on it, with the halves `split` makes.
+async fn serve_stream<S: super::tls::Io>(
+    stream: S,
+    split: impl FnOnce(S) -> (BoxRead, BoxWrite),
+    remote: SocketAddr,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+    peer: Option<Arc<PeerCert>>,
+) {
+    let Some((stream, initial)) = read_preface(stream, &shared, &mut shutdown).await else {
         return;
     };
     if initial.starts_with(H2_PREFACE) {
         hand_off_h2(&shared, Box::new(stream), initial, remote, peer);
         return;
     }
-    let (r, w) = tokio::io::split(stream);
-    Connection::new(
-        shared,
-        remote,
-        shutdown,
-        Box::new(r),
-        Box::new(w),
-        initial,
-        peer,
-    )
-    .serve()
-    .await;
+    let (r, w) = split(stream);
+    Connection::new(shared, remote, shutdown, r, w, initial, peer)
+        .serve()
+        .await;
 }
 
 fn hand_off_h2(
@@ -565,7 +561,7 @@ struct Connection {
     shutdown: watch::Receiver<bool>,
     /// The read side; lent to a request body while it streams.
     reader: Option<ConnReader>,
-    writer: Box<dyn AsyncWrite + Unpin + Send>,
+    writer: BoxWrite,
     /// Response bytes not written yet (several when requests are pipelined).
     wbuf: Vec<u8>,
     /// The verified client certificate (TLS with client certificates).
@@ -586,7 +582,7 @@ impl Connection {
         remote: SocketAddr,
         shutdown: watch::Receiver<bool>,
         reader: BoxRead,
-        writer: Box<dyn AsyncWrite + Unpin + Send>,
+        writer: BoxWrite,
         initial: Vec<u8>,
         peer: Option<Arc<PeerCert>>,
     ) -> Connection {
