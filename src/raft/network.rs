@@ -1,7 +1,9 @@
 //! The Raft peer network: openraft's `RaftNetworkV2` over our HTTP client.
 //!
 //! Every RPC is a `POST /raft/<name>` to the target's advertised HTTP
-//! address with a JSON body, carrying the target's node id and the cluster
+//! address with a JSON body (AppendEntries: the compact binary form of
+//! [`crate::raft::codec`]; a peer of an older version that refuses it is sent
+//! JSON from then on), carrying the target's node id and the cluster
 //! name in headers so that a node answering at a reused address, or a node
 //! of another cluster, refuses instead of acting on a message not meant for
 //! it. Heartbeats, log replication and snapshots use separate connection
@@ -12,6 +14,7 @@
 
 use crate::auth::{PEER_AUTH_HEADER, PeerSigner};
 use crate::http::{self, Body, ClientRequest, Method};
+use crate::raft::codec;
 use crate::raft::types::{Node, TypeConfig};
 use crate::store::SnapshotFile;
 use openraft::alias::{SnapshotOf, VoteOf};
@@ -26,6 +29,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Header naming the node a peer request is meant for.
@@ -53,6 +57,10 @@ pub struct PeerNetwork {
     snapshot: http::Client,
     snapshot_timeout: Duration,
 }
+
+/// Whether a peer must be sent AppendEntries as JSON (it is of an older
+/// version that refused the binary form); learnt once per connection.
+type JsonAppend = Arc<AtomicBool>;
 
 impl PeerNetwork {
     pub fn new(
@@ -83,6 +91,7 @@ impl PeerNetwork {
             client: client.clone(),
             snapshot: self.snapshot.clone(),
             snapshot_timeout: self.snapshot_timeout,
+            json_append: JsonAppend::default(),
         }
     }
 }
@@ -116,6 +125,7 @@ pub struct PeerConnection {
     client: http::Client,
     snapshot: http::Client,
     snapshot_timeout: Duration,
+    json_append: JsonAppend,
 }
 
 /// Why a peer call failed, before it is mapped onto openraft's error types.
@@ -154,9 +164,49 @@ impl PeerConnection {
     ) -> Result<Resp, CallError> {
         let body =
             serde_json::to_vec(body).map_err(|e| CallError::Network(format!("encode: {e}")))?;
+        let (status, bytes) = self
+            .exchange(path, "application/json", body, timeout)
+            .await?;
+        decode_reply(status, &bytes, self.target, &self.addr)
+    }
+
+    /// Sends AppendEntries in the binary form, or as JSON to a peer that
+    /// refused it (an older version answers 400 to a body it cannot parse).
+    async fn append(
+        &self,
+        rpc: &AppendEntriesRequest<TypeConfig>,
+        timeout: Duration,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, CallError> {
+        if !self.json_append.load(Ordering::Relaxed) {
+            let body = codec::encode_append(rpc)
+                .map_err(|e| CallError::Network(format!("encode: {e}")))?;
+            let (status, bytes) = self
+                .exchange("/raft/append", codec::APPEND_CONTENT_TYPE, body, timeout)
+                .await?;
+            if status != 400 && status != 415 {
+                return decode_reply(status, &bytes, self.target, &self.addr);
+            }
+            ::log::warn!(
+                "node {} at {} refused a binary AppendEntries (status {status}); sending it JSON",
+                self.target,
+                self.addr
+            );
+            self.json_append.store(true, Ordering::Relaxed);
+        }
+        self.call("/raft/append", rpc, timeout).await
+    }
+
+    /// One request and its whole answer: status and body.
+    async fn exchange(
+        &self,
+        path: &str,
+        content_type: &'static str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<(u16, Vec<u8>), CallError> {
         let req = self
             .request(path)?
-            .header("content-type", "application/json")
+            .header("content-type", content_type)
             .body(body)
             .timeout(timeout);
         let send = async {
@@ -165,11 +215,10 @@ impl PeerConnection {
             let bytes = resp.collect(MAX_RESPONSE).await.map_err(|e| classify(&e))?;
             Ok::<_, CallError>((status, bytes))
         };
-        let (status, bytes) = match tokio::time::timeout(timeout, send).await {
-            Ok(r) => r?,
-            Err(_) => return Err(CallError::Timeout),
-        };
-        decode_reply(status, &bytes, self.target, &self.addr)
+        match tokio::time::timeout(timeout, send).await {
+            Ok(r) => r,
+            Err(_) => Err(CallError::Timeout),
+        }
     }
 
     fn rpc_error(&self, e: CallError, action: RPCTypes, timeout: Duration) -> RPCError<TypeConfig> {
@@ -227,7 +276,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         let ttl = option.hard_ttl();
-        self.call("/raft/append", &rpc, ttl)
+        self.append(&rpc, ttl)
             .await
             .map_err(|e| self.rpc_error(e, RPCTypes::AppendEntries, ttl))
     }

@@ -6,10 +6,14 @@
 //! These are not a client API. Every request must name this node's id and
 //! cluster in its headers; a mismatch is refused with 421 so that a message
 //! for a node that used to live at this address is never acted upon.
-//! Answers are `200 {"Ok": ...}` or `200 {"Err": ...}`.
+//! Answers are `200 {"Ok": ...}` or `200 {"Err": ...}`. Requests are JSON,
+//! except that AppendEntries may also come in the binary form of
+//! [`crate::raft::codec`] (by its content type), which is what this version
+//! sends.
 
 use crate::http::{Method, Request, Response, Router};
 use crate::node::{Node, ReadConsistency};
+use crate::raft::codec;
 use crate::raft::network::{CLUSTER_HEADER, SNAPSHOT_META_HEADER, TARGET_HEADER, VOTE_HEADER};
 use crate::raft::types::{Command, Node as NodeInfo, TypeConfig};
 use crate::store::StateReader;
@@ -28,10 +32,11 @@ const MAX_SNAPSHOT: u64 = 1 << 40;
 
 /// Adds the peer routes to `router`.
 pub fn routes(router: Router, node: Node, reader: StateReader) -> Router {
-    let router = json_route(
+    let router = route(
         router,
         &node,
         "/raft/append",
+        decode_append,
         |n, rpc: AppendEntriesRequest<TypeConfig>| async move {
             let r = n
                 .raft()
@@ -88,6 +93,9 @@ pub fn routes(router: Router, node: Node, reader: StateReader) -> Router {
     })
 }
 
+/// Decodes a request body, given its content type.
+type Decode<Req> = fn(Option<&str>, &[u8]) -> Result<Req, String>;
+
 /// Routes `POST path` to `f` through [`peer`]: JSON in, JSON out.
 fn json_route<Req, Out, F, Fut>(router: Router, node: &Node, path: &str, f: F) -> Router
 where
@@ -96,11 +104,43 @@ where
     F: Fn(Node, Req) -> Fut + Copy + Send + Sync + 'static,
     Fut: std::future::Future<Output = Out> + Send + 'static,
 {
+    route(router, node, path, decode_json, f)
+}
+
+/// Routes `POST path` to `f` through [`peer`], decoding with `decode`.
+fn route<Req, Out, F, Fut>(
+    router: Router,
+    node: &Node,
+    path: &str,
+    decode: Decode<Req>,
+    f: F,
+) -> Router
+where
+    Req: Send + 'static,
+    Out: Serialize + Send + 'static,
+    F: Fn(Node, Req) -> Fut + Copy + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Out> + Send + 'static,
+{
     let node = node.clone();
     router.route_with_body_limit(Method::Post, path, MAX_RPC_BODY, move |req| {
         let n = node.clone();
-        async move { peer(&n, req, f).await }
+        async move { peer(&n, req, decode, f).await }
     })
+}
+
+fn decode_json<Req: DeserializeOwned>(_: Option<&str>, body: &[u8]) -> Result<Req, String> {
+    serde_json::from_slice(body).map_err(|e| e.to_string())
+}
+
+/// AppendEntries in the binary form, or JSON as older versions send it.
+fn decode_append(
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<AppendEntriesRequest<TypeConfig>, String> {
+    if content_type.is_some_and(|t| t.starts_with(codec::APPEND_CONTENT_TYPE)) {
+        return codec::decode_append(body).map_err(|e| e.to_string());
+    }
+    decode_json(content_type, body)
 }
 
 /// Refuses a request meant for another node or cluster.
@@ -133,10 +173,14 @@ fn check_peer(node: &Node, req: &Request) -> Result<(), Response> {
     Ok(())
 }
 
-/// Decodes a JSON peer request, runs `f`, encodes its result.
-async fn peer<Req, Out, F, Fut>(node: &Node, mut req: Request, f: F) -> Response
+/// Decodes a peer request, runs `f`, encodes its result as JSON.
+async fn peer<Req, Out, F, Fut>(
+    node: &Node,
+    mut req: Request,
+    decode: Decode<Req>,
+    f: F,
+) -> Response
 where
-    Req: DeserializeOwned,
     Out: Serialize,
     F: FnOnce(Node, Req) -> Fut,
     Fut: std::future::Future<Output = Out>,
@@ -148,7 +192,7 @@ where
         Ok(b) => b,
         Err(e) => return e.to_response(),
     };
-    let rpc: Req = match serde_json::from_slice(&body) {
+    let rpc: Req = match decode(req.header("content-type"), &body) {
         Ok(r) => r,
         Err(e) => {
             return Response::error(

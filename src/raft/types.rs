@@ -2,9 +2,11 @@
 //!
 //! [`TypeConfig`] binds openraft to Ferrium's types: `u64` node ids, [`Node`]
 //! with the advertised addresses, [`Command`] as the log payload and
-//! [`CommandResult`] as the answer of the state machine. These types are
-//! serialized into the durable log (JSON), so their serde shape is a storage
-//! format: add variants and optional fields, never rename.
+//! [`CommandResult`] as the answer of the state machine. Commands are stored
+//! in the log in the binary form of [`crate::raft::codec`] (give a new
+//! variant a new tag there); logs written by earlier versions hold them as
+//! JSON and the REST API speaks JSON, so their serde shape is a storage
+//! format too: add variants and optional fields, never rename.
 
 use std::fmt;
 

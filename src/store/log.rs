@@ -9,10 +9,20 @@
 //! then completes them. Many concurrent appends therefore share one fsync, and
 //! no entry is acknowledged before it is durable.
 //!
+//! Entries are stored in the compact binary form of [`crate::raft::codec`]
+//! (entries written as JSON by older versions are still read). The newest
+//! entries are also kept decoded in memory ([`EntryCache`]): right after an
+//! append, openraft reads them back once per follower to replicate them and
+//! once more to apply them, and serving those reads from memory saves a
+//! RocksDB scan and a decode each time. The cache always holds a suffix of
+//! the log (appends, truncations and purges change it under the same lock as
+//! RocksDB), so a read it can serve returns exactly what RocksDB would.
+//!
 //! A failed write or fsync poisons the store: the failing callbacks complete
 //! with an error and every later append is refused, because after a failed
 //! fsync the kernel may have dropped the dirty pages and retrying would lie.
 
+use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::io;
 use std::ops::Bound;
@@ -43,6 +53,7 @@ use super::CF_LOGS;
 use super::CF_META;
 use super::Error;
 use super::cf;
+use crate::raft::codec;
 use crate::raft::types::TypeConfig;
 
 const KEY_VOTE: &[u8] = b"vote";
@@ -51,11 +62,17 @@ const KEY_LAST_PURGED: &[u8] = b"last_purged";
 
 type Callback = IOFlushed<TypeConfig>;
 
-/// The Raft log store. Cheap to clone: clones share the database and the
-/// flusher thread.
+/// Most entries kept decoded in memory.
+const CACHE_ENTRIES: usize = 8192;
+/// Most bytes (encoded size) of entries kept decoded in memory.
+const CACHE_BYTES: usize = 16 * 1024 * 1024;
+
+/// The Raft log store. Cheap to clone: clones share the database, the entry
+/// cache and the flusher thread.
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
+    cache: Arc<Mutex<EntryCache>>,
     flusher: Arc<Flusher>,
     sync_writes: bool,
 }
@@ -64,6 +81,90 @@ pub struct LogStore {
 #[derive(Clone)]
 pub struct LogReader {
     db: Arc<DB>,
+    cache: Arc<Mutex<EntryCache>>,
+}
+
+/// The newest log entries, decoded: a contiguous suffix of the log, or
+/// nothing. Bounded by [`CACHE_ENTRIES`] and [`CACHE_BYTES`]; the oldest
+/// entries are dropped first.
+#[derive(Default)]
+struct EntryCache {
+    /// Entries with their encoded sizes, by increasing index.
+    entries: VecDeque<(EntryOf<TypeConfig>, usize)>,
+    bytes: usize,
+}
+
+impl EntryCache {
+    fn first_index(&self) -> Option<u64> {
+        self.entries.front().map(|(e, _)| e.index())
+    }
+
+    fn last_index(&self) -> Option<u64> {
+        self.entries.back().map(|(e, _)| e.index())
+    }
+
+    /// Adds an entry just written to the log.
+    fn push(&mut self, entry: EntryOf<TypeConfig>, size: usize) {
+        let index = entry.index();
+        if let Some(last) = self.last_index() {
+            if index <= last {
+                self.truncate_from(index);
+            } else if index != last + 1 {
+                self.clear();
+            }
+        }
+        self.entries.push_back((entry, size));
+        self.bytes += size;
+        while self.entries.len() > CACHE_ENTRIES || self.bytes > CACHE_BYTES {
+            match self.entries.pop_front() {
+                Some((_, size)) => self.bytes -= size,
+                None => break,
+            }
+        }
+    }
+
+    /// Drops the entries at `index` and after.
+    fn truncate_from(&mut self, index: u64) {
+        while self.last_index().is_some_and(|last| last >= index) {
+            if let Some((_, size)) = self.entries.pop_back() {
+                self.bytes -= size;
+            }
+        }
+    }
+
+    /// Drops the entries up to and including `index`.
+    fn purge_to(&mut self, index: u64) {
+        while self.first_index().is_some_and(|first| first <= index) {
+            if let Some((_, size)) = self.entries.pop_front() {
+                self.bytes -= size;
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
+    /// The entries in `start..end`, if the cache holds all of them that the
+    /// log holds; `None` when the log must be read.
+    fn get(&self, start: u64, end: Option<u64>) -> Option<Vec<EntryOf<TypeConfig>>> {
+        let first = self.first_index()?;
+        let last = self.last_index()?;
+        if start < first || start > last {
+            return None;
+        }
+        let from = usize::try_from(start - first).ok()?;
+        let stop = end.map_or(last + 1, |e| e.min(last + 1));
+        let count = usize::try_from(stop.saturating_sub(start)).ok()?;
+        Some(
+            self.entries
+                .range(from..)
+                .take(count)
+                .map(|(e, _)| e.clone())
+                .collect(),
+        )
+    }
 }
 
 /// The sending side of the group-commit flusher. Dropping the last one ends
@@ -133,6 +234,7 @@ impl LogStore {
             .spawn(move || run_flusher(thread_db, rx, thread_state, sync_writes))?;
         Ok(LogStore {
             db,
+            cache: Arc::new(Mutex::new(EntryCache::default())),
             flusher: Arc::new(Flusher {
                 tx: Some(tx),
                 thread: Some(thread),
@@ -156,6 +258,7 @@ impl LogStore {
     fn reader(&self) -> LogReader {
         LogReader {
             db: self.db.clone(),
+            cache: self.cache.clone(),
         }
     }
 
@@ -175,11 +278,43 @@ impl LogStore {
         self.flusher.state.check()?;
         let logs = cf(&self.db, CF_LOGS)?;
         let mut batch = WriteBatch::default();
+        let mut written = Vec::new();
+        let mut buf = Vec::with_capacity(256);
         for entry in entries {
-            batch.put_cf(logs, entry.index().to_be_bytes(), encode(&entry)?);
+            buf.clear();
+            codec::encode_entry(&entry, &mut buf)
+                .map_err(|e| Error::Corrupt(format!("cannot encode log entry: {e}")))?;
+            batch.put_cf(logs, entry.index().to_be_bytes(), &buf);
+            written.push((entry, buf.len()));
         }
-        self.write(batch, false)
+        // RocksDB and the cache change under one lock: a reader never sees
+        // one without the other.
+        let mut cache = self.lock_cache();
+        self.write(batch, false)?;
+        for (entry, size) in written {
+            cache.push(entry, size);
+        }
+        Ok(())
     }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, EntryCache> {
+        lock(&self.cache)
+    }
+}
+
+/// Locks the entry cache. A panic while it was held may have left it half
+/// updated, so it is emptied then (the log is read from RocksDB instead).
+fn lock(cache: &Mutex<EntryCache>) -> std::sync::MutexGuard<'_, EntryCache> {
+    cache.lock().unwrap_or_else(|poisoned| {
+        cache.clear_poison();
+        let mut guard = poisoned.into_inner();
+        guard.clear();
+        guard
+    })
+}
+
+fn decode_entry(bytes: &[u8]) -> Result<EntryOf<TypeConfig>, Error> {
+    codec::decode_entry(bytes).map_err(|e| Error::Corrupt(format!("log entry: {e}")))
 }
 
 /// Runs `f`, adding its duration to `nanos`.
@@ -232,7 +367,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut it = self.db.raw_iterator_cf(logs);
         it.seek_to_last();
         let last = match it.value() {
-            Some(bytes) => Some(decode::<EntryOf<TypeConfig>>(bytes)?.log_id()),
+            Some(bytes) => Some(decode_entry(bytes)?.log_id()),
             None => {
                 it.status().map_err(Error::from)?;
                 None
@@ -304,7 +439,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             from.to_be_bytes(),
             u64::MAX.to_be_bytes(),
         );
-        self.write(batch, false)?;
+        let mut cache = self.lock_cache();
+        match self.write(batch, false) {
+            Ok(()) => cache.truncate_from(from),
+            Err(e) => {
+                cache.clear();
+                return Err(e.into());
+            }
+        }
         Ok(())
     }
 
@@ -318,7 +460,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             0u64.to_be_bytes(),
             log_id.index().saturating_add(1).to_be_bytes(),
         );
-        self.write(batch, false)?;
+        let mut cache = self.lock_cache();
+        let written = self.write(batch, false);
+        cache.purge_to(log_id.index());
+        written?;
         Ok(())
     }
 }
@@ -342,6 +487,9 @@ impl RaftLogReader<TypeConfig> for LogReader {
         if end.is_some_and(|e| e <= start) {
             return Ok(entries);
         }
+        if let Some(cached) = lock(&self.cache).get(start, end) {
+            return Ok(cached);
+        }
         let logs = cf(&self.db, CF_LOGS)?;
         let mut it = self.db.raw_iterator_cf(logs);
         it.seek(start.to_be_bytes());
@@ -350,7 +498,7 @@ impl RaftLogReader<TypeConfig> for LogReader {
             if end.is_some_and(|e| index >= e) {
                 break;
             }
-            entries.push(decode(value)?);
+            entries.push(decode_entry(value)?);
             it.next();
         }
         it.status().map_err(Error::from)?;
@@ -382,4 +530,82 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, Error> {
 
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     serde_json::from_slice(bytes).map_err(|e| Error::Corrupt(format!("cannot decode: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::types::Command;
+    use openraft::EntryPayload;
+    use openraft::impls::leader_id_adv::LeaderId;
+
+    fn entry(index: u64) -> EntryOf<TypeConfig> {
+        EntryOf::<TypeConfig> {
+            log_id: LogIdOf::<TypeConfig>::new(
+                LeaderId {
+                    term: 1,
+                    node_id: 1,
+                },
+                index,
+            ),
+            payload: EntryPayload::Normal(Command::Delete {
+                key: index.to_string(),
+            }),
+        }
+    }
+
+    fn indexes(entries: Option<Vec<EntryOf<TypeConfig>>>) -> Option<Vec<u64>> {
+        entries.map(|es| es.iter().map(|e| e.index()).collect())
+    }
+
+    #[test]
+    fn cache_serves_only_a_suffix_it_holds() {
+        let mut cache = EntryCache::default();
+        assert_eq!(indexes(cache.get(0, None)), None);
+        for i in 5..10 {
+            cache.push(entry(i), 10);
+        }
+        assert_eq!(
+            indexes(cache.get(4, None)),
+            None,
+            "before the cache: read the log"
+        );
+        assert_eq!(indexes(cache.get(10, None)), None);
+        assert_eq!(indexes(cache.get(5, Some(7))), Some(vec![5, 6]));
+        assert_eq!(indexes(cache.get(8, Some(100))), Some(vec![8, 9]));
+
+        cache.truncate_from(8);
+        assert_eq!(indexes(cache.get(6, None)), Some(vec![6, 7]));
+        cache.push(entry(8), 10);
+        assert_eq!(indexes(cache.get(7, None)), Some(vec![7, 8]));
+
+        // Overwriting an index drops it and everything after it.
+        cache.push(entry(6), 10);
+        assert_eq!(indexes(cache.get(5, None)), Some(vec![5, 6]));
+
+        // A gap restarts the cache.
+        cache.push(entry(20), 10);
+        assert_eq!(indexes(cache.get(5, None)), None);
+        assert_eq!(indexes(cache.get(20, None)), Some(vec![20]));
+
+        cache.purge_to(20);
+        assert_eq!(indexes(cache.get(20, None)), None);
+        assert_eq!(cache.bytes, 0);
+    }
+
+    #[test]
+    fn cache_is_bounded() {
+        let mut cache = EntryCache::default();
+        for i in 0..(CACHE_ENTRIES as u64 + 10) {
+            cache.push(entry(i), 1);
+        }
+        assert_eq!(cache.entries.len(), CACHE_ENTRIES);
+        assert_eq!(cache.first_index(), Some(10));
+        cache.push(entry(CACHE_ENTRIES as u64 + 10), CACHE_BYTES);
+        assert_eq!(
+            cache.entries.len(),
+            1,
+            "one large entry pushes out the rest"
+        );
+    }
 }

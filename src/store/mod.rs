@@ -3,7 +3,8 @@
 //! One RocksDB instance with one write-ahead log holds everything, in four
 //! column families:
 //!
-//! - `logs`: big-endian `u64` log index -> JSON-encoded log entry;
+//! - `logs`: big-endian `u64` log index -> log entry in the binary form of
+//!   [`crate::raft::codec`] (JSON in logs written by earlier versions);
 //! - `meta`: the vote, the committed log id and the last purged log id;
 //! - `data`: user keys (behind a generation prefix, see [`state_machine`]) ->
 //!   encoded [`StoredValue`];
