@@ -213,14 +213,18 @@ impl<'a> Reader<'a> {
         Ok(self.take(1)?[0])
     }
 
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], CodecError> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N)?);
+        Ok(out)
+    }
+
     fn u32(&mut self) -> Result<u32, CodecError> {
-        let b: [u8; 4] = self.take(4)?.try_into().expect("took 4 bytes");
-        Ok(u32::from_le_bytes(b))
+        Ok(u32::from_le_bytes(self.array()?))
     }
 
     fn u64(&mut self) -> Result<u64, CodecError> {
-        let b: [u8; 8] = self.take(8)?.try_into().expect("took 8 bytes");
-        Ok(u64::from_le_bytes(b))
+        Ok(u64::from_le_bytes(self.array()?))
     }
 
     fn bytes(&mut self) -> Result<&'a [u8], CodecError> {
