@@ -112,6 +112,7 @@ for profile in $PROFILES; do
     disk=$(du -sm "$dir/data$leader" | cut -f1)
     # Failover: kill -9 the leader, time until another node serves a write.
     kill -9 "${pids[$leader]}"
+    wait "${pids[$leader]}" 2>/dev/null || true
     start=$(date +%s.%N)
     others=()
     for id in 1 2 3; do [ "$id" != "$leader" ] && others+=("3800$id"); done
