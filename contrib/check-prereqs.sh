@@ -1,7 +1,8 @@
 #!/bin/sh
 # Checks what building Ferrium needs beyond Rust: a C++ compiler and libclang
 # (RocksDB is compiled from source and its Rust bindings are generated with
-# libclang), plus curl and python3 used by the test suite. Installs what is
+# libclang), plus curl, python3 and openssl used by the test suite (the TLS
+# tests make their certificates with the openssl commands CONFIG.md shows). Installs what is
 # missing with apt-get when run as root on Debian/Ubuntu; otherwise prints the
 # exact command and stops.
 set -eu
@@ -25,6 +26,7 @@ fi
 command -v make >/dev/null 2>&1 || missing="$missing make"
 command -v curl >/dev/null 2>&1 || missing="$missing curl"
 command -v python3 >/dev/null 2>&1 || missing="$missing python3"
+command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
 
 [ -z "$missing" ] && exit 0
 
@@ -36,5 +38,5 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
 fi
 echo "Missing build prerequisites:$missing" >&2
 echo "Install them with:  sudo apt-get install -y$missing" >&2
-echo "(on Fedora/RHEL: sudo dnf install -y gcc-c++ clang-devel curl python3)" >&2
+echo "(on Fedora/RHEL: sudo dnf install -y gcc-c++ clang-devel curl python3 openssl)" >&2
 exit 1
