@@ -365,7 +365,16 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
 
 /// Writes a 503 to a connection over the limit without waiting, then drops it.
 fn refuse_busy(stream: &TcpStream) {
-    let body = br#"{"error":"too many connections","code":"unavailable"}"#;
+    let out = canned(
+        503,
+        br#"{"error":"too many connections","code":"unavailable"}"#,
+    );
+    let _ = stream.try_write(&out);
+}
+
+/// A whole JSON response that closes the connection, for answers written
+/// before any request is parsed.
+fn canned(status: u16, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     let headers = [(
         response::HeaderText::Borrowed("content-type"),
@@ -374,13 +383,13 @@ fn refuse_busy(stream: &TcpStream) {
     write_head(
         &mut out,
         "HTTP/1.1",
-        503,
+        status,
         &headers,
         HeadLength::Known(body.len() as u64),
         Some("close"),
     );
     out.extend_from_slice(body);
-    let _ = stream.try_write(&out);
+    out
 }
 
 /// Serves one connection to its end.
@@ -484,22 +493,10 @@ fn hand_off_h2(
 /// Answers a clear-text request on the TLS port in clear text, the way
 /// nginx does, so that the user reads what to change instead of garbage.
 async fn refuse_plaintext(mut stream: TcpStream, shared: &Shared) {
-    let body =
-        br#"{"error":"this port speaks TLS: use https:// (curl: --cacert CA.pem https://...)","code":"tls_required"}"#;
-    let mut out = Vec::with_capacity(256);
-    let headers = [(
-        response::HeaderText::Borrowed("content-type"),
-        response::HeaderText::Borrowed("application/json"),
-    )];
-    write_head(
-        &mut out,
-        "HTTP/1.1",
+    let out = canned(
         400,
-        &headers,
-        HeadLength::Known(body.len() as u64),
-        Some("close"),
+        br#"{"error":"this port speaks TLS: use https:// (curl: --cacert CA.pem https://...)","code":"tls_required"}"#,
     );
-    out.extend_from_slice(body);
     let wait = shared.config.write_timeout;
     if timeout(wait, stream.write_all(&out)).await.is_ok() {
         let _ = stream.shutdown().await;
