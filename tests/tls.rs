@@ -229,6 +229,41 @@ fn mtls_cluster_replicates_forwards_and_admits_only_certificates_it_should() {
         r.body
     );
 
+    // ferriumctl over TLS, REST and gRPC.
+    let ctl = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferriumctl"))
+            .current_dir(&dir)
+            .args([
+                "--cacert",
+                "ca.crt",
+                "--cert",
+                "client.crt",
+                "--key",
+                "client.key",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ferriumctl {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let rest = format!("https://{addr}");
+    let grpc = format!("https://{}", c.node(follower).grpc_addr());
+    ctl(&["--endpoints", &rest, "put", "ctl-key", "over-rest"]);
+    assert_eq!(
+        ctl(&["--endpoints", &grpc, "--grpc", "get", "ctl-key"]),
+        "over-rest"
+    );
+    ctl(&[
+        "--endpoints",
+        &grpc,
+        "--grpc",
+        "put",
+        "ctl-key",
+        "over-grpc",
+    ]);
+    assert_eq!(ctl(&["--endpoints", &rest, "get", "ctl-key"]), "over-grpc");
+
     // gRPC over TLS, on the gRPC port and on the HTTP port (ALPN h2).
     let rt = runtime();
     for grpc_addr in [c.node(follower).grpc_addr(), addr.clone()] {

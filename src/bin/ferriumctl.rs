@@ -49,6 +49,7 @@ Options:
       --token TOKEN      Bearer token when the cluster requires one
                          (default: $FERRIUM_TOKEN)
       --cacert FILE      PEM CA bundle that verifies https:// endpoints
+                         (with --grpc too: https://host:grpc-port)
                          (default: the system bundle)
       --cert FILE        PEM client certificate, for clusters with mTLS
       --key FILE         PEM private key of --cert
@@ -134,6 +135,8 @@ struct Cli {
     token: Option<String>,
     grpc: bool,
     tls: Option<Arc<ClientTls>>,
+    /// The same TLS settings offering HTTP/2, for `--grpc`.
+    grpc_tls: Option<Arc<ClientTls>>,
     command: Command,
 }
 
@@ -150,6 +153,7 @@ fn client_tls(
     cacert: Option<String>,
     cert: Option<String>,
     key: Option<String>,
+    grpc: bool,
 ) -> Result<Option<Arc<ClientTls>>, Failure> {
     let wanted = endpoints.iter().any(|e| e.starts_with("https://"));
     if !wanted && cacert.is_none() && cert.is_none() {
@@ -172,9 +176,12 @@ fn client_tls(
                 )
             })?,
     };
-    ClientTls::new(Path::new(&ca), identity)
-        .map(|t| Some(Arc::new(t)))
-        .map_err(Failure::usage)
+    let tls = if grpc {
+        ClientTls::new_h2(Path::new(&ca), identity)
+    } else {
+        ClientTls::new(Path::new(&ca), identity)
+    };
+    tls.map(|t| Some(Arc::new(t))).map_err(Failure::usage)
 }
 
 enum Parsed {
@@ -262,12 +269,11 @@ fn parse_cli(args: Vec<std::ffi::OsString>) -> Result<Parsed, Failure> {
     }
     let endpoints = parse_endpoints(endpoints.as_deref().unwrap_or("127.0.0.1:8001"))?;
     let command = command(&words, consistency, limit, prometheus)?;
-    let tls = client_tls(&endpoints, cacert, cert, key)?;
-    if use_grpc && tls.is_some() {
-        return Err(Failure::usage(
-            "--grpc does not speak TLS; drop --grpc to use the REST API over https://",
-        ));
-    }
+    let tls = client_tls(&endpoints, cacert.clone(), cert.clone(), key.clone(), false)?;
+    let grpc_tls = match use_grpc {
+        true => client_tls(&endpoints, cacert, cert, key, true)?,
+        false => None,
+    };
     Ok(Parsed::Run(Cli {
         endpoints,
         output,
@@ -275,6 +281,7 @@ fn parse_cli(args: Vec<std::ffi::OsString>) -> Result<Parsed, Failure> {
         token,
         grpc: use_grpc,
         tls,
+        grpc_tls,
         command,
     }))
 }
@@ -1166,24 +1173,77 @@ mod grpc {
     use ferrium::api::proto::kv::{DeleteRequest, GetRequest, ListKeysRequest, SetRequest};
     use ferrium::api::proto::management::LeaderRequest;
     use ferrium::api::proto::management::management_service_client::ManagementServiceClient;
+    use ferrium::http::ClientTls;
     use serde_json::json;
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::task::{Context, Poll};
     use tonic::transport::Channel;
     use tonic::{Code, Status};
+
+    /// Opens TLS connections for tonic: TCP to `addr`, then our rustls
+    /// client, which verifies the server's certificate for `host`.
+    #[derive(Clone)]
+    struct TlsConnector {
+        tls: Arc<ClientTls>,
+        host: String,
+        addr: String,
+    }
+
+    type TlsIo = hyper_util::rt::TokioIo<ferrium::http::BoxIo>;
+
+    impl tonic::codegen::Service<tonic::codegen::http::Uri> for TlsConnector {
+        type Response = TlsIo;
+        type Error = std::io::Error;
+        type Future = Pin<Box<dyn Future<Output = Result<TlsIo, std::io::Error>> + Send>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: tonic::codegen::http::Uri) -> Self::Future {
+            let this = self.clone();
+            Box::pin(async move {
+                let tcp = tokio::net::TcpStream::connect(&this.addr).await?;
+                let _ = tcp.set_nodelay(true);
+                let io = this.tls.connect(&this.host, tcp).await?;
+                Ok(hyper_util::rt::TokioIo::new(io))
+            })
+        }
+    }
 
     /// A connected channel to the first endpoint that accepts one.
     async fn connect(cli: &Cli) -> Result<(String, Channel), Failure> {
         let mut errors = Vec::new();
         for e in &cli.endpoints {
-            let Ok(endpoint) = Channel::from_shared(format!("http://{e}")) else {
+            let (addr, tls) = match (e.strip_prefix("https://"), &cli.grpc_tls) {
+                (Some(addr), Some(tls)) => (addr, Some(tls.clone())),
+                _ => (e.as_str(), None),
+            };
+            let Ok(endpoint) = Channel::from_shared(format!("http://{addr}")) else {
                 errors.push(format!("{e}: not a valid address"));
                 continue;
             };
-            match endpoint
-                .connect_timeout(cli.timeout)
-                .timeout(cli.timeout)
-                .connect()
-                .await
-            {
+            let endpoint = endpoint.connect_timeout(cli.timeout).timeout(cli.timeout);
+            let connected = match tls {
+                Some(tls) => {
+                    let host = addr
+                        .rsplit_once(':')
+                        .map_or(addr, |(h, _)| h)
+                        .trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .to_string();
+                    let connector = TlsConnector {
+                        tls,
+                        host,
+                        addr: addr.to_string(),
+                    };
+                    endpoint.connect_with_connector(connector).await
+                }
+                None => endpoint.connect().await,
+            };
+            match connected {
                 Ok(ch) => return Ok((e.clone(), ch)),
                 Err(err) => errors.push(format!("{e}: {err}")),
             }

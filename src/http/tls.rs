@@ -319,6 +319,13 @@ impl ClientTls {
         })
     }
 
+    /// Like [`ClientTls::new`], offering HTTP/2 in ALPN (for gRPC clients).
+    pub fn new_h2(ca: &Path, identity: Option<(&Path, &Path)>) -> Result<ClientTls, String> {
+        Ok(ClientTls {
+            current: RwLock::new(Arc::new(client_config(ca, identity, ALPN_H2)?)),
+        })
+    }
+
     /// Reads the files again; on error the running configuration stays.
     pub fn reload(&self, ca: &Path, identity: Option<(&Path, &Path)>) -> Result<(), String> {
         let config = client_config(ca, identity, ALPN_HTTP11)?;
