@@ -8,6 +8,7 @@ mod common;
 
 use common::tls::{TlsConn, client_config, documented_setup, run_in};
 use common::{Bootstrap, Cluster, Scratch, eventually, signal};
+use ferrium::api::grpc::TlsConnector;
 use ferrium::api::proto::kv::kv_service_client::KvServiceClient;
 use ferrium::api::proto::kv::{GetRequest, SetRequest};
 use std::io::{Read, Write};
@@ -83,51 +84,19 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// A gRPC channel over TLS (ALPN `h2`) presenting `identity`'s certificate.
 async fn grpc_channel(addr: &str, dir: &Path, identity: &str) -> tonic::transport::Channel {
-    let mut config = (*client_config(dir, "ca.crt", Some(identity))).clone();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let connector = TlsConnector {
-        config: Arc::new(config),
-        addr: addr.parse().unwrap(),
-    };
+    let tls = ferrium::http::ClientTls::new_h2(
+        &dir.join("ca.crt"),
+        Some((
+            &dir.join(format!("{identity}.crt")),
+            &dir.join(format!("{identity}.key")),
+        )),
+    )
+    .unwrap();
     tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
-        .connect_with_connector(connector)
+        .connect_with_connector(TlsConnector::new(Arc::new(tls), addr))
         .await
         .unwrap_or_else(|e| panic!("gRPC over TLS to {addr}: {e}"))
-}
-
-#[derive(Clone)]
-struct TlsConnector {
-    config: Arc<rustls::ClientConfig>,
-    addr: std::net::SocketAddr,
-}
-
-type TlsIo = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
-
-impl tonic::codegen::Service<tonic::codegen::http::Uri> for TlsConnector {
-    type Response = TlsIo;
-    type Error = std::io::Error;
-    type Future =
-        std::pin::Pin<Box<dyn std::future::Future<Output = Result<TlsIo, std::io::Error>> + Send>>;
-
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: tonic::codegen::http::Uri) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move {
-            let tcp = tokio::net::TcpStream::connect(this.addr).await?;
-            let name = rustls::pki_types::ServerName::IpAddress(this.addr.ip().into());
-            let tls = tokio_rustls::TlsConnector::from(this.config)
-                .connect(name, tcp)
-                .await?;
-            Ok(hyper_util::rt::TokioIo::new(tls))
-        })
-    }
 }
 
 /// Acceptance 1 and 2, and certificate roles over REST and gRPC.

@@ -681,6 +681,57 @@ fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
     })
 }
 
+/// Opens TLS connections for a tonic client: TCP to `addr`, then our rustls
+/// client (offering `h2`: see [`crate::http::ClientTls::new_h2`]), which
+/// verifies the server's certificate for `host`. Used with
+/// `Endpoint::connect_with_connector` by ferriumctl and the tests.
+#[derive(Clone)]
+pub struct TlsConnector {
+    pub tls: Arc<crate::http::ClientTls>,
+    pub host: String,
+    pub addr: String,
+}
+
+impl TlsConnector {
+    /// A connector to `addr` (`host:port`, the host also naming the
+    /// certificate to expect).
+    pub fn new(tls: Arc<crate::http::ClientTls>, addr: &str) -> TlsConnector {
+        let host = addr
+            .rsplit_once(':')
+            .map_or(addr, |(h, _)| h)
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        TlsConnector {
+            tls,
+            host,
+            addr: addr.to_string(),
+        }
+    }
+}
+
+type TlsIo = hyper_util::rt::TokioIo<BoxIo>;
+
+impl Service<http::Uri> for TlsConnector {
+    type Response = TlsIo;
+    type Error = std::io::Error;
+    type Future = BoxFuture<TlsIo, std::io::Error>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let tcp = tokio::net::TcpStream::connect(&this.addr).await?;
+            let _ = tcp.set_nodelay(true);
+            let io = this.tls.connect(&this.host, tcp).await?;
+            Ok(hyper_util::rt::TokioIo::new(io))
+        })
+    }
+}
+
 /// The verified client certificate of a gRPC connection, which tonic puts
 /// in every request's extensions (certificate authentication reads it).
 #[derive(Clone)]

@@ -1167,51 +1167,16 @@ mod grpc {
         Cli, Command, EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OUTCOME_UNKNOWN, EXIT_UNREACHABLE,
         EXIT_USAGE, Failure, Outcome, Output,
     };
+    use ferrium::api::grpc::TlsConnector;
     use ferrium::api::proto::health::HealthCheckRequest;
     use ferrium::api::proto::health::health_client::HealthClient;
     use ferrium::api::proto::kv::kv_service_client::KvServiceClient;
     use ferrium::api::proto::kv::{DeleteRequest, GetRequest, ListKeysRequest, SetRequest};
     use ferrium::api::proto::management::LeaderRequest;
     use ferrium::api::proto::management::management_service_client::ManagementServiceClient;
-    use ferrium::http::ClientTls;
     use serde_json::json;
-    use std::future::Future;
-    use std::pin::Pin;
-    use std::sync::Arc;
-    use std::task::{Context, Poll};
     use tonic::transport::Channel;
     use tonic::{Code, Status};
-
-    /// Opens TLS connections for tonic: TCP to `addr`, then our rustls
-    /// client, which verifies the server's certificate for `host`.
-    #[derive(Clone)]
-    struct TlsConnector {
-        tls: Arc<ClientTls>,
-        host: String,
-        addr: String,
-    }
-
-    type TlsIo = hyper_util::rt::TokioIo<ferrium::http::BoxIo>;
-
-    impl tonic::codegen::Service<tonic::codegen::http::Uri> for TlsConnector {
-        type Response = TlsIo;
-        type Error = std::io::Error;
-        type Future = Pin<Box<dyn Future<Output = Result<TlsIo, std::io::Error>> + Send>>;
-
-        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-            Poll::Ready(Ok(()))
-        }
-
-        fn call(&mut self, _: tonic::codegen::http::Uri) -> Self::Future {
-            let this = self.clone();
-            Box::pin(async move {
-                let tcp = tokio::net::TcpStream::connect(&this.addr).await?;
-                let _ = tcp.set_nodelay(true);
-                let io = this.tls.connect(&this.host, tcp).await?;
-                Ok(hyper_util::rt::TokioIo::new(io))
-            })
-        }
-    }
 
     /// A connected channel to the first endpoint that accepts one.
     async fn connect(cli: &Cli) -> Result<(String, Channel), Failure> {
@@ -1228,18 +1193,9 @@ mod grpc {
             let endpoint = endpoint.connect_timeout(cli.timeout).timeout(cli.timeout);
             let connected = match tls {
                 Some(tls) => {
-                    let host = addr
-                        .rsplit_once(':')
-                        .map_or(addr, |(h, _)| h)
-                        .trim_start_matches('[')
-                        .trim_end_matches(']')
-                        .to_string();
-                    let connector = TlsConnector {
-                        tls,
-                        host,
-                        addr: addr.to_string(),
-                    };
-                    endpoint.connect_with_connector(connector).await
+                    endpoint
+                        .connect_with_connector(TlsConnector::new(tls, addr))
+                        .await
                 }
                 None => endpoint.connect().await,
             };
