@@ -273,11 +273,8 @@ impl Auth {
                 ))
             }
             Needs::Role(needed) => {
-                let role = match self.method {
-                    AuthMethod::Certificate => self.cert_role(req.peer_cert()),
-                    _ => self.token_role(req),
-                };
-                let Some(role) = role else {
+                let Some(role) = self.client_role(req.header("authorization"), req.peer_cert())
+                else {
                     self.denied("unauthenticated", req);
                     return Err(self.unauthenticated());
                 };
@@ -353,11 +350,7 @@ impl Auth {
             ) => Role::Read,
             _ => Role::Admin,
         };
-        let role = match self.method {
-            AuthMethod::Certificate => self.cert_role(cert),
-            _ => authorization.and_then(|h| self.role_of(h)),
-        };
-        let Some(role) = role else {
+        let Some(role) = self.client_role(authorization, cert) else {
             METRICS.auth_denied("unauthenticated");
             self.log_denial("unauthenticated", "gRPC", path);
             return Err(tonic::Status::unauthenticated(
@@ -378,14 +371,17 @@ impl Auth {
         ))
     }
 
-    /// The role of the request's bearer token, comparing every configured
-    /// token in constant time.
-    pub fn token_role(&self, req: &Request) -> Option<Role> {
-        let header = req.header("authorization")?;
-        self.role_of(header)
+    /// The role a client proves under this node's method: its bearer token
+    /// (`Authorization` header or metadata), or its verified certificate.
+    fn client_role(&self, authorization: Option<&str>, cert: Option<&PeerCert>) -> Option<Role> {
+        match self.method {
+            AuthMethod::Certificate => self.cert_role(cert),
+            _ => authorization.and_then(|h| self.role_of(h)),
+        }
     }
 
-    /// The role for an `Authorization` header value (also used by gRPC).
+    /// The role of the bearer token in an `Authorization` value, comparing
+    /// every configured token in constant time.
     pub fn role_of(&self, header: &str) -> Option<Role> {
         let (scheme, token) = header.trim().split_once(' ')?;
         if !scheme.eq_ignore_ascii_case("bearer") {

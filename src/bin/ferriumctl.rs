@@ -286,6 +286,15 @@ fn parse_cli(args: Vec<std::ffi::OsString>) -> Result<Parsed, Failure> {
     }))
 }
 
+/// A JSON value as a table cell: `-` for null, strings without quotes.
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => "-".to_string(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
 fn parse_endpoints(list: &str) -> Result<Vec<String>, Failure> {
     let endpoints: Vec<String> = list
         .split(',')
@@ -902,11 +911,6 @@ async fn status(ctl: &Ctl) -> Outcome {
                 "APPLIED",
                 "LAG",
             ];
-            let cell = |v: &Value| match v {
-                Value::Null => "-".to_string(),
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
             let table: Vec<Vec<String>> = rows
                 .iter()
                 .map(|r| {
@@ -1083,11 +1087,6 @@ async fn health(ctl: &Ctl) -> Outcome {
     match ctl.output {
         Output::Json => ctl.print_json(&json!({"endpoints": rows})),
         Output::Table => {
-            let cell = |v: &Value| match v {
-                Value::Null => "-".to_string(),
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
             let table: Vec<Vec<String>> = rows
                 .iter()
                 .map(|r| {
