@@ -44,8 +44,8 @@ check "config readable by the service only (root:ferrium 0640)" \
     test "$(stat -c '%U:%G %a' /etc/ferrium/config.toml)" = "root:ferrium 640"
 check "ferrium is a system user without a login shell" \
     bash -c '[ "$(getent passwd ferrium | cut -d: -f3)" -lt 1000 ] && getent passwd ferrium | grep -q nologin'
-check "/var/lib/ferrium owned by ferrium, 0750" \
-    test "$(stat -c '%U:%G %a' /var/lib/ferrium)" = "ferrium:ferrium 750"
+check "/var/lib/ferrium owned by ferrium, 0700" \
+    test "$(stat -c '%U:%G %a' /var/lib/ferrium)" = "ferrium:ferrium 700"
 check "ferrium-server --version says $version" \
     test "$(/usr/bin/ferrium-server --version)" = "ferrium-server $version"
 check "ferriumctl --version says $version" \
@@ -69,6 +69,25 @@ if python3 -c 'import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(("127
 else
     echo "skip running the installed server: 127.0.0.1:8001 (the packaged http_addr) is in use"
 fi
+
+echo "== upgrade keeps the administrator's choices"
+# An administrator tightens or loosens modes; installing the package again
+# (dpkg runs postinst configure with the old version) must keep them.
+chmod 0600 /etc/ferrium/config.toml
+chmod 0711 /etc/ferrium
+chmod 0750 /var/lib/ferrium
+dpkg -i "$deb" >/dev/null
+check "config mode kept on upgrade (0600)" test "$(stat -c '%a' /etc/ferrium/config.toml)" = "600"
+check "/etc/ferrium mode kept on upgrade (0711)" test "$(stat -c '%a' /etc/ferrium)" = "711"
+check "/var/lib/ferrium mode kept on upgrade (0750)" test "$(stat -c '%a' /var/lib/ferrium)" = "750"
+# A deleted conffile stays deleted, and the upgrade still succeeds.
+rm /etc/ferrium/config.toml
+if dpkg -i "$deb" >/dev/null 2>&1; then pass "upgrade with the conffile deleted succeeds"; else
+    fail "upgrade with the conffile deleted: dpkg -i failed"
+    dpkg --configure -a >/dev/null 2>&1 || true
+fi
+check "dpkg reports ferrium installed after it" \
+    test "$(dpkg-query -W -f='${Status}' ferrium)" = "install ok installed"
 
 echo "== purge"
 dpkg --purge ferrium

@@ -383,7 +383,7 @@ impl Node {
                 return self.forward(&leader, "/raft/write", &cmd).await;
             }
         }
-        match self.propose(cmd.clone()).await {
+        match self.submit(cmd.clone()).await {
             Err(Error::NotLeader(Some(leader)))
                 if self.inner.forward && leader.id != self.inner.id =>
             {
@@ -394,9 +394,17 @@ impl Node {
     }
 
     /// Proposes on this node only (the peer route `/raft/write` calls this:
-    /// a forwarded write is never forwarded again).
+    /// a forwarded write is never forwarded again). The command is checked
+    /// against the limits here too: a peer's copy of the limits may differ,
+    /// and an entry over them could never be put in a snapshot.
     pub async fn propose(&self, cmd: Command) -> Result<CommandResult, Error> {
         self.check_serving()?;
+        self.check_command(&cmd)?;
+        self.submit(cmd).await
+    }
+
+    /// Hands an already checked command to Raft on this node.
+    async fn submit(&self, cmd: Command) -> Result<CommandResult, Error> {
         let fut = self.inner.raft.client_write(cmd);
         let result = match tokio::time::timeout(self.inner.request_timeout, fut).await {
             Err(_) => Err(Error::OutcomeUnknown(format!(
@@ -487,6 +495,18 @@ impl Node {
             .collect(64 * 1024 * 1024)
             .await
             .map_err(|e| Error::OutcomeUnknown(format!("the leader's answer was cut off: {e}")))?;
+        if status == 400 || status == 413 {
+            // Refused before anything was proposed: a definite failure.
+            let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v.get("error")?.as_str().map(str::to_string))
+                .unwrap_or_else(|| format!("the leader refused the request with status {status}"));
+            return Err(if status == 400 {
+                Error::Invalid(message)
+            } else {
+                Error::TooLarge(message)
+            });
+        }
         if status != 200 {
             return Err(Error::Unavailable(format!(
                 "the leader (node {}) refused the forwarded request with status {status}",

@@ -19,6 +19,7 @@ use crate::raft::rpc;
 use crate::raft::types::Node as NodeInfo;
 use crate::store::{self, StoreOptions};
 use std::collections::BTreeMap;
+use std::os::unix::fs::DirBuilderExt;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Instant;
@@ -35,7 +36,42 @@ pub fn run(loaded: LoadedConfig, reload: Reloader) -> Result<(), String> {
         .thread_name("ferrium")
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    warn_exposed_files(&loaded);
     runtime.block_on(serve(loaded.config, reload))
+}
+
+/// Warns about each file holding a secret (tokens, the cluster secret, the
+/// TLS key, a configuration with tokens in it) that other users of this host
+/// may read, naming the file and the command that fixes it.
+fn warn_exposed_files(loaded: &LoadedConfig) {
+    use std::os::unix::fs::PermissionsExt;
+    let s = &loaded.config.security;
+    let mut files: Vec<(&str, &std::path::Path)> = Vec::new();
+    for (key, path) in [
+        ("security.token_file", &s.token_file),
+        ("security.cluster_secret_file", &s.cluster_secret_file),
+        ("security.key_file", &s.key_file),
+    ] {
+        if let Some(p) = path {
+            files.push((key, p));
+        }
+    }
+    if let (Some(file), false) = (&loaded.file, s.tokens.is_empty()) {
+        files.push(("the configuration file (it holds security.tokens)", file));
+    }
+    for (what, path) in files {
+        let Ok(meta) = std::fs::metadata(path) else {
+            continue;
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o007 != 0 {
+            log::warn!(
+                "{what} {} can be read by every user of this host (mode {mode:03o}); run `chmod 600 {}` (or `chmod 640` with the server's group)",
+                path.display(),
+                path.display()
+            );
+        }
+    }
 }
 
 fn store_options(c: &Config) -> StoreOptions {
@@ -96,16 +132,27 @@ async fn serve(cfg: Config, reload: Reloader) -> Result<(), String> {
     let tls = Tls::from_config(&cfg)?;
     let auth = Arc::new(Auth::from_config(&cfg.security, &cfg.cluster.name)?);
     if cfg.security.auth_method == config::AuthMethod::None {
-        if tls
+        let exposed: Vec<String> = [&cfg.node.http_addr, &cfg.node.grpc_addr]
+            .into_iter()
+            .filter(|a| !a.is_loopback())
+            .map(|a| a.to_string())
+            .collect();
+        let who = if tls
             .as_ref()
             .is_some_and(|t| t.server.requires_client_cert())
         {
-            log::warn!(
-                "security.auth_method = \"none\": any client with a certificate from security.ca_file may read and write every key"
+            "any client with a certificate from security.ca_file"
+        } else {
+            "any client that reaches this node"
+        };
+        if exposed.is_empty() {
+            log::info!(
+                "security.auth_method = \"none\": {who} on this host may read and write every key"
             );
         } else {
             log::warn!(
-                "security.auth_method = \"none\": any client that reaches this node may read and write every key"
+                "security.auth_method = \"none\" while listening beyond loopback on {}: {who} may read and write every key; set security.auth_method = \"token\" or \"certificate\" (see CONFIG.md), or bind 127.0.0.1",
+                exposed.join(" and ")
             );
         }
     }
@@ -116,7 +163,12 @@ async fn serve(cfg: Config, reload: Reloader) -> Result<(), String> {
     }
     let id = cfg.node.id;
     let data_dir = cfg.node.data_dir.clone();
-    std::fs::create_dir_all(&data_dir).map_err(|e| {
+    // Only the server's user may read the data: it is every key and value.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&data_dir)
+        .map_err(|e| {
         format!(
             "cannot create data directory {}: {e}; fix: check node.data_dir and its permissions",
             data_dir.display()
@@ -217,10 +269,11 @@ async fn serve(cfg: Config, reload: Reloader) -> Result<(), String> {
         data_dir.display()
     );
     log::info!("node {id} serving gRPC on {}", cfg.node.grpc_addr);
-    crate::systemd::notify("READY=1");
-
-    // Handlers go in before bootstrap so that an early SIGTERM still drains.
+    // Handlers go in before READY=1 (a service manager may stop the unit as
+    // soon as it is ready) and before bootstrap, so that an early SIGTERM
+    // still drains instead of killing the process.
     let signals = Signals::install();
+    crate::systemd::notify("READY=1");
     bootstrap(&cfg, &node, &me).await;
 
     wait_for_shutdown(signals, &cfg, &reload, tls.as_ref()).await;

@@ -456,3 +456,138 @@ fn manual_flow_init_add_learner_twice_change_membership() {
         assert_eq!(m["membership"]["voters"], json!([1, 2, 3]), "{m}");
     }
 }
+
+/// Every entry the limits let in can be replicated and put in a snapshot:
+/// the largest key and value the configuration allows survive a backlog
+/// larger than one peer request may carry, several snapshots and a restart
+/// of every node; a write over the limits sent straight to the peer route
+/// `/raft/write` (which used to propose it unchecked) is refused with 413.
+#[test]
+fn largest_allowed_entries_replicate_snapshot_and_restart() {
+    const MAX_VALUE: usize = 64 * 1024 * 1024 - 34;
+    let extra = format!(
+        "[network]\nmax_message_size = \"128MiB\"\nmax_key_size = \"1MiB\"\nmax_value_size = {MAX_VALUE}\nrequest_timeout = \"60s\"\n\n[raft]\nsnapshot_threshold = 4\n"
+    );
+    let mut c = Cluster::start_with("largest-entries", 3, Bootstrap::Static, &extra);
+    let long = Duration::from_secs(120);
+    let put = |c: &Cluster, id: u64, key: &str, value: &str| {
+        let body = json!({"Set": {"key": key, "value": value}}).to_string();
+        let r = common::request(&c.addr(id), "POST", "/write", Some(&body), &[], long).unwrap();
+        assert_eq!(
+            r.status,
+            200,
+            "write of {key}: {}",
+            &r.body[..r.body.len().min(300)]
+        );
+    };
+    let leader = c.wait_leader(Duration::from_secs(10));
+    let big_key = "k".repeat(1024 * 1024);
+    put(&c, leader, &big_key, "small");
+    put(&c, leader, "big-value-0", &"v".repeat(MAX_VALUE));
+
+    // A follower misses five of the largest values (more than the 256 MiB one
+    // peer request may carry), then must catch up from the log.
+    let lagging = c.ids().into_iter().find(|i| *i != leader).unwrap();
+    c.kill(lagging);
+    for i in 1..=5 {
+        put(
+            &c,
+            leader,
+            &format!("big-value-{i}"),
+            &"v".repeat(MAX_VALUE),
+        );
+    }
+    put(&c, leader, "after-backlog", "done");
+    c.restart(lagging);
+    let caught_up = eventually(Duration::from_secs(180), || {
+        let r = c.get(lagging, "after-backlog", "stale").ok()?;
+        (value_of(&r).as_deref() == Some("done")).then_some(())
+    });
+    assert!(
+        caught_up.is_some(),
+        "node {lagging} never caught up with a backlog of large entries:\n{}",
+        c.log_tail(lagging)
+    );
+
+    // Every node built snapshots holding these entries; restart them all.
+    let snapshot_of = |c: &Cluster, id: u64| -> u64 {
+        c.call(id, "GET", "/metrics", None)
+            .ok()
+            .and_then(|r| {
+                r.json()["snapshot"]["index"]
+                    .as_u64()
+                    .or(r.json()["snapshot"].as_u64())
+            })
+            .unwrap_or(0)
+    };
+    let last = c.call(leader, "GET", "/metrics", None).unwrap().json()["last_log_index"]
+        .as_u64()
+        .unwrap();
+    for id in c.ids() {
+        let built = eventually(long, || (snapshot_of(&c, id) + 4 > last).then_some(()));
+        assert!(
+            built.is_some(),
+            "node {id} has no snapshot near index {last} (it has {}):\n{}",
+            snapshot_of(&c, id),
+            c.log_tail(id)
+        );
+    }
+    for id in c.ids() {
+        c.kill(id);
+    }
+    for id in c.ids() {
+        c.restart(id);
+    }
+    c.wait_leader(Duration::from_secs(30));
+    for id in c.ids() {
+        let r = common::request(
+            &c.addr(id),
+            "POST",
+            "/read",
+            Some(&json!({"key": "big-value-5", "consistency": "linearizable"}).to_string()),
+            &[],
+            long,
+        )
+        .unwrap();
+        assert_eq!(
+            r.status,
+            200,
+            "node {id}: {}",
+            &r.body[..r.body.len().min(300)]
+        );
+        assert_eq!(value_of(&r).map(|v| v.len()), Some(MAX_VALUE), "node {id}");
+        let r = c.get(id, &big_key, "stale").unwrap();
+        assert_eq!(value_of(&r).as_deref(), Some("small"), "node {id}");
+        let h = c.call(id, "GET", "/health", None).unwrap();
+        assert_eq!(
+            h.status, 200,
+            "node {id} unhealthy after restart: {}",
+            h.body
+        );
+    }
+
+    // The peer route checks what it proposes.
+    let leader = c.wait_leader(Duration::from_secs(10));
+    let target = leader.to_string();
+    let headers = [
+        ("x-ferrium-target", target.as_str()),
+        ("x-ferrium-from", "2"),
+        ("x-ferrium-cluster", "test"),
+    ];
+    let oversize = json!({"Set": {"key": "k".repeat(1024 * 1024 + 1), "value": "x"}}).to_string();
+    let r = common::request(
+        &c.addr(leader),
+        "POST",
+        "/raft/write",
+        Some(&oversize),
+        &headers,
+        long,
+    )
+    .unwrap();
+    assert_eq!(r.status, 413, "{}", &r.body[..r.body.len().min(300)]);
+    assert_eq!(r.json()["code"], json!("payload_too_large"));
+    let r = c
+        .get(leader, &"k".repeat(1024 * 1024), "linearizable")
+        .unwrap();
+    assert_eq!(r.status, 200);
+}

@@ -338,6 +338,29 @@ fn bad_configurations_are_rejected_with_file_key_and_fix() {
         "{err}"
     );
 
+    // Limits above what a snapshot or a peer request holds: an entry over
+    // them, once committed, would make every later snapshot fail.
+    for (name, text, key) in [
+        (
+            "key.toml",
+            "[network]\nmax_key_size = \"2MiB\"\n",
+            "network.max_key_size",
+        ),
+        (
+            "value.toml",
+            "[network]\nmax_message_size = \"128MiB\"\nmax_value_size = \"64MiB\"\n",
+            "network.max_value_size",
+        ),
+        (
+            "message.toml",
+            "[network]\nmax_message_size = \"256MiB\"\n",
+            "network.max_message_size",
+        ),
+    ] {
+        let err = rejected(&s, name, text, key, &[]);
+        assert!(err.contains("at most"), "{err}");
+    }
+
     let err = rejected(&s, "section.toml", "[nodes]\nid = 2\n", "nodes", &[]);
     assert!(err.contains("did you mean `node`?"), "{err}");
 

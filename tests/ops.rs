@@ -271,3 +271,60 @@ fn sighup_reloads_the_log_level_and_survives_a_bad_file() {
     });
     assert!(named.is_some(), "{}", c.log_tail(1));
 }
+
+/// Safe defaults on the way to production: the data directory is created
+/// for the server's user only (0700), a secret file other users can read is
+/// named with the `chmod` that fixes it, and listening beyond loopback with
+/// no client authentication is a warning that names the address.
+#[test]
+fn start_up_warns_about_exposed_secrets_and_open_listeners() {
+    use std::os::unix::fs::PermissionsExt;
+    let scratch = common::Scratch::new("safe-defaults");
+    let port = common::free_port();
+    let grpc = common::free_port();
+    let data_dir = scratch.path.join("fresh/data");
+    let secret = scratch.path.join("cluster-secret");
+    std::fs::write(&secret, "0123456789abcdef0123456789abcdef\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let config = scratch.path.join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\nid = 1\nhttp_addr = \"0.0.0.0:{port}\"\nadvertise_http_addr = \"127.0.0.1:{port}\"\ngrpc_addr = \"127.0.0.1:{grpc}\"\ndata_dir = \"{}\"\n\n[logging]\nenable_colors = false\n\n[cluster]\nname = \"test\"\ninitial_members = [{{ id = 1, http_addr = \"127.0.0.1:{port}\", grpc_addr = \"127.0.0.1:{grpc}\" }}]\n\n[security]\ncluster_secret_file = \"{}\"\n",
+            data_dir.display(),
+            secret.display()
+        ),
+    )
+    .unwrap();
+    let log_path = scratch.path.join("node.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = std::process::Command::new(common::server_bin())
+        .arg("--config")
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let up = eventually(Duration::from_secs(30), || {
+        (http(&addr, "GET", "/health", None).ok()?.status == 200).then_some(())
+    });
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(up.is_some(), "the node never served: {text}");
+
+    let mode = std::fs::metadata(&data_dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "data directory mode {mode:o}");
+    let chmod = format!("chmod 600 {}", secret.display());
+    assert!(
+        text.contains("security.cluster_secret_file") && text.contains(&chmod),
+        "no warning naming the secret file and `{chmod}`: {text}"
+    );
+    assert!(
+        text.contains(&format!("0.0.0.0:{port}")) && text.contains("auth_method = \"none\""),
+        "no warning naming the open listener: {text}"
+    );
+}

@@ -519,17 +519,17 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
         path: "network.max_message_size",
         ty: KeyType::Size,
-        doc: "Largest HTTP request body and gRPC message accepted (then 413 / RESOURCE_EXHAUSTED).",
+        doc: "Largest HTTP request body and gRPC message accepted (then 413 / RESOURCE_EXHAUSTED); at most 128MiB.",
     },
     KeyDoc {
         path: "network.max_key_size",
         ty: KeyType::Size,
-        doc: "Largest key accepted, in bytes of UTF-8.",
+        doc: "Largest key accepted, in bytes of UTF-8; at most 1MiB, what a snapshot holds.",
     },
     KeyDoc {
         path: "network.max_value_size",
         ty: KeyType::Size,
-        doc: "Largest value accepted, in bytes of UTF-8.",
+        doc: "Largest value accepted, in bytes of UTF-8; at most 64MiB less 34 bytes, what a snapshot holds.",
     },
     KeyDoc {
         path: "network.max_connections",

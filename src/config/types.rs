@@ -69,6 +69,15 @@ impl Address {
     pub fn is_unspecified(&self) -> bool {
         matches!(self.host.as_str(), "0.0.0.0" | "::" | "[::]")
     }
+
+    /// True when only this host can connect: a loopback IP or `localhost`.
+    pub fn is_loopback(&self) -> bool {
+        let host = self.host.trim_start_matches('[').trim_end_matches(']');
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
 }
 
 impl fmt::Display for Address {

@@ -2,8 +2,13 @@
 //! bound, each problem reported once with the key, its origin and the fix.
 
 use super::load::{ConfigError, LoadedConfig};
-use super::{Address, AuthMethod, Config};
+use super::{Address, AuthMethod, ByteSize, Config};
 use std::path::Path;
+
+/// Largest `network.max_message_size`: one log entry holds at most one
+/// message, and an entry must fit a peer's AppendEntries body (256 MiB) with
+/// room to spare.
+pub const MAX_MESSAGE_BYTES: u64 = 128 << 20;
 
 /// Checks a loaded configuration; an empty result means the server can start.
 pub fn validate(loaded: &LoadedConfig) -> Vec<ConfigError> {
@@ -114,6 +119,42 @@ impl Validator<'_> {
                 "network.max_message_size",
                 format!("{} is too small for any request", n.max_message_size),
                 "set it to at least 1KiB (default 4MiB)",
+            );
+        }
+        if n.max_message_size.0 > MAX_MESSAGE_BYTES {
+            self.fail(
+                "network.max_message_size",
+                format!(
+                    "{} is above the largest message a peer accepts in one Raft request ({})",
+                    n.max_message_size,
+                    ByteSize(MAX_MESSAGE_BYTES)
+                ),
+                "lower it to at most 128MiB (default 4MiB)",
+            );
+        }
+        if n.max_key_size.0 > crate::store::MAX_KEY_BYTES {
+            self.fail(
+                "network.max_key_size",
+                format!(
+                    "{} is above the largest key a snapshot can hold ({})",
+                    n.max_key_size,
+                    ByteSize(crate::store::MAX_KEY_BYTES)
+                ),
+                "lower it to at most 1MiB (default 8KiB)",
+            );
+        }
+        if n.max_value_size.0 > crate::store::MAX_VALUE_BYTES {
+            self.fail(
+                "network.max_value_size",
+                format!(
+                    "{} is above the largest value a snapshot can hold ({} bytes)",
+                    n.max_value_size,
+                    crate::store::MAX_VALUE_BYTES
+                ),
+                format!(
+                    "lower it to at most {} bytes, just under 64MiB (default 1MiB)",
+                    crate::store::MAX_VALUE_BYTES
+                ),
             );
         }
         if n.max_key_size.0 == 0 || n.max_value_size.0 == 0 {

@@ -121,27 +121,50 @@ struct AppendHeader {
     leader_commit: Option<LogIdOf<TypeConfig>>,
 }
 
-/// The binary form of an AppendEntries request.
-pub fn encode_append(rpc: &AppendEntriesRequest<TypeConfig>) -> Result<Vec<u8>, CodecError> {
+/// The binary form of an AppendEntries request, holding as many of its
+/// entries as fit in `budget` bytes (always at least one, so that an entry
+/// larger than the budget is still sent, alone). Returns the bytes and the
+/// number of entries they hold: the caller reports the rest as not sent yet.
+/// A cut request's commit index is lowered to its last entry, as Raft
+/// requires (a follower never commits past what it was sent).
+pub fn encode_append(
+    rpc: &AppendEntriesRequest<TypeConfig>,
+    budget: usize,
+) -> Result<(Vec<u8>, usize), CodecError> {
+    let mut entries = Vec::with_capacity(rpc.entries.len().min(1024) * 160);
+    let mut count = 0;
+    for entry in &rpc.entries {
+        // Length prefix patched in once the entry is written.
+        let at = entries.len();
+        put_u32(&mut entries, 0);
+        encode_entry(entry, &mut entries)?;
+        if count > 0 && entries.len() > budget {
+            entries.truncate(at);
+            break;
+        }
+        let len = len32(entries.len() - at - 4)?;
+        entries[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        count += 1;
+    }
+    let mut leader_commit = rpc.leader_commit;
+    if count < rpc.entries.len() {
+        let last = rpc.entries[count - 1].log_id;
+        if leader_commit.is_some_and(|c| c.index > last.index) {
+            leader_commit = Some(last);
+        }
+    }
     let header = AppendHeader {
         vote: rpc.vote,
         prev_log_id: rpc.prev_log_id,
-        leader_commit: rpc.leader_commit,
+        leader_commit,
     };
     let header = serde_json::to_vec(&header).map_err(|e| err(format!("header: {e}")))?;
-    let mut out = Vec::with_capacity(16 + header.len() + rpc.entries.len() * 160);
+    let mut out = Vec::with_capacity(9 + header.len() + entries.len());
     out.push(APPEND_V1);
     put_bytes(&mut out, &header)?;
-    put_u32(&mut out, len32(rpc.entries.len())?);
-    for entry in &rpc.entries {
-        // Length prefix patched in once the entry is written.
-        let at = out.len();
-        put_u32(&mut out, 0);
-        encode_entry(entry, &mut out)?;
-        let len = len32(out.len() - at - 4)?;
-        out[at..at + 4].copy_from_slice(&len.to_le_bytes());
-    }
-    Ok(out)
+    put_u32(&mut out, len32(count)?);
+    out.extend_from_slice(&entries);
+    Ok((out, count))
 }
 
 /// Decodes [`encode_append`]'s output.
@@ -380,7 +403,8 @@ mod tests {
             entries: samples(),
             leader_commit: None,
         };
-        let bytes = encode_append(&rpc).expect("encodes");
+        let (bytes, sent) = encode_append(&rpc, usize::MAX).expect("encodes");
+        assert_eq!(sent, rpc.entries.len());
         let back = decode_append(&bytes).expect("decodes");
         assert_eq!(
             serde_json::to_string(&back).expect("serializes"),
@@ -389,5 +413,37 @@ mod tests {
         for cut in 0..bytes.len() {
             assert!(decode_append(&bytes[..cut]).is_err(), "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn append_requests_are_cut_to_their_budget() {
+        let rpc = AppendEntriesRequest::<TypeConfig> {
+            vote: VoteOf::<TypeConfig>::new_committed(7, 3),
+            prev_log_id: None,
+            entries: samples(),
+            leader_commit: None,
+        };
+        let (whole, _) = encode_append(&rpc, usize::MAX).expect("encodes");
+        let sizes: Vec<usize> = rpc
+            .entries
+            .iter()
+            .map(|e| {
+                let mut out = Vec::new();
+                encode_entry(e, &mut out).expect("encodes");
+                4 + out.len()
+            })
+            .collect();
+        // A budget too small for any entry still carries the first one.
+        let (one, sent) = encode_append(&rpc, 1).expect("encodes");
+        assert_eq!(sent, 1);
+        let back = decode_append(&one).expect("decodes");
+        assert_eq!(back.entries.len(), 1);
+        assert_eq!(json(&back.entries[0]), json(&rpc.entries[0]));
+        // A budget one byte short of all entries leaves the last out.
+        let all: usize = sizes.iter().sum();
+        let (cut, sent) = encode_append(&rpc, all - 1).expect("encodes");
+        assert_eq!(sent, rpc.entries.len() - 1);
+        assert!(cut.len() < whole.len());
+        assert_eq!(decode_append(&cut).expect("decodes").entries.len(), sent);
     }
 }

@@ -43,6 +43,10 @@ pub const VOTE_HEADER: &str = "x-ferrium-vote";
 /// Header carrying the snapshot's metadata.
 pub const SNAPSHOT_META_HEADER: &str = "x-ferrium-snapshot-meta";
 
+/// Bytes of entries one AppendEntries request carries at most (a single
+/// larger entry goes alone); well under the 256 MiB a peer accepts.
+const APPEND_BUDGET: usize = 32 * 1024 * 1024;
+
 /// Largest peer response accepted (append responses are tiny).
 const MAX_RESPONSE: usize = 16 * 1024 * 1024;
 
@@ -172,28 +176,66 @@ impl PeerConnection {
 
     /// Sends AppendEntries in the binary form, or as JSON to a peer that
     /// refused it (an older version answers 400 to a body it cannot parse).
+    ///
+    /// A request carries at most [`APPEND_BUDGET`] bytes of entries (and at
+    /// least one entry): openraft batches by count, and a batch of large
+    /// entries could otherwise exceed what the peer accepts, be refused and
+    /// be retried, unchanged, forever. The entries left out are reported as
+    /// not sent yet (`PartialSuccess`), and openraft sends them next.
     async fn append(
         &self,
         rpc: &AppendEntriesRequest<TypeConfig>,
         timeout: Duration,
     ) -> Result<AppendEntriesResponse<TypeConfig>, CallError> {
-        if !self.json_append.load(Ordering::Relaxed) {
-            let body = codec::encode_append(rpc)
-                .map_err(|e| CallError::Network(format!("encode: {e}")))?;
+        let (body, sent) = codec::encode_append(rpc, APPEND_BUDGET)
+            .map_err(|e| CallError::Network(format!("encode: {e}")))?;
+        let reply = if self.json_append.load(Ordering::Relaxed) {
+            self.append_json(rpc, sent, timeout).await?
+        } else {
             let (status, bytes) = self
                 .exchange("/raft/append", codec::APPEND_CONTENT_TYPE, body, timeout)
                 .await?;
             if status != 400 && status != 415 {
-                return decode_reply(status, &bytes, self.target, &self.addr);
+                decode_reply(status, &bytes, self.target, &self.addr)?
+            } else {
+                ::log::warn!(
+                    "node {} at {} refused a binary AppendEntries (status {status}); sending it JSON",
+                    self.target,
+                    self.addr
+                );
+                self.json_append.store(true, Ordering::Relaxed);
+                self.append_json(rpc, sent, timeout).await?
             }
-            ::log::warn!(
-                "node {} at {} refused a binary AppendEntries (status {status}); sending it JSON",
-                self.target,
-                self.addr
-            );
-            self.json_append.store(true, Ordering::Relaxed);
+        };
+        Ok(match reply {
+            AppendEntriesResponse::Success if sent < rpc.entries.len() => {
+                AppendEntriesResponse::PartialSuccess(Some(rpc.entries[sent - 1].log_id))
+            }
+            other => other,
+        })
+    }
+
+    /// AppendEntries as JSON, with the first `sent` entries of `rpc`.
+    async fn append_json(
+        &self,
+        rpc: &AppendEntriesRequest<TypeConfig>,
+        sent: usize,
+        timeout: Duration,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, CallError> {
+        if sent == rpc.entries.len() {
+            return self.call("/raft/append", rpc, timeout).await;
         }
-        self.call("/raft/append", rpc, timeout).await
+        let last = rpc.entries[sent - 1].log_id;
+        let part = AppendEntriesRequest::<TypeConfig> {
+            vote: rpc.vote,
+            prev_log_id: rpc.prev_log_id,
+            entries: rpc.entries[..sent].to_vec(),
+            // Never commit past what is sent (see codec::encode_append).
+            leader_commit: rpc
+                .leader_commit
+                .map(|c| if c.index > last.index { last } else { c }),
+        };
+        self.call("/raft/append", &part, timeout).await
     }
 
     /// One request and its whole answer: status and body.

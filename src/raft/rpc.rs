@@ -12,7 +12,7 @@
 //! sends.
 
 use crate::http::{Method, Request, Response, Router};
-use crate::node::{Node, ReadConsistency};
+use crate::node::{self, Node, ReadConsistency};
 use crate::raft::codec;
 use crate::raft::network::{CLUSTER_HEADER, SNAPSHOT_META_HEADER, TARGET_HEADER, VOTE_HEADER};
 use crate::raft::types::{Command, Node as NodeInfo, TypeConfig};
@@ -100,7 +100,7 @@ type Decode<Req> = fn(Option<&str>, &[u8]) -> Result<Req, String>;
 fn json_route<Req, Out, F, Fut>(router: Router, node: &Node, path: &str, f: F) -> Router
 where
     Req: DeserializeOwned + Send + 'static,
-    Out: Serialize + Send + 'static,
+    Out: PeerReply + Send + 'static,
     F: Fn(Node, Req) -> Fut + Copy + Send + Sync + 'static,
     Fut: std::future::Future<Output = Out> + Send + 'static,
 {
@@ -117,7 +117,7 @@ fn route<Req, Out, F, Fut>(
 ) -> Router
 where
     Req: Send + 'static,
-    Out: Serialize + Send + 'static,
+    Out: PeerReply + Send + 'static,
     F: Fn(Node, Req) -> Fut + Copy + Send + Sync + 'static,
     Fut: std::future::Future<Output = Out> + Send + 'static,
 {
@@ -173,7 +173,31 @@ fn check_peer(node: &Node, req: &Request) -> Result<(), Response> {
     Ok(())
 }
 
-/// Decodes a peer request, runs `f`, encodes its result as JSON.
+/// What a peer route answers: `200 {"Ok": ..}` or `200 {"Err": ..}` for
+/// whatever Raft or the node decided, and a 4xx status for a request refused
+/// before anything was proposed (so that a forwarding node knows the
+/// refusal is definite).
+trait PeerReply {
+    fn into_response(self) -> Response;
+}
+
+impl<T: Serialize> PeerReply for Result<T, String> {
+    fn into_response(self) -> Response {
+        Response::json(200, &self)
+    }
+}
+
+impl<T: Serialize> PeerReply for Result<T, node::Error> {
+    fn into_response(self) -> Response {
+        match &self {
+            Err(e @ node::Error::Invalid(_)) => Response::error(400, e.code(), e.to_string()),
+            Err(e @ node::Error::TooLarge(_)) => Response::error(413, e.code(), e.to_string()),
+            _ => Response::json(200, &self),
+        }
+    }
+}
+
+/// Decodes a peer request, runs `f`, encodes its result.
 async fn peer<Req, Out, F, Fut>(
     node: &Node,
     mut req: Request,
@@ -181,7 +205,7 @@ async fn peer<Req, Out, F, Fut>(
     f: F,
 ) -> Response
 where
-    Out: Serialize,
+    Out: PeerReply,
     F: FnOnce(Node, Req) -> Fut,
     Fut: std::future::Future<Output = Out>,
 {
@@ -202,8 +226,7 @@ where
             );
         }
     };
-    let result = f(node.clone(), rpc).await;
-    Response::json(200, &result)
+    f(node.clone(), rpc).await.into_response()
 }
 
 /// Receives a streamed snapshot into a file, then installs it.

@@ -35,6 +35,15 @@ use rocksdb::ColumnFamilyDescriptor;
 use rocksdb::DB;
 use rocksdb::Options;
 
+/// The largest key a committed command may carry: what a snapshot can hold.
+/// Configuration is validated against it, so no entry is ever committed that
+/// would make every later snapshot fail.
+pub const MAX_KEY_BYTES: u64 = snapshot::MAX_KEY_LEN as u64;
+/// The largest value a committed command may carry (a snapshot record holds
+/// the value with its revisions).
+pub const MAX_VALUE_BYTES: u64 =
+    snapshot::MAX_VALUE_LEN as u64 - state_machine::StoredValue::MAX_OVERHEAD as u64;
+
 pub use self::log::LogReader;
 pub use self::log::LogStore;
 pub use self::snapshot::SnapshotFile;

@@ -68,8 +68,10 @@ pub(crate) const FORMAT_VERSION: u32 = 1;
 const TAG_RECORD: u8 = 1;
 const TAG_END: u8 = 0;
 const MAX_META_LEN: u32 = 16 << 20;
-const MAX_KEY_LEN: u32 = 1 << 20;
-const MAX_VALUE_LEN: u32 = 64 << 20;
+/// Largest key a snapshot record holds; `network.max_key_size` may not exceed it.
+pub(crate) const MAX_KEY_LEN: u32 = 1 << 20;
+/// Largest stored value (the value and its revisions) a snapshot record holds.
+pub(crate) const MAX_VALUE_LEN: u32 = 64 << 20;
 const IO_BUFFER: usize = 256 << 10;
 /// Installing writes SST files of about this many uncompressed bytes; the
 /// writer holds one file's index and filter (about 12 bytes per key) in

@@ -81,10 +81,13 @@ pub struct StoredValue {
 }
 
 impl StoredValue {
+    /// Bytes [`StoredValue::encode`] adds to the value at most.
+    pub(crate) const MAX_OVERHEAD: usize = 34;
+
     /// `[format=1][flags][create u64][mod u64][version u64][expiry u64 if flag][value]`,
     /// integers little-endian.
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(34 + self.value.len());
+        let mut out = Vec::with_capacity(Self::MAX_OVERHEAD + self.value.len());
         out.push(VALUE_FORMAT_V1);
         out.push(if self.expires_at_ms.is_some() {
             FLAG_EXPIRY
