@@ -49,10 +49,11 @@ def connect(addr, tls, timeout=3.0):
     return s
 
 
-def exchange(addr, tls, data, wait=1.5):
+def exchange(addr, tls, data, wait=0.3):
     """Sends bytes, returns the outcome: the status class of the first answer,
     'closed' (the server closed without an answer), or 'waiting' (no answer
-    yet after `wait` seconds: the request was incomplete)."""
+    yet after `wait` seconds: the request was incomplete, and the server
+    waits for the rest until its header or body deadline)."""
     try:
         s = connect(addr, tls)
     except (OSError, ssl.SSLError) as e:
@@ -282,7 +283,7 @@ def tls_garbage(rng):
     return os.urandom(rng.randint(1, 300))
 
 
-def raw_exchange(addr, data, wait=1.5):
+def raw_exchange(addr, data, wait=0.3):
     """Like exchange, but on a plain TCP socket even with --tls (TLS-level garbage)."""
     host, port = addr.rsplit(":", 1)
     try:
