@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// Keys returned by a listing when the client asks for no particular number.
@@ -154,6 +154,8 @@ struct Inner {
     limits: Limits,
     shutting_down: AtomicBool,
     storage_failed: AtomicBool,
+    /// Writes proposed on this node and not answered yet.
+    writes_in_flight: AtomicUsize,
     /// A leader that has not heard from a quorum for this long is not
     /// ready; nor is a follower that has not heard from a leader.
     quorum_timeout: Duration,
@@ -161,6 +163,22 @@ struct Inner {
     signer: Option<Arc<PeerSigner>>,
     /// When this node last accepted entries or a heartbeat from a leader.
     last_leader_contact: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+/// Counts one write in flight for as long as it lives.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn new(count: &'a AtomicUsize) -> InFlight<'a> {
+        count.fetch_add(1, Ordering::SeqCst);
+        InFlight(count)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// The node core. Cheap to clone.
@@ -229,6 +247,7 @@ impl Node {
                 },
                 shutting_down: AtomicBool::new(false),
                 storage_failed: AtomicBool::new(false),
+                writes_in_flight: AtomicUsize::new(0),
                 quorum_timeout: config.raft.election_timeout_max.as_duration(),
                 last_leader_contact: std::sync::Mutex::new(None),
                 signer,
@@ -405,6 +424,7 @@ impl Node {
 
     /// Hands an already checked command to Raft on this node.
     async fn submit(&self, cmd: Command) -> Result<CommandResult, Error> {
+        let _in_flight = InFlight::new(&self.inner.writes_in_flight);
         let fut = self.inner.raft.client_write(cmd);
         let result = match tokio::time::timeout(self.inner.request_timeout, fut).await {
             Err(_) => Err(Error::OutcomeUnknown(format!(
@@ -805,6 +825,64 @@ impl Node {
             voters: mem.voter_ids().collect(),
             learners: mem.learner_ids().collect(),
             nodes: mem.nodes().map(|(id, n)| (*id, n.clone())).collect(),
+        }
+    }
+
+    /// On a graceful stop, after [`Node::begin_shutdown`] (which refuses new
+    /// writes with a definite 503): lets the writes this leader has already
+    /// proposed finish, hands leadership to the most caught-up voter and
+    /// waits, up to `timeout`, until another node leads. The cluster then
+    /// does not sit an election timeout without a leader, and no write in
+    /// flight is cut off. Does nothing on a follower or a single voter.
+    pub async fn hand_over_leadership(&self, timeout: Duration) {
+        if !self.is_leader() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.inner.writes_in_flight.load(Ordering::SeqCst) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let status = self.status();
+        let Some(target) = status
+            .membership
+            .voters
+            .iter()
+            .filter(|v| **v != self.inner.id)
+            .max_by_key(|v| status.replication.get(v).and_then(|r| r.matched))
+            .copied()
+        else {
+            return;
+        };
+        log::info!("handing leadership to node {target} before stopping");
+        if let Err(e) = self.inner.raft.trigger().transfer_leader(target).await {
+            log::warn!(
+                "cannot hand over leadership: {e}; the others elect a leader after their election timeout"
+            );
+            return;
+        }
+        let me = self.inner.id;
+        let waited = self
+            .inner
+            .raft
+            .wait(Some(
+                deadline.saturating_duration_since(tokio::time::Instant::now()),
+            ))
+            .metrics(
+                |m| m.current_leader.is_some_and(|l| l != me),
+                "another node leads",
+            )
+            .await;
+        match waited {
+            Ok(m) => log::info!(
+                "node {} leads now (term {})",
+                m.current_leader.unwrap_or(target),
+                m.current_term
+            ),
+            Err(_) => log::warn!(
+                "no other node took the leadership within {timeout:?}; the others elect one after their election timeout"
+            ),
         }
     }
 

@@ -283,6 +283,15 @@ async fn serve(cfg: Config, reload: Reloader) -> Result<(), String> {
         cfg.network.shutdown_timeout.as_duration()
     );
     node.begin_shutdown();
+    // A stopping leader hands over first, while its listener still answers
+    // its peers, so that the cluster does not wait out an election timeout.
+    let hand_over = cfg
+        .raft
+        .election_timeout_max
+        .as_duration()
+        .saturating_mul(2)
+        .min(cfg.network.shutdown_timeout.as_duration());
+    node.hand_over_leadership(hand_over).await;
     shutdown.shutdown();
     let grpc_stopping =
         tokio::spawn(grpc_serving.shutdown(cfg.network.shutdown_timeout.as_duration()));

@@ -23,7 +23,8 @@ use openraft::error::{
 };
 use openraft::network::{RPCOption, RPCTypes, RaftNetworkFactory, v2::RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -343,6 +344,17 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         self.call("/raft/pre-vote", &rpc, ttl)
             .await
             .map_err(|e| self.rpc_error(e, RPCTypes::Vote, ttl))
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let ttl = option.hard_ttl();
+        self.call("/raft/transfer-leader", &req, ttl)
+            .await
+            .map_err(|e| self.rpc_error(e, RPCTypes::TransferLeader, ttl))
     }
 
     async fn full_snapshot(

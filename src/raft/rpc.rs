@@ -1,5 +1,5 @@
 //! Peer-facing routes under `/raft/` on the HTTP listener: the Raft protocol
-//! (append, vote, pre-vote, snapshot) and the node-to-node services built on
+//! (append, vote, pre-vote, snapshot, leadership transfer) and the node-to-node services built on
 //! it (forwarded writes, read index for follower reads, forwarded membership
 //! changes).
 //!
@@ -19,7 +19,7 @@ use crate::raft::types::{Command, Node as NodeInfo, TypeConfig};
 use crate::store::StateReader;
 use openraft::Snapshot;
 use openraft::alias::{SnapshotMetaOf, VoteOf};
-use openraft::raft::{AppendEntriesRequest, VoteRequest};
+use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeSet;
@@ -63,6 +63,17 @@ pub fn routes(router: Router, node: Node, reader: StateReader) -> Router {
         "/raft/pre-vote",
         |n, rpc: VoteRequest<TypeConfig>| async move {
             n.raft().pre_vote(rpc).await.map_err(|e| e.to_string())
+        },
+    );
+    let router = json_route(
+        router,
+        &node,
+        "/raft/transfer-leader",
+        |n, rpc: TransferLeaderRequest<TypeConfig>| async move {
+            n.raft()
+                .handle_transfer_leader(rpc)
+                .await
+                .map_err(|e| e.to_string())
         },
     );
     let router = json_route(router, &node, "/raft/write", |n, cmd: Command| async move {
