@@ -869,7 +869,8 @@ mod h2raw {
         let deadline = Instant::now() + within;
         let mut buf = [0u8; 4096];
         while Instant::now() < deadline {
-            s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
             match s.read(&mut buf) {
                 Ok(0) => return true,
                 Ok(_) => {}
@@ -910,13 +911,20 @@ fn http2_connections_count_against_max_connections() {
         (r.status == 503).then_some(r)
     });
     let refused = refused.expect("a plain request was served beside 10 HTTP/2 connections");
-    assert!(refused.body.contains("too many connections"), "{}", refused.body);
+    assert!(
+        refused.body.contains("too many connections"),
+        "{}",
+        refused.body
+    );
     drop(held);
     let served = eventually(Duration::from_secs(10), || {
         let r = common::http(&http_addr, "GET", "/health", None).ok()?;
         (r.status == 200).then_some(())
     });
-    assert!(served.is_some(), "the node did not serve again after the HTTP/2 connections closed");
+    assert!(
+        served.is_some(),
+        "the node did not serve again after the HTTP/2 connections closed"
+    );
 
     // The gRPC port: 8 connections are served, the 9th is closed unanswered.
     let grpc_addr = c.node(1).grpc_addr();
@@ -965,12 +973,21 @@ fn streams_past_the_advertised_limit_are_refused() {
     const LIMIT: u32 = 256;
     for port in PORTS {
         let (mut s, advertised) = h2raw::open(&addr(&c, 1, port));
-        assert_eq!(advertised, Some(LIMIT), "{port:?}: SETTINGS_MAX_CONCURRENT_STREAMS");
+        assert_eq!(
+            advertised,
+            Some(LIMIT),
+            "{port:?}: SETTINGS_MAX_CONCURRENT_STREAMS"
+        );
         // Calls that never send their message: each holds its stream open.
         let call = h2raw::call("/ferrium.kv.KvService/Get");
         let mut out = Vec::new();
         for i in 0..1000u32 {
-            out.extend(h2raw::frame(h2raw::HEADERS, h2raw::END_HEADERS, 2 * i + 1, &call));
+            out.extend(h2raw::frame(
+                h2raw::HEADERS,
+                h2raw::END_HEADERS,
+                2 * i + 1,
+                &call,
+            ));
         }
         s.write_all(&out).expect("write 1,000 HEADERS");
         let mut refused = BTreeSet::new();
@@ -980,7 +997,11 @@ fn streams_past_the_advertised_limit_are_refused() {
                 Ok(f) => f,
                 Err(e) => panic!("{port:?}: after {} refusals: {e}", refused.len()),
             };
-            assert_ne!(f.kind, h2raw::GOAWAY, "{port:?}: the server gave up on the connection");
+            assert_ne!(
+                f.kind,
+                h2raw::GOAWAY,
+                "{port:?}: the server gave up on the connection"
+            );
             if f.kind == h2raw::RST_STREAM {
                 let code = u32::from_be_bytes(f.payload[..4].try_into().unwrap());
                 assert_eq!(code, h2raw::REFUSED_STREAM, "{port:?}: stream {}", f.stream);
@@ -1000,7 +1021,12 @@ fn streams_past_the_advertised_limit_are_refused() {
             retry!(client.set(set("after-streams", "ok"))).unwrap();
         }
     });
-    assert_eq!(common::http(&c.addr(1), "GET", "/health", None).unwrap().status, 200);
+    assert_eq!(
+        common::http(&c.addr(1), "GET", "/health", None)
+            .unwrap()
+            .status,
+        200
+    );
     assert_no_panics(&c);
 }
 
@@ -1018,11 +1044,17 @@ fn silent_http2_clients_are_disconnected() {
     let within = Duration::from_secs(20);
     // Connected to the gRPC port, never a byte: no preface in time.
     let mut mute = std::net::TcpStream::connect(c.node(1).grpc_addr()).expect("connect");
-    assert!(h2raw::closed_within(&mut mute, within), "a mute client kept the gRPC port");
+    assert!(
+        h2raw::closed_within(&mut mute, within),
+        "a mute client kept the gRPC port"
+    );
     // Half a preface.
     let mut half = std::net::TcpStream::connect(c.node(1).grpc_addr()).expect("connect");
     half.write_all(&h2raw::PREFACE[..10]).expect("write");
-    assert!(h2raw::closed_within(&mut half, within), "half a preface kept the gRPC port");
+    assert!(
+        h2raw::closed_within(&mut half, within),
+        "half a preface kept the gRPC port"
+    );
     // A whole preface, then no answer to the server's pings: on both ports.
     for port in PORTS {
         let mut gone = std::net::TcpStream::connect(addr(&c, 1, port)).expect("connect");

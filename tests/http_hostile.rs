@@ -343,7 +343,8 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
             {
                 // 1-byte chunks, each with a 1000-byte extension: every line
                 // is under the per-line cap, the body as a whole is not.
-                let mut v = s("POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n");
+                let mut v =
+                    s("POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n");
                 let ext = format!(";e={}", "x".repeat(998));
                 for _ in 0..40 {
                     v.extend_from_slice(format!("1{ext}\r\nz\r\n").as_bytes());
@@ -513,7 +514,10 @@ fn a_large_body_at_a_steady_rate_outlasts_the_base_deadline() {
     let reply = read_to_close(&mut s);
     let text = String::from_utf8_lossy(&reply.bytes).into_owned();
     assert_eq!(status_of(&reply.bytes), Some(200), "{text:?}");
-    assert!(text.contains(&format!("\"len\":{}", body.len())), "{text:?}");
+    assert!(
+        text.contains(&format!("\"len\":{}", body.len())),
+        "{text:?}"
+    );
 }
 
 #[test]

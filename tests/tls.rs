@@ -447,7 +447,8 @@ fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
     let deadline = std::time::Instant::now() + within;
     let mut buf = [0u8; 4096];
     while std::time::Instant::now() < deadline {
-        s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
         match s.read(&mut buf) {
             Ok(0) => return true,
             Ok(_) => {}
@@ -490,7 +491,9 @@ fn unfinished_handshakes_are_closed_within_the_handshake_timeout() {
         );
         // A record header announcing a 512-byte ClientHello, and 40 bytes of it.
         let mut half = TcpStream::connect(addr).unwrap();
-        let mut hello = vec![0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03];
+        let mut hello = vec![
+            0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+        ];
         hello.extend([7u8; 29]);
         half.write_all(&hello).unwrap();
         assert!(
@@ -533,7 +536,10 @@ fn unfinished_handshakes_are_closed_within_the_handshake_timeout() {
             Err(_) => break true,
         }
     };
-    assert!(closed, "the gRPC port kept a TLS client that never sent the HTTP/2 preface");
+    assert!(
+        closed,
+        "the gRPC port kept a TLS client that never sent the HTTP/2 preface"
+    );
 
     let r = https(&c.addr(1), &dir, Some("client"), "GET", "/health", None).unwrap();
     assert_eq!(r.status, 200, "{}", r.body);

@@ -78,7 +78,6 @@ const WATCH_INTERVAL: Duration = Duration::from_millis(250);
 /// Connections waiting for the gRPC server to pick them up.
 const PENDING_CONNECTIONS: usize = 256;
 
-
 /// The metadata key that names the leader when this node will not forward.
 pub const LEADER_METADATA: &str = "x-ferrium-leader";
 

@@ -100,7 +100,10 @@ impl Validator<'_> {
             ("network.connect_timeout", n.connect_timeout),
             ("network.header_timeout", n.header_timeout),
             ("network.idle_timeout", n.idle_timeout),
-            ("network.http2_keepalive_interval", n.http2_keepalive_interval),
+            (
+                "network.http2_keepalive_interval",
+                n.http2_keepalive_interval,
+            ),
             ("network.http2_keepalive_timeout", n.http2_keepalive_timeout),
         ] {
             if value.0 == 0 {

@@ -468,7 +468,16 @@ async fn serve_connection(
         let (r, w) = tokio::io::split(s);
         (Box::new(r), Box::new(w))
     };
-    serve_stream(accepted.stream, split, remote, shared, shutdown, peer, permit).await;
+    serve_stream(
+        accepted.stream,
+        split,
+        remote,
+        shared,
+        shutdown,
+        peer,
+        permit,
+    )
+    .await;
 }
 
 type BoxWrite = Box<dyn AsyncWrite + Unpin + Send>;
