@@ -122,7 +122,8 @@ fn http_config(c: &Config) -> ServerConfig {
         max_body: n.max_message_size.bytes(),
         header_timeout: n.header_timeout.as_duration(),
         keep_alive_timeout: n.idle_timeout.as_duration(),
-        max_connections: n.max_connections as usize,
+        body_deadline: n.request_timeout.as_duration(),
+        max_connections: usize::try_from(n.max_connections).unwrap_or(usize::MAX),
         shutdown_timeout: n.shutdown_timeout.as_duration(),
         ..ServerConfig::default()
     }
@@ -232,7 +233,7 @@ async fn serve(cfg: Config, reload: Reloader) -> Result<(), String> {
     let router = rest::routes(
         Router::new(),
         node.clone(),
-        cfg.network.max_message_size.bytes() as usize,
+        usize::try_from(cfg.network.max_message_size.bytes()).unwrap_or(usize::MAX),
         sources,
     );
     let router = rpc::routes(router, node.clone(), reader);

@@ -766,3 +766,310 @@ fn follower_without_forwarding_names_the_leader() {
     }
     assert_no_panics(&c);
 }
+
+/// HTTP/2 spoken frame by frame, for clients tonic would never be: one that
+/// opens more streams than it was allowed, one that never answers a ping.
+mod h2raw {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+
+    pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    pub const HEADERS: u8 = 0x1;
+    pub const RST_STREAM: u8 = 0x3;
+    pub const SETTINGS: u8 = 0x4;
+    pub const GOAWAY: u8 = 0x7;
+    pub const ACK: u8 = 0x1;
+    pub const END_HEADERS: u8 = 0x4;
+    pub const REFUSED_STREAM: u32 = 0x7;
+    const MAX_CONCURRENT_STREAMS: u16 = 0x3;
+
+    pub struct Frame {
+        pub kind: u8,
+        pub flags: u8,
+        pub stream: u32,
+        pub payload: Vec<u8>,
+    }
+
+    pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
+        let mut f = vec![len[1], len[2], len[3], kind, flags];
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    pub fn read_frame(s: &mut TcpStream) -> std::io::Result<Frame> {
+        let mut head = [0u8; 9];
+        s.read_exact(&mut head)?;
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let mut payload = vec![0u8; len];
+        s.read_exact(&mut payload)?;
+        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        Ok(Frame {
+            kind: head[3],
+            flags: head[4],
+            stream,
+            payload,
+        })
+    }
+
+    /// The preface and an empty SETTINGS frame.
+    pub fn hello() -> Vec<u8> {
+        let mut out = PREFACE.to_vec();
+        out.extend(frame(SETTINGS, 0, 0, &[]));
+        out
+    }
+
+    /// Connects, says hello, reads the server's SETTINGS and acknowledges
+    /// them; returns the stream and the server's
+    /// SETTINGS_MAX_CONCURRENT_STREAMS, if it set one.
+    pub fn open(addr: &str) -> (TcpStream, Option<u32>) {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(&hello()).expect("write preface");
+        loop {
+            let f = read_frame(&mut s).expect("the server's SETTINGS");
+            if f.kind != SETTINGS || f.flags & ACK != 0 {
+                continue;
+            }
+            let limit = f.payload.chunks(6).find_map(|p| {
+                (u16::from_be_bytes([p[0], p[1]]) == MAX_CONCURRENT_STREAMS)
+                    .then(|| u32::from_be_bytes([p[2], p[3], p[4], p[5]]))
+            });
+            s.write_all(&frame(SETTINGS, ACK, 0, &[])).expect("ack");
+            return (s, limit);
+        }
+    }
+
+    /// A HEADERS block (HPACK literals, no indexing) opening a gRPC call
+    /// to `path` that never sends its message.
+    pub fn call(path: &str) -> Vec<u8> {
+        let mut block = Vec::new();
+        for (name, value) in [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", path),
+            (":authority", "ferrium"),
+            ("content-type", "application/grpc"),
+            ("te", "trailers"),
+        ] {
+            block.push(0x00);
+            block.push(u8::try_from(name.len()).unwrap());
+            block.extend_from_slice(name.as_bytes());
+            block.push(u8::try_from(value.len()).unwrap());
+            block.extend_from_slice(value.as_bytes());
+        }
+        block
+    }
+
+    /// Reads (and discards) until the server closes; false when `within`
+    /// passes first.
+    pub fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline {
+            s.set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            match s.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return true,
+            }
+        }
+        false
+    }
+}
+
+/// Acceptance: more HTTP/2 connections on the HTTP port than
+/// `network.max_connections` leave the next plain request answered 503, and
+/// the node serves again once they close; the gRPC port has the same bound.
+#[test]
+fn http2_connections_count_against_max_connections() {
+    use std::io::Write;
+    let c = Cluster::start_with(
+        "grpc-conn-limit",
+        1,
+        Bootstrap::Static,
+        "[network]\nmax_connections = 8\n",
+    );
+    let http_addr = c.addr(1);
+    let held: Vec<std::net::TcpStream> = (0..10)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&http_addr).expect("connect");
+            s.write_all(&h2raw::hello()).expect("preface");
+            s
+        })
+        .collect();
+    let refused = eventually(Duration::from_secs(10), || {
+        let r = common::http(&http_addr, "GET", "/health", None).ok()?;
+        (r.status == 503).then_some(r)
+    });
+    let refused = refused.expect("a plain request was served beside 10 HTTP/2 connections");
+    assert!(
+        refused.body.contains("too many connections"),
+        "{}",
+        refused.body
+    );
+    drop(held);
+    let served = eventually(Duration::from_secs(10), || {
+        let r = common::http(&http_addr, "GET", "/health", None).ok()?;
+        (r.status == 200).then_some(())
+    });
+    assert!(
+        served.is_some(),
+        "the node did not serve again after the HTTP/2 connections closed"
+    );
+
+    // The gRPC port: 8 connections are served, the 9th is closed unanswered.
+    let grpc_addr = c.node(1).grpc_addr();
+    let held: Vec<_> = (0..8).map(|_| h2raw::open(&grpc_addr).0).collect();
+    let mut ninth = std::net::TcpStream::connect(&grpc_addr).expect("connect");
+    ninth.write_all(&h2raw::hello()).expect("preface");
+    assert!(
+        h2raw::closed_within(&mut ninth, Duration::from_secs(10)),
+        "a 9th connection to the gRPC port was kept"
+    );
+    drop(held);
+    let rt = runtime();
+    rt.block_on(async {
+        let served = eventually_async(|| async {
+            let mut client = kv(&grpc_addr).await;
+            client.get(get("k", "")).await.ok()
+        })
+        .await;
+        assert!(served.is_some(), "the gRPC port did not serve again");
+    });
+    assert_no_panics(&c);
+}
+
+/// Polls `f` for up to 10 s.
+async fn eventually_async<T, F, Fut>(mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+/// Acceptance: 1,000 streams on one connection; the server advertises its
+/// limit and refuses every stream past it, on both ports, and serves on.
+#[test]
+fn streams_past_the_advertised_limit_are_refused() {
+    use std::io::Write;
+    let c = Cluster::start("grpc-streams", 1, Bootstrap::Static);
+    const LIMIT: u32 = 256;
+    for port in PORTS {
+        let (mut s, advertised) = h2raw::open(&addr(&c, 1, port));
+        assert_eq!(
+            advertised,
+            Some(LIMIT),
+            "{port:?}: SETTINGS_MAX_CONCURRENT_STREAMS"
+        );
+        // Calls that never send their message: each holds its stream open.
+        let call = h2raw::call("/ferrium.kv.KvService/Get");
+        let mut out = Vec::new();
+        for i in 0..1000u32 {
+            out.extend(h2raw::frame(
+                h2raw::HEADERS,
+                h2raw::END_HEADERS,
+                2 * i + 1,
+                &call,
+            ));
+        }
+        s.write_all(&out).expect("write 1,000 HEADERS");
+        let mut refused = BTreeSet::new();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        while refused.len() < (1000 - LIMIT) as usize {
+            let f = match h2raw::read_frame(&mut s) {
+                Ok(f) => f,
+                Err(e) => panic!("{port:?}: after {} refusals: {e}", refused.len()),
+            };
+            assert_ne!(
+                f.kind,
+                h2raw::GOAWAY,
+                "{port:?}: the server gave up on the connection"
+            );
+            if f.kind == h2raw::RST_STREAM {
+                let code = u32::from_be_bytes(f.payload[..4].try_into().unwrap());
+                assert_eq!(code, h2raw::REFUSED_STREAM, "{port:?}: stream {}", f.stream);
+                refused.insert(f.stream);
+            }
+        }
+        // Exactly the streams past the limit.
+        let first_refused = 2 * LIMIT + 1;
+        assert_eq!(refused.first(), Some(&first_refused), "{port:?}");
+        assert_eq!(refused.len(), (1000 - LIMIT) as usize, "{port:?}");
+        drop(s);
+    }
+    let rt = runtime();
+    rt.block_on(async {
+        for port in PORTS {
+            let mut client = kv(&addr(&c, 1, port)).await;
+            retry!(client.set(set("after-streams", "ok"))).unwrap();
+        }
+    });
+    assert_eq!(
+        common::http(&c.addr(1), "GET", "/health", None)
+            .unwrap()
+            .status,
+        200
+    );
+    assert_no_panics(&c);
+}
+
+/// Acceptance: an HTTP/2 client that sends nothing, or stops answering
+/// pings, is disconnected rather than held forever.
+#[test]
+fn silent_http2_clients_are_disconnected() {
+    use std::io::Write;
+    let c = Cluster::start_with(
+        "grpc-silent",
+        1,
+        Bootstrap::Static,
+        "[network]\nheader_timeout = \"1s\"\nhttp2_keepalive_interval = \"1s\"\nhttp2_keepalive_timeout = \"1s\"\n",
+    );
+    let within = Duration::from_secs(20);
+    // Connected to the gRPC port, never a byte: no preface in time.
+    let mut mute = std::net::TcpStream::connect(c.node(1).grpc_addr()).expect("connect");
+    assert!(
+        h2raw::closed_within(&mut mute, within),
+        "a mute client kept the gRPC port"
+    );
+    // Half a preface.
+    let mut half = std::net::TcpStream::connect(c.node(1).grpc_addr()).expect("connect");
+    half.write_all(&h2raw::PREFACE[..10]).expect("write");
+    assert!(
+        h2raw::closed_within(&mut half, within),
+        "half a preface kept the gRPC port"
+    );
+    // A whole preface, then no answer to the server's pings: on both ports.
+    for port in PORTS {
+        let mut gone = std::net::TcpStream::connect(addr(&c, 1, port)).expect("connect");
+        gone.write_all(&h2raw::hello()).expect("write");
+        assert!(
+            h2raw::closed_within(&mut gone, within),
+            "{port:?}: a client that never answers pings was kept"
+        );
+    }
+    let rt = runtime();
+    rt.block_on(async {
+        for port in PORTS {
+            let mut client = kv(&addr(&c, 1, port)).await;
+            retry!(client.set(set("after-silence", "ok"))).unwrap();
+        }
+    });
+    assert_no_panics(&c);
+}

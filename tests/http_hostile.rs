@@ -294,6 +294,67 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
         ),
         ("truncated head", s("GET /hello HTTP/1.1\r\nHo"), Close),
         (
+            "Host with a space",
+            s("GET /hello HTTP/1.1\r\nHost: a b\r\n\r\n"),
+            Status(400),
+        ),
+        (
+            "Host with a tab",
+            s("GET /hello HTTP/1.1\r\nHost: a\tb\r\n\r\n"),
+            Status(400),
+        ),
+        (
+            "Host with a slash",
+            s("GET /hello HTTP/1.1\r\nHost: evil.example/x\r\n\r\n"),
+            Status(400),
+        ),
+        (
+            "Host with user info",
+            s("GET /hello HTTP/1.1\r\nHost: user@t\r\n\r\n"),
+            Status(400),
+        ),
+        (
+            "Host with two ports",
+            s("GET /hello HTTP/1.1\r\nHost: t:80:81\r\n\r\n"),
+            Status(400),
+        ),
+        (
+            "Host with a letter in the port",
+            s("GET /hello HTTP/1.1\r\nHost: t:8o\r\n\r\n"),
+            Status(400),
+        ),
+        (
+            "Host with an unclosed IP literal",
+            s("GET /hello HTTP/1.1\r\nHost: [::1\r\n\r\n"),
+            Status(400),
+        ),
+        (
+            "Host with non-ASCII bytes",
+            b"GET /hello HTTP/1.1\r\nHost: caf\xc3\xa9\r\n\r\n".to_vec(),
+            Status(400),
+        ),
+        (
+            "Host with quotes and angle brackets",
+            s("GET /hello HTTP/1.1\r\nHost: \"<t>\"\r\n\r\n"),
+            Status(400),
+        ),
+        (
+            "chunk extensions far larger than the data",
+            {
+                // 1-byte chunks, each with a 1000-byte extension: every line
+                // is under the per-line cap, the body as a whole is not.
+                let mut v =
+                    s("POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n");
+                let ext = format!(";e={}", "x".repeat(998));
+                for _ in 0..40 {
+                    v.extend_from_slice(format!("1{ext}\r\nz\r\n").as_bytes());
+                }
+                v.extend_from_slice(b"0\r\n\r\n");
+                v
+            },
+            Status(400),
+        ),
+        (
             "body never completes",
             s("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nshort"),
             Status(408),
@@ -399,6 +460,64 @@ fn slowloris_trickle_gets_408() {
     drop(s);
     let _ = writer.join();
     server.assert_healthy();
+}
+
+#[test]
+fn a_body_trickled_just_inside_the_idle_timeout_gets_408() {
+    let server = TestServer::start();
+    let mut s = TcpStream::connect(server.addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(15))).ok();
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n")
+        .expect("write");
+    // One body byte every 600 ms, inside the 1 s idle timeout of a body
+    // read: every read makes progress, and the body would take a minute.
+    // The body deadline (2 s in the test config) must end it.
+    let mut trickle = s.try_clone().expect("clone");
+    let writer = std::thread::spawn(move || {
+        for _ in 0..100 {
+            std::thread::sleep(Duration::from_millis(600));
+            if trickle.write_all(b"x").is_err() {
+                break;
+            }
+        }
+    });
+    let reply = read_to_close(&mut s);
+    let text = String::from_utf8_lossy(&reply.bytes).into_owned();
+    assert!(reply.closed, "the connection is still open: {text:?}");
+    assert_eq!(status_of(&reply.bytes), Some(408), "{text:?}");
+    assert!(text.contains("\"code\":\"request_timeout\""), "{text:?}");
+    drop(s);
+    let _ = writer.join();
+    server.assert_healthy();
+}
+
+#[test]
+fn a_large_body_at_a_steady_rate_outlasts_the_base_deadline() {
+    let server = TestServer::start();
+    let mut s = TcpStream::connect(server.addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(15))).ok();
+    // 192 KiB in 24 pieces of 8 KiB every 150 ms: about 3.6 s in all, past
+    // the 2 s base deadline, at 53 KiB/s, well above the 16 KiB/s floor.
+    let body = http_support::pattern(192 * 1024);
+    s.write_all(
+        format!(
+            "POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .expect("write head");
+    for piece in body.chunks(8 * 1024) {
+        std::thread::sleep(Duration::from_millis(150));
+        s.write_all(piece).expect("write body");
+    }
+    let reply = read_to_close(&mut s);
+    let text = String::from_utf8_lossy(&reply.bytes).into_owned();
+    assert_eq!(status_of(&reply.bytes), Some(200), "{text:?}");
+    assert!(
+        text.contains(&format!("\"len\":{}", body.len())),
+        "{text:?}"
+    );
 }
 
 #[test]

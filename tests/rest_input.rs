@@ -227,3 +227,57 @@ fn readme_examples_work_against_a_single_node() {
     });
     assert!(ready.is_some(), "node never became ready");
 }
+
+/// serde reads a struct from an array of its field values; the API must
+/// not: an array where an object is expected is a client's mistake.
+#[test]
+fn json_arrays_where_objects_are_expected_get_400_on_every_route() {
+    let c = Cluster::start("rest-arrays", 1, Bootstrap::Static);
+    let a = c.addr(1);
+    for (path, body) in [
+        ("/read", r#"["k"]"#),
+        ("/read", r#"["k","stale"]"#),
+        ("/list", r#"["",10]"#),
+        ("/write", r#"{"Set":["k","v"]}"#),
+        ("/write", r#"{"Delete":["k"]}"#),
+        ("/init", r#"{"1":["127.0.0.1:1"]}"#),
+    ] {
+        expect(&c, "POST", path, Some(body), 400, "invalid_request");
+        let r = http(&a, "POST", path, Some(body)).unwrap();
+        assert!(
+            r.json()["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("array") && e.contains("object")),
+            "{path} {body}: {}",
+            r.body
+        );
+    }
+    let r = http(&a, "POST", "/read", Some(r#"{"key":"k"}"#)).unwrap();
+    assert_eq!(r.json()["value"], json!(null), "{}", r.body);
+
+    // Peer routes decode their messages by the same rule.
+    let peer = [("x-ferrium-target", "1"), ("x-ferrium-cluster", "test")];
+    let t = std::time::Duration::from_secs(15);
+    let r = common::request(
+        &a,
+        "POST",
+        "/raft/write",
+        Some(r#"{"Set":["pk","v"]}"#),
+        &peer,
+        t,
+    )
+    .unwrap();
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.json()["code"], json!("invalid_request"));
+    let r = http(&a, "POST", "/read", Some(r#"{"key":"pk"}"#)).unwrap();
+    assert_eq!(r.json()["value"], json!(null), "{}", r.body);
+
+    // Bodies that are arrays by design still are.
+    let r = http(&a, "POST", "/change-membership", Some("[1]")).unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = common::request(&a, "POST", "/raft/change-membership", Some("[1]"), &peer, t).unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.json().get("Ok").is_some(), "{}", r.body);
+    let r = c.set(1, "after", "ok").unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+}

@@ -441,3 +441,106 @@ fn sighup_rotates_certificates_without_dropping_connections() {
     );
     assert_eq!(kept.send("GET", "/health", None, &[]).unwrap().status, 200);
 }
+
+/// Reads until the server closes; false when `within` passes first.
+fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    let mut buf = [0u8; 4096];
+    while std::time::Instant::now() < deadline {
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+/// Acceptance: a TLS handshake that never finishes is closed within
+/// `network.header_timeout` on both listeners, and so is a gRPC client that
+/// finishes it but never sends the HTTP/2 preface.
+#[test]
+fn unfinished_handshakes_are_closed_within_the_handshake_timeout() {
+    let scratch = pki("tls-slow-handshake");
+    let dir = scratch.path.clone();
+    let extra = format!(
+        "[network]\nheader_timeout = \"1s\"\n\n{}",
+        tls_config(&dir, CERT_ROLES)
+    );
+    let c = Cluster::start_tls(
+        scratch,
+        1,
+        &extra,
+        client_config(&dir, "ca.crt", Some("client")),
+    );
+    // Several times the 1 s timeout: generous, but well short of forever.
+    let within = Duration::from_secs(8);
+    let addrs = [("HTTP", c.addr(1)), ("gRPC", c.node(1).grpc_addr())];
+    for (port, addr) in &addrs {
+        let mut silent = TcpStream::connect(addr).unwrap();
+        assert!(
+            closed_within(&mut silent, within),
+            "{port} port kept a client that never started its handshake"
+        );
+        // A record header announcing a 512-byte ClientHello, and 40 bytes of it.
+        let mut half = TcpStream::connect(addr).unwrap();
+        let mut hello = vec![
+            0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+        ];
+        hello.extend([7u8; 29]);
+        half.write_all(&hello).unwrap();
+        assert!(
+            closed_within(&mut half, within),
+            "{port} port kept a client that sent half a ClientHello"
+        );
+    }
+
+    // The gRPC port: the handshake completes, then nothing.
+    let mut config = (*client_config(&dir, "ca.crt", Some("client"))).clone();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let grpc_addr = c.node(1).grpc_addr();
+    let tcp = TcpStream::connect(&grpc_addr).unwrap();
+    tcp.set_read_timeout(Some(T)).unwrap();
+    let name = rustls::pki_types::ServerName::IpAddress(
+        "127.0.0.1".parse::<std::net::IpAddr>().unwrap().into(),
+    );
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock).expect("TLS handshake");
+    }
+    let deadline = std::time::Instant::now() + within;
+    let mut buf = [0u8; 1024];
+    let closed = loop {
+        if std::time::Instant::now() > deadline {
+            break false;
+        }
+        tls.sock
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        match tls.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break true,
+        }
+    };
+    assert!(
+        closed,
+        "the gRPC port kept a TLS client that never sent the HTTP/2 preface"
+    );
+
+    let r = https(&c.addr(1), &dir, Some("client"), "GET", "/health", None).unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+}

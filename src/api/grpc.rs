@@ -10,6 +10,15 @@
 //! connection that opens with the HTTP/2 preface (so one port can serve both
 //! protocols). Both arrive on one channel as [`PrefixedIo`] streams.
 //!
+//! Limits: each connection holds a place under `network.max_connections` of
+//! the listener it came through until it closes; a connection to the gRPC
+//! port must finish its TLS handshake and send the HTTP/2 preface within
+//! `network.header_timeout`; at most `network.max_concurrent_streams` calls
+//! run on one connection (the client is told in SETTINGS, and streams beyond
+//! it are refused); every connection is pinged every
+//! `network.http2_keepalive_interval` and closed when a ping goes unanswered
+//! for `network.http2_keepalive_timeout`.
+//!
 //! Deadlines: the client's `grpc-timeout` is enforced by [`Edge`], which
 //! answers `DEADLINE_EXCEEDED` just before it passes (tonic's own timeout
 //! layer would answer `CANCELLED`, and the client's timer would win). For a
@@ -37,7 +46,7 @@ use crate::api::proto::management::{
 };
 use crate::auth::Auth;
 use crate::config::Config;
-use crate::http::server::PrefixedIo;
+use crate::http::server::{H2_PREFACE, PrefixedIo};
 use crate::http::{BoxIo, H2Connection, PeerCert, ServerTls};
 use crate::node::{self, Node, ReadConsistency};
 use crate::raft::types::{Command, Node as NodeInfo};
@@ -49,8 +58,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
 use tonic::codegen::{BoxFuture, Service, http};
 use tonic::metadata::MetadataValue;
@@ -67,9 +77,6 @@ const WATCH_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Connections waiting for the gRPC server to pick them up.
 const PENDING_CONNECTIONS: usize = 256;
-
-/// Longest a client may take to complete the TLS handshake on the gRPC port.
-const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
 
 /// The metadata key that names the leader when this node will not forward.
 pub const LEADER_METADATA: &str = "x-ferrium-leader";
@@ -745,10 +752,34 @@ impl Connected for PrefixedIo<BoxIo> {
     }
 }
 
+/// The bounds of the gRPC server, from `[network]`.
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    max_connections: usize,
+    handshake_timeout: Duration,
+    max_concurrent_streams: u32,
+    keepalive_interval: Duration,
+    keepalive_timeout: Duration,
+}
+
+impl Limits {
+    fn from_config(cfg: &Config) -> Limits {
+        let n = &cfg.network;
+        Limits {
+            max_connections: usize::try_from(n.max_connections).unwrap_or(usize::MAX),
+            handshake_timeout: n.header_timeout.as_duration(),
+            max_concurrent_streams: n.max_concurrent_streams,
+            keepalive_interval: n.http2_keepalive_interval.as_duration(),
+            keepalive_timeout: n.http2_keepalive_timeout.as_duration(),
+        }
+    }
+}
+
 /// The gRPC server of one node: bound, not yet serving.
 pub struct GrpcServer {
     auth: Arc<Auth>,
     tls: Option<Arc<ServerTls>>,
+    limits: Limits,
     listener: TcpListener,
     routes: Routes,
     sender: mpsc::Sender<PrefixedIo<BoxIo>>,
@@ -775,7 +806,7 @@ impl GrpcServer {
         let listener = TcpListener::bind(&addr).await.map_err(|e| {
             format!("cannot listen on {addr} (node.grpc_addr): {e}; fix: stop whatever uses the port or choose another address")
         })?;
-        let max = cfg.network.max_message_size.bytes() as usize;
+        let max = usize::try_from(cfg.network.max_message_size.bytes()).unwrap_or(usize::MAX);
         let routes = Routes::new(
             KvServiceServer::new(KvApi { node: node.clone() })
                 .max_decoding_message_size(max)
@@ -791,6 +822,7 @@ impl GrpcServer {
         Ok(GrpcServer {
             auth,
             tls,
+            limits: Limits::from_config(cfg),
             listener,
             routes,
             sender,
@@ -820,12 +852,13 @@ impl GrpcServer {
         let GrpcServer {
             auth,
             tls,
+            limits,
             listener,
             routes,
             sender,
             receiver,
         } = self;
-        tokio::spawn(accept(listener, tls, sender, stopped.clone()));
+        tokio::spawn(accept(listener, tls, limits, sender, stopped.clone()));
         let incoming = futures_util::stream::unfold(receiver, |mut rx| async move {
             rx.recv().await.map(|io| (Ok::<_, std::io::Error>(io), rx))
         });
@@ -839,6 +872,9 @@ impl GrpcServer {
         };
         let task = tokio::spawn(async move {
             let served = tonic::transport::Server::builder()
+                .max_concurrent_streams(limits.max_concurrent_streams)
+                .http2_keepalive_interval(Some(limits.keepalive_interval))
+                .http2_keepalive_timeout(Some(limits.keepalive_timeout))
                 .serve_with_incoming_shutdown(svc, incoming, signal)
                 .await;
             if let Err(e) = served {
@@ -850,13 +886,16 @@ impl GrpcServer {
 }
 
 /// Accepts connections on the gRPC listener until told to stop; closing the
-/// listener refuses new ones.
+/// listener refuses new ones. A connection over `network.max_connections`
+/// is closed at once.
 async fn accept(
     listener: TcpListener,
     tls: Option<Arc<ServerTls>>,
+    limits: Limits,
     sender: mpsc::Sender<PrefixedIo<BoxIo>>,
     mut stopped: watch::Receiver<bool>,
 ) {
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -864,38 +903,22 @@ async fn accept(
         };
         match accepted {
             Ok((stream, remote_addr)) => {
-                let _ = stream.set_nodelay(true);
-                let Some(tls) = tls.clone() else {
-                    let conn = H2Connection {
-                        stream: Box::new(stream),
-                        preface: Vec::new(),
-                        remote_addr,
-                        peer: None,
-                    };
-                    if sender.send(conn.into_io()).await.is_err() {
-                        return;
-                    }
+                let Ok(permit) = permits.clone().try_acquire_owned() else {
+                    log::debug!(
+                        "grpc: closing the connection from {remote_addr}: network.max_connections reached"
+                    );
                     continue;
                 };
+                let _ = stream.set_nodelay(true);
                 // Handshakes run beside the accept loop: a slow or silent
                 // client cannot hold up the others.
                 let sender = sender.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    match tokio::time::timeout(TLS_HANDSHAKE, tls.accept(stream, true, true)).await
-                    {
-                        Ok(Ok(accepted)) => {
-                            let conn = H2Connection {
-                                stream: Box::new(accepted.stream),
-                                preface: Vec::new(),
-                                remote_addr,
-                                peer: accepted.peer,
-                            };
-                            let _ = sender.send(conn.into_io()).await;
-                        }
-                        Ok(Err(e)) => {
-                            log::debug!("grpc: TLS handshake with {remote_addr} failed: {e}")
-                        }
-                        Err(_) => log::debug!("grpc: TLS handshake with {remote_addr} timed out"),
+                    let started = handshake(stream, remote_addr, tls, limits.handshake_timeout);
+                    if let Some(mut conn) = started.await {
+                        conn.permit = Some(permit);
+                        let _ = sender.send(conn.into_io()).await;
                     }
                 });
             }
@@ -904,6 +927,57 @@ async fn accept(
                 log::warn!("grpc: accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
+        }
+    }
+}
+
+/// Takes a new connection as far as its HTTP/2 preface (after the TLS
+/// handshake, with TLS), all within `limit`: the HTTP/2 implementation would
+/// wait for a silent client forever. `None` when the client failed, spoke
+/// something else or was too slow.
+async fn handshake(
+    stream: TcpStream,
+    remote: SocketAddr,
+    tls: Option<Arc<ServerTls>>,
+    limit: Duration,
+) -> Option<H2Connection> {
+    let started = async {
+        let (mut io, peer): (BoxIo, _) = match tls {
+            None => (Box::new(stream), None),
+            Some(tls) => {
+                let accepted = tls
+                    .accept(stream, true, true)
+                    .await
+                    .map_err(|e| format!("TLS handshake failed: {e}"))?;
+                (Box::new(accepted.stream), accepted.peer)
+            }
+        };
+        let mut preface = vec![0u8; H2_PREFACE.len()];
+        io.read_exact(&mut preface)
+            .await
+            .map_err(|e| format!("no HTTP/2 connection preface: {e}"))?;
+        if preface != H2_PREFACE {
+            return Err("not HTTP/2: the connection did not open with its preface".to_string());
+        }
+        Ok((io, preface, peer))
+    };
+    match tokio::time::timeout(limit, started).await {
+        Ok(Ok((stream, preface, peer))) => Some(H2Connection {
+            stream,
+            preface,
+            remote_addr: remote,
+            peer,
+            permit: None,
+        }),
+        Ok(Err(e)) => {
+            log::debug!("grpc: closing the connection from {remote}: {e}");
+            None
+        }
+        Err(_) => {
+            log::debug!(
+                "grpc: closing the connection from {remote}: no TLS handshake and HTTP/2 preface within network.header_timeout"
+            );
+            None
         }
     }
 }

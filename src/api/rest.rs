@@ -118,7 +118,7 @@ async fn json_body<T: DeserializeOwned>(
             "the request needs a JSON body, e.g. {example}"
         )));
     }
-    serde_json::from_slice(&body)
+    crate::http::json::from_slice(&body)
         .map_err(|e| invalid(format!("malformed JSON body: {e}; expected e.g. {example}")))
 }
 
@@ -380,7 +380,7 @@ async fn init(node: Node, mut req: Request, max: usize) -> Response {
     let members = if body.iter().all(|b| b.is_ascii_whitespace()) {
         None
     } else {
-        match serde_json::from_slice::<BTreeMap<u64, MemberSpec>>(&body) {
+        match crate::http::json::from_slice::<BTreeMap<u64, MemberSpec>>(&body) {
             Ok(m) => Some(m.into_iter().map(|(id, s)| (id, s.into_node())).collect()),
             Err(e) => {
                 return invalid(format!(

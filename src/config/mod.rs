@@ -104,6 +104,9 @@ pub struct NetworkConfig {
     pub max_key_size: ByteSize,
     pub max_value_size: ByteSize,
     pub max_connections: u32,
+    pub max_concurrent_streams: u32,
+    pub http2_keepalive_interval: Millis,
+    pub http2_keepalive_timeout: Millis,
     pub forward_to_leader: bool,
 }
 
@@ -119,6 +122,9 @@ impl Default for NetworkConfig {
             max_key_size: ByteSize(8 * 1024),
             max_value_size: ByteSize(1024 * 1024),
             max_connections: 10_000,
+            max_concurrent_streams: 256,
+            http2_keepalive_interval: Millis(30_000),
+            http2_keepalive_timeout: Millis(10_000),
             forward_to_leader: true,
         }
     }
@@ -494,7 +500,7 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
         path: "network.request_timeout",
         ty: KeyType::Duration,
-        doc: "Longest a client request may wait for its answer, including forwarding to the leader.",
+        doc: "Longest a client request may wait for its answer, including forwarding to the leader; also the time a request body has to arrive, plus 1 s per 16 KiB received (then 408).",
     },
     KeyDoc {
         path: "network.connect_timeout",
@@ -504,7 +510,7 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
         path: "network.header_timeout",
         ty: KeyType::Duration,
-        doc: "Longest a client may take to send the request line and headers (then 408).",
+        doc: "Longest a client may take to send the request line and headers (then 408); also bounds the TLS handshake and the HTTP/2 connection preface on both listeners.",
     },
     KeyDoc {
         path: "network.idle_timeout",
@@ -534,7 +540,22 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
         path: "network.max_connections",
         ty: KeyType::Integer,
-        doc: "Most concurrent HTTP connections; further ones wait for a free slot.",
+        doc: "Most concurrent connections on each listener (HTTP, with the HTTP/2 connections it hands to gRPC, and gRPC); further ones get a 503 (HTTP) or are closed (gRPC).",
+    },
+    KeyDoc {
+        path: "network.max_concurrent_streams",
+        ty: KeyType::Integer,
+        doc: "Most gRPC calls (HTTP/2 streams) open at once on one connection; clients are told the limit and streams beyond it are refused (REFUSED_STREAM).",
+    },
+    KeyDoc {
+        path: "network.http2_keepalive_interval",
+        ty: KeyType::Duration,
+        doc: "How often the node pings each HTTP/2 (gRPC) connection, to find clients that are gone.",
+    },
+    KeyDoc {
+        path: "network.http2_keepalive_timeout",
+        ty: KeyType::Duration,
+        doc: "How long a ping may go unanswered before the HTTP/2 connection is closed.",
     },
     KeyDoc {
         path: "network.forward_to_leader",

@@ -105,6 +105,11 @@ impl Validator<'_> {
             ("network.connect_timeout", n.connect_timeout),
             ("network.header_timeout", n.header_timeout),
             ("network.idle_timeout", n.idle_timeout),
+            (
+                "network.http2_keepalive_interval",
+                n.http2_keepalive_interval,
+            ),
+            ("network.http2_keepalive_timeout", n.http2_keepalive_timeout),
         ] {
             if value.0 == 0 {
                 self.fail(
@@ -179,6 +184,13 @@ impl Validator<'_> {
                 "network.max_connections",
                 "0 connections would refuse every client",
                 "set it above 0 (default 10000)",
+            );
+        }
+        if n.max_concurrent_streams == 0 {
+            self.fail(
+                "network.max_concurrent_streams",
+                "0 streams would refuse every gRPC call",
+                "set it above 0 (default 256)",
             );
         }
     }

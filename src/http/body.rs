@@ -28,6 +28,11 @@ pub type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
 /// The most bytes of chunk extensions accepted on one chunk-size line.
 const MAX_CHUNK_EXT: usize = 1024;
 
+/// Chunk extensions of a whole body may take this many bytes beyond the
+/// data they come with: a body of tiny chunks with long extensions (work
+/// for us, nothing for the handler) is refused past it.
+const CHUNK_EXT_ALLOWANCE: u64 = 4 * 1024;
+
 /// How much the read buffer asks the socket for at once.
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -121,6 +126,42 @@ pub(crate) struct ConnReader {
     /// How long one read may wait for data while a body streams.
     idle_timeout: Option<Duration>,
     idle: Option<Pin<Box<Sleep>>>,
+    /// The time a whole body has to arrive, while one streams.
+    deadline: Option<DeadlineState>,
+}
+
+/// A total deadline for receiving a body: `base` from the first read, plus
+/// one second for every `min_rate` bytes received. A client that trickles
+/// a byte just inside the idle timeout cannot hold a connection forever,
+/// while a large body (a Raft snapshot) sent at any sane rate keeps
+/// earning time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct BodyDeadline {
+    pub(crate) base: Duration,
+    /// Bytes per second; 0 means the deadline never grows.
+    pub(crate) min_rate: u64,
+}
+
+struct DeadlineState {
+    limit: BodyDeadline,
+    started: Option<tokio::time::Instant>,
+    received: u64,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl DeadlineState {
+    fn at(&mut self) -> tokio::time::Instant {
+        let started = *self.started.get_or_insert_with(tokio::time::Instant::now);
+        let earned = match self.limit.min_rate {
+            0 => Duration::ZERO,
+            rate => Duration::from_millis(self.received.saturating_mul(1000) / rate),
+        };
+        started + self.limit.base + earned
+    }
+}
+
+fn body_timed_out() -> io::Error {
+    Error::Timeout("request body not received in time").into()
 }
 
 impl ConnReader {
@@ -134,12 +175,24 @@ impl ConnReader {
             end,
             idle_timeout: None,
             idle: None,
+            deadline: None,
         }
     }
 
     pub(crate) fn set_idle_timeout(&mut self, t: Option<Duration>) {
         self.idle_timeout = t;
         self.idle = None;
+    }
+
+    /// Starts (or, with `None`, ends) a total deadline for the body about to
+    /// be read; it runs from the first read that needs the socket.
+    pub(crate) fn set_deadline(&mut self, d: Option<BodyDeadline>) {
+        self.deadline = d.map(|limit| DeadlineState {
+            limit,
+            started: None,
+            received: 0,
+            sleep: None,
+        });
     }
 
     /// The received bytes not consumed yet.
@@ -172,10 +225,27 @@ impl ConnReader {
                 let n = rb.filled().len();
                 self.end += n;
                 self.idle = None;
+                if let Some(d) = self.deadline.as_mut() {
+                    d.received = d.received.saturating_add(n as u64);
+                    d.sleep = None;
+                    if n > 0 && tokio::time::Instant::now() > d.at() {
+                        return Poll::Ready(Err(body_timed_out()));
+                    }
+                }
                 Poll::Ready(Ok(n))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
+                if let Some(d) = self.deadline.as_mut() {
+                    let at = d.at();
+                    let sleep = d
+                        .sleep
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+                    if sleep.as_mut().poll(cx).is_ready() {
+                        d.sleep = None;
+                        return Poll::Ready(Err(body_timed_out()));
+                    }
+                }
                 if let Some(limit) = self.idle_timeout {
                     let sleep = self
                         .idle
@@ -206,6 +276,8 @@ pub(crate) struct ChunkedDecoder {
     size: u64,
     digits: u8,
     ext_len: usize,
+    /// Chunk-extension bytes of the whole body (each `;` included).
+    ext_total: u64,
     trailers: Vec<u8>,
     max_trailer: usize,
     /// Chunk sizes announced so far, and their limit: a chunk that would take
@@ -237,6 +309,7 @@ impl ChunkedDecoder {
             size: 0,
             digits: 0,
             ext_len: 0,
+            ext_total: 0,
             trailers: Vec::new(),
             max_trailer,
             announced: 0,
@@ -273,6 +346,7 @@ impl ChunkedDecoder {
                         }
                         (None, b';') if self.digits > 0 => {
                             self.ext_len = 0;
+                            self.count_ext()?;
                             self.state = ChunkState::Ext;
                         }
                         (None, b'\r') if self.digits > 0 => self.state = ChunkState::SizeLf,
@@ -290,6 +364,7 @@ impl ChunkedDecoder {
                         if self.ext_len > MAX_CHUNK_EXT {
                             return Err(bad("chunk extension too long"));
                         }
+                        self.count_ext()?;
                     }
                     i += 1;
                 }
@@ -354,6 +429,20 @@ impl ChunkedDecoder {
             }
         }
         Ok((i, w))
+    }
+
+    /// Counts one byte of chunk extensions: all of them together may exceed
+    /// the data announced so far (this chunk's included) by
+    /// [`CHUNK_EXT_ALLOWANCE`] only.
+    fn count_ext(&mut self) -> Result<(), Error> {
+        self.ext_total += 1;
+        let data = self.announced.saturating_add(self.size);
+        if self.ext_total > data.saturating_add(CHUNK_EXT_ALLOWANCE) {
+            return Err(bad(
+                "chunk extensions out of proportion to the data; send the body without them",
+            ));
+        }
+        Ok(())
     }
 
     /// Checks the trailer line that just ended; an empty one ends the body.
@@ -472,7 +561,8 @@ impl Incoming {
         if self.length_hint().is_some_and(|n| n > max as u64) {
             return Err(Error::BodyTooLarge);
         }
-        let mut out = Vec::with_capacity(self.length_hint().map_or(0, |n| n as usize));
+        let hint = self.length_hint().and_then(|n| usize::try_from(n).ok());
+        let mut out = Vec::with_capacity(hint.unwrap_or(0));
         let mut chunk = [0u8; 8192];
         loop {
             let n = self.read(&mut chunk).await?;

@@ -442,7 +442,8 @@ impl Client {
             Framing::Length(n) => {
                 // A small body that arrived with its head: the connection can
                 // go back to the pool before the caller even reads it.
-                if let Some(data) = conn.reader.buffered().get(..n as usize) {
+                let whole = usize::try_from(n).ok();
+                if let Some(data) = whole.and_then(|n| conn.reader.buffered().get(..n)) {
                     let data = data.to_vec();
                     conn.reader.consume(data.len());
                     if keep_alive {

@@ -10,6 +10,7 @@
 //!   incoming ([`Incoming`]: streamed from the socket, or collected with a limit),
 //!   including the chunked decoder;
 //! - [`response`]: the [`Response`] a handler returns and its serialisation;
+//! - [`json`]: strict JSON decoding of request bodies (no array for an object);
 //! - [`router`]: exact path and method matching, 404 and 405 with `Allow`;
 //! - [`server`]: the listener, connection lifecycle, limits, graceful shutdown and
 //!   the HTTP/2 preface hand-off;
@@ -32,6 +33,7 @@
 
 pub mod body;
 pub mod client;
+pub mod json;
 pub mod request;
 pub mod response;
 pub mod router;

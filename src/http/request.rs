@@ -499,6 +499,56 @@ pub(crate) fn check_status_line(line: &[u8]) -> Result<(Version, u16), Error> {
     Ok((version, status))
 }
 
+/// Whether a `Host` value is `uri-host [ ":" port ]` (RFC 9112 3.2, RFC
+/// 3986 3.2.2): a reg-name (unreserved, sub-delims, percent-encoded bytes),
+/// an IPv4 address (a reg-name too) or a bracketed IP literal, then an
+/// optional port of digits. An empty value is allowed (RFC 9110 7.2).
+pub(crate) fn is_valid_host(v: &[u8]) -> bool {
+    let is_unreserved = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
+    let is_sub_delim = |b: u8| {
+        matches!(
+            b,
+            b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'='
+        )
+    };
+    let (host_ok, rest) = if let Some(literal) = v.strip_prefix(b"[") {
+        let Some(close) = literal.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let inside = &literal[..close];
+        // IPv6 (hex digits, colons, dots of an embedded IPv4, a `%25` zone
+        // id of RFC 6874) or IPvFuture.
+        let ok = !inside.is_empty()
+            && inside
+                .iter()
+                .all(|&b| is_unreserved(b) || is_sub_delim(b) || b == b':' || b == b'%');
+        (ok, &literal[close + 1..])
+    } else {
+        let end = v.iter().position(|&b| b == b':').unwrap_or(v.len());
+        let name = &v[..end];
+        let mut ok = true;
+        let mut i = 0;
+        while i < name.len() {
+            let b = name[i];
+            if b == b'%' {
+                let hex = |j: usize| name.get(j).is_some_and(u8::is_ascii_hexdigit);
+                ok &= hex(i + 1) && hex(i + 2);
+                i += 3;
+                continue;
+            }
+            ok &= is_unreserved(b) || is_sub_delim(b);
+            i += 1;
+        }
+        (ok, &v[end..])
+    };
+    let port_ok = match rest {
+        [] => true,
+        [b':', port @ ..] => port.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    host_ok && port_ok
+}
+
 /// How a message body is delimited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Framing {
@@ -592,6 +642,11 @@ impl RequestHead {
         let host_count = headers.get_all("host").count();
         if host_count > 1 || (host_count == 0 && rl.version == Version::Http11) {
             return Err(Error::BadRequest("exactly one Host header is required"));
+        }
+        if headers.get_bytes("host").is_some_and(|h| !is_valid_host(h)) {
+            return Err(Error::BadRequest(
+                "invalid Host header: expected host[:port], e.g. Host: 10.0.0.1:8001",
+            ));
         }
 
         let chunked = transfer_encoding_chunked(&headers)?;
@@ -783,15 +838,16 @@ impl Request {
         self.take_body().collect(max).await
     }
 
-    /// Reads the body (at most `max` bytes) and parses it as JSON. The error
-    /// is the response to send: 413 `payload_too_large`, or 400
-    /// `invalid_request` saying what is wrong with the JSON.
+    /// Reads the body (at most `max` bytes) and parses it as JSON (strictly:
+    /// see [`super::json`]). The error is the response to send: 413
+    /// `payload_too_large`, or 400 `invalid_request` saying what is wrong
+    /// with the JSON.
     pub async fn json<T: serde::de::DeserializeOwned>(
         &mut self,
         max: usize,
     ) -> Result<T, Response> {
         let body = self.body_bytes(max).await.map_err(|e| e.to_response())?;
-        serde_json::from_slice(&body)
+        super::json::from_slice(&body)
             .map_err(|e| Response::error(400, "invalid_request", format!("invalid JSON body: {e}")))
     }
 }
@@ -892,6 +948,46 @@ mod tests {
         .iter()
         .map(|s| s.to_vec())
         .collect()
+    }
+
+    #[test]
+    fn host_values_follow_rfc_9112() {
+        for ok in [
+            "a",
+            "example.com",
+            "example.com:8001",
+            "10.0.0.1:8001",
+            "[::1]",
+            "[::1]:8001",
+            "[fe80::1%25eth0]",
+            "xn--caf-dma.example",
+            "a%2Db",
+            "host:",
+            "",
+        ] {
+            assert!(is_valid_host(ok.as_bytes()), "{ok:?} refused");
+        }
+        for bad in [
+            "a b",
+            "a\tb",
+            "exa/mple",
+            "user@host",
+            "host:80:81",
+            "host:8o",
+            "[::1",
+            "[]",
+            "[::1]x",
+            "a%zz",
+            "a%2",
+            "caf\u{e9}",
+            "a\\b",
+            "a\"b",
+            "<a>",
+            "a?b",
+            "a#b",
+        ] {
+            assert!(!is_valid_host(bad.as_bytes()), "{bad:?} accepted");
+        }
     }
 
     #[test]

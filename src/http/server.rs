@@ -4,10 +4,14 @@
 //! [`Handler`], writes the response and loops (keep-alive, pipelining answered
 //! in order, since requests on one connection are served one at a time).
 //! Every wait has a bound from [`ServerConfig`]: the time to receive a head
-//! (408), the idle time between requests, the idle time of a body read, how
-//! long a response write may stall (a peer that never reads cannot hold us),
-//! and the number of connections (a semaphore: one over the limit gets a canned 503
-//! written without blocking, and is closed, so overload never costs memory).
+//! (408), the idle time between requests, the idle time of a body read, the
+//! time a whole body may take (408; it grows with the bytes received, so a
+//! client trickling a byte at a time cannot hold a connection while a large
+//! body at a sane rate finishes), how long a response write may stall (a
+//! peer that never reads cannot hold us), and the number of connections (a
+//! semaphore: one over the limit gets a canned 503 written without blocking,
+//! and is closed, so overload never costs memory). A connection handed to
+//! HTTP/2 keeps its permit until it closes.
 //!
 //! When the framing of a connection can no longer be trusted (a parse error, a
 //! body not read to its end) the response carries `Connection: close` and the
@@ -41,11 +45,11 @@ use std::time::Duration;
 use std::sync::atomic::AtomicUsize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
-use tokio::sync::{Semaphore, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout, timeout_at};
 
-use super::body::{Body, BoxRead, ChunkedDecoder, ConnReader, Decoder, Incoming};
+use super::body::{Body, BodyDeadline, BoxRead, ChunkedDecoder, ConnReader, Decoder, Incoming};
 use super::request::{Framing, HeadParser, Limits, Method, Request, RequestHead, Version};
 use super::response::{self, HeadLength, Response, push_hex, status_has_no_body, write_head};
 use super::tls::{BoxIo, PeerCert, ServerTls};
@@ -74,10 +78,18 @@ pub struct ServerConfig {
     pub keep_alive_timeout: Duration,
     /// How long one read of a request body may wait for data. Default 30 s.
     pub body_timeout: Duration,
+    /// Time a whole request body has to arrive (408 beyond), from its first
+    /// read, before [`ServerConfig::body_min_rate`] adds to it. Default 30 s.
+    pub body_deadline: Duration,
+    /// Each this many bytes of body received add a second to the body
+    /// deadline, so that large bodies sent at a sane rate finish. Default
+    /// 16 KiB (a body slower than 16 KiB/s on average runs out of time).
+    pub body_min_rate: u64,
     /// How long a response write may make no progress (the peer does not
     /// read). Default 30 s.
     pub write_timeout: Duration,
-    /// Most connections served at once; the next ones get a 503. Default 4096.
+    /// Most connections served at once, HTTP/2 connections handed off
+    /// included (until they close); the next ones get a 503. Default 4096.
     pub max_connections: usize,
     /// How long shutdown waits for requests in flight. Default 10 s.
     pub shutdown_timeout: Duration,
@@ -93,6 +105,8 @@ impl Default for ServerConfig {
             header_timeout: Duration::from_secs(10),
             keep_alive_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(30),
+            body_deadline: Duration::from_secs(30),
+            body_min_rate: 16 * 1024,
             write_timeout: Duration::from_secs(30),
             max_connections: 4096,
             shutdown_timeout: Duration::from_secs(10),
@@ -110,6 +124,9 @@ pub struct H2Connection {
     pub remote_addr: SocketAddr,
     /// The verified client certificate, on a TLS connection that had one.
     pub peer: Option<Arc<PeerCert>>,
+    /// The connection's place under its listener's connection limit, held
+    /// until the connection is dropped.
+    pub permit: Option<OwnedSemaphorePermit>,
 }
 
 impl H2Connection {
@@ -120,6 +137,7 @@ impl H2Connection {
             pos: 0,
             inner: self.stream,
             peer: self.peer,
+            _permit: self.permit,
         }
     }
 }
@@ -127,12 +145,15 @@ impl H2Connection {
 /// Receives HTTP/2 connections; it should spawn or enqueue, not block.
 pub type H2Handoff = Arc<dyn Fn(H2Connection) + Send + Sync>;
 
-/// A stream that first yields `prefix`, then reads from `inner`.
+/// A stream that first yields `prefix`, then reads from `inner`. It holds
+/// the connection's permit, so the connection counts against its listener's
+/// limit for as long as it lives.
 pub struct PrefixedIo<S> {
     prefix: Vec<u8>,
     pos: usize,
     inner: S,
     peer: Option<Arc<PeerCert>>,
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 impl<S> PrefixedIo<S> {
@@ -321,13 +342,14 @@ impl Server {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, remote)) => match permits.clone().try_acquire_owned() {
                         Ok(permit) => {
-                            let conn = serve_connection(stream, remote, shared.clone(), shutdown.subscribe());
+                            // The permit goes with the connection: dropped when it
+                            // closes, or handed to HTTP/2 along with it.
+                            let conn = serve_connection(stream, remote, shared.clone(), shutdown.subscribe(), permit);
                             let open = open.clone();
                             open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             tasks.spawn(async move {
                                 conn.await;
                                 open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-                                drop(permit);
                             });
                         }
                         // A TLS client could not read a clear-text answer.
@@ -398,6 +420,7 @@ async fn serve_connection(
     remote: SocketAddr,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
+    permit: OwnedSemaphorePermit,
 ) {
     let _ = stream.set_nodelay(true);
     let Some(tls) = shared.tls.clone() else {
@@ -405,7 +428,7 @@ async fn serve_connection(
             let (r, w) = s.into_split();
             (Box::new(r), Box::new(w))
         };
-        serve_stream(stream, split, remote, shared, shutdown, None).await;
+        serve_stream(stream, split, remote, shared, shutdown, None, permit).await;
         return;
     };
     let handshake = async {
@@ -437,20 +460,31 @@ async fn serve_connection(
     };
     let peer = accepted.peer;
     if accepted.h2 {
-        hand_off_h2(&shared, Box::new(accepted.stream), Vec::new(), remote, peer);
+        let stream = Box::new(accepted.stream);
+        hand_off_h2(&shared, stream, Vec::new(), remote, peer, permit);
         return;
     }
     let split = |s| -> (BoxRead, BoxWrite) {
         let (r, w) = tokio::io::split(s);
         (Box::new(r), Box::new(w))
     };
-    serve_stream(accepted.stream, split, remote, shared, shutdown, peer).await;
+    serve_stream(
+        accepted.stream,
+        split,
+        remote,
+        shared,
+        shutdown,
+        peer,
+        permit,
+    )
+    .await;
 }
 
 type BoxWrite = Box<dyn AsyncWrite + Unpin + Send>;
 
 /// Reads the first bytes of `stream`, then hands it to HTTP/2 or serves
-/// HTTP/1.1 on it, with the halves `split` makes.
+/// HTTP/1.1 on it, with the halves `split` makes. `permit` is held until the
+/// connection closes, wherever it is served.
 async fn serve_stream<S: super::tls::Io>(
     stream: S,
     split: impl FnOnce(S) -> (BoxRead, BoxWrite),
@@ -458,12 +492,13 @@ async fn serve_stream<S: super::tls::Io>(
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
     peer: Option<Arc<PeerCert>>,
+    permit: OwnedSemaphorePermit,
 ) {
     let Some((stream, initial)) = read_preface(stream, &shared, &mut shutdown).await else {
         return;
     };
     if initial.starts_with(H2_PREFACE) {
-        hand_off_h2(&shared, Box::new(stream), initial, remote, peer);
+        hand_off_h2(&shared, Box::new(stream), initial, remote, peer, permit);
         return;
     }
     let (r, w) = split(stream);
@@ -478,6 +513,7 @@ fn hand_off_h2(
     preface: Vec<u8>,
     remote: SocketAddr,
     peer: Option<Arc<PeerCert>>,
+    permit: OwnedSemaphorePermit,
 ) {
     match &shared.h2 {
         Some(handoff) => (handoff.as_ref())(H2Connection {
@@ -485,6 +521,7 @@ fn hand_off_h2(
             preface,
             remote_addr: remote,
             peer,
+            permit: Some(permit),
         }),
         None => log::debug!("http: {remote} speaks HTTP/2; no HTTP/2 service, closing"),
     }
@@ -712,6 +749,7 @@ impl Connection {
             match returned.try_recv() {
                 Ok((mut reader, clean)) => {
                     reader.set_idle_timeout(None);
+                    reader.set_deadline(None);
                     self.reader = Some(reader);
                     keep_alive &= clean;
                 }
@@ -738,8 +776,11 @@ impl Connection {
         let decoder = match head.framing {
             Framing::None | Framing::UntilClose => return Ok((Incoming::empty(), None)),
             Framing::Length(n) => {
-                if let Some(reader) = self.reader.as_mut() {
-                    if let Some(data) = reader.buffered().get(..n as usize) {
+                // A length that does not fit in memory is streamed (and
+                // stopped by the body limit) rather than truncated.
+                let whole = usize::try_from(n).ok();
+                if let (Some(reader), Some(whole)) = (self.reader.as_mut(), whole) {
+                    if let Some(data) = reader.buffered().get(..whole) {
                         let data = data.to_vec();
                         reader.consume(data.len());
                         return Ok((Incoming::full(data), None));
@@ -762,6 +803,10 @@ impl Connection {
             return Err(io::ErrorKind::NotConnected.into());
         };
         reader.set_idle_timeout(Some(self.shared.config.body_timeout));
+        reader.set_deadline(Some(BodyDeadline {
+            base: self.shared.config.body_deadline,
+            min_rate: self.shared.config.body_min_rate,
+        }));
         let (tx, rx) = oneshot::channel();
         let on_done = Box::new(move |reader: ConnReader, clean: bool| {
             let _ = tx.send((reader, clean));

@@ -139,8 +139,9 @@ where
     })
 }
 
+/// Strict JSON: an array where the message has an object is refused.
 fn decode_json<Req: DeserializeOwned>(_: Option<&str>, body: &[u8]) -> Result<Req, String> {
-    serde_json::from_slice(body).map_err(|e| e.to_string())
+    crate::http::json::from_slice(body).map_err(|e| e.to_string())
 }
 
 /// AppendEntries in the binary form, or JSON as older versions send it.

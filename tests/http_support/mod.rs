@@ -125,6 +125,8 @@ pub fn test_config() -> ServerConfig {
         header_timeout: Duration::from_millis(1000),
         keep_alive_timeout: Duration::from_millis(3000),
         body_timeout: Duration::from_millis(1000),
+        body_deadline: Duration::from_millis(2000),
+        body_min_rate: 16 * 1024,
         write_timeout: Duration::from_millis(1000),
         max_connections: 256,
         shutdown_timeout: Duration::from_millis(1500),
