@@ -108,20 +108,27 @@ impl PeerSigner {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// The MAC of a request: `route` is its method, path, target and sender.
     fn mac(
         &self,
-        method: &str,
-        path: &str,
-        target: &str,
-        from: &str,
+        route: [&str; 4],
         ts: u64,
         nonce: u128,
         digest: &BodyDigest,
     ) -> Option<Hmac<Sha256>> {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.secret).ok()?;
         let (ts, nonce, digest) = (ts.to_string(), format!("{nonce:032x}"), to_hex(digest));
-        for part in [method, path, target, from, &self.cluster, &ts, &nonce, &digest] {
+        let [method, path, target, from] = route;
+        for part in [
+            method,
+            path,
+            target,
+            from,
+            &self.cluster,
+            &ts,
+            &nonce,
+            &digest,
+        ] {
             mac.update(part.as_bytes());
             mac.update(b"\n");
         }
@@ -149,7 +156,7 @@ impl PeerSigner {
         let nonce = (u128::from(self.nonce_prefix) << 64) | u128::from(counter);
         let (target, from) = (target.to_string(), from.to_string());
         let hex = self
-            .mac(method, path, &target, &from, ts, nonce, digest)
+            .mac([method, path, &target, &from], ts, nonce, digest)
             .map(|m| to_hex(&m.finalize().into_bytes()))
             .unwrap_or_default();
         format!("t={ts},n={nonce:032x},d={},mac={hex}", to_hex(digest))
@@ -174,10 +181,7 @@ impl PeerSigner {
         let from = from_text.parse::<u64>().map_err(|_| Refusal::Invalid)?;
         let mac = self
             .mac(
-                req.method().as_str(),
-                req.path(),
-                target,
-                from_text,
+                [req.method().as_str(), req.path(), target, from_text],
                 sig.ts,
                 sig.nonce,
                 &sig.digest,
@@ -644,11 +648,21 @@ mod tests {
         assert_ne!(sa.nonce, sb.nonce, "every request has its own nonce");
         assert_eq!(sa.digest, body_digest(b"{}"));
         let mac = signer
-            .mac("POST", "/raft/vote", "2", "1", sa.ts, sa.nonce, &sa.digest)
+            .mac(
+                ["POST", "/raft/vote", "2", "1"],
+                sa.ts,
+                sa.nonce,
+                &sa.digest,
+            )
             .unwrap();
         assert!(mac.verify_slice(&sa.mac).is_ok());
         let other = signer
-            .mac("POST", "/raft/vote", "2", "1", sa.ts, sa.nonce, &body_digest(b"[]"))
+            .mac(
+                ["POST", "/raft/vote", "2", "1"],
+                sa.ts,
+                sa.nonce,
+                &body_digest(b"[]"),
+            )
             .unwrap();
         assert!(other.verify_slice(&sa.mac).is_err(), "the digest is signed");
         assert!(Signature::parse("t=1,mac=00").is_none());

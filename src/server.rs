@@ -151,10 +151,7 @@ async fn serve(cfg: Config, reload: Reloader) -> Result<(), String> {
     let raft = openraft::Raft::new(id, raft_cfg, network, log_store, state_machine)
         .await
         .map_err(|e| format!("cannot start Raft: {e}"))?;
-    tokio::spawn(rebuild_damaged_snapshots(
-        raft.clone(),
-        damaged_snapshots,
-    ));
+    tokio::spawn(rebuild_damaged_snapshots(raft.clone(), damaged_snapshots));
 
     let me = NodeInfo {
         rpc_addr: cfg.node.advertised_http_addr().to_string(),

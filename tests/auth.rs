@@ -272,21 +272,45 @@ fn peer_signatures_cover_the_body_and_cannot_be_replayed() {
 
     // The signature of one body does not cover another.
     let sig = sign(secret, &write("signed"));
-    let r = peer_call(&c, leader, "/raft/write", &write("swapped"), ("x-ferrium-auth", &sig));
+    let r = peer_call(
+        &c,
+        leader,
+        "/raft/write",
+        &write("swapped"),
+        ("x-ferrium-auth", &sig),
+    );
     assert_eq!(r, 401);
     let r = c.get(leader, "swapped", "linearizable").unwrap();
     assert!(r.json()["value"].is_null(), "the swapped body was applied");
 
     // The same request twice: the second one is a replay.
     let sig = sign(secret, &write("once"));
-    let r = peer_call(&c, leader, "/raft/write", &write("once"), ("x-ferrium-auth", &sig));
+    let r = peer_call(
+        &c,
+        leader,
+        "/raft/write",
+        &write("once"),
+        ("x-ferrium-auth", &sig),
+    );
     assert_eq!(r, 200);
-    let r = peer_call(&c, leader, "/raft/write", &write("once"), ("x-ferrium-auth", &sig));
+    let r = peer_call(
+        &c,
+        leader,
+        "/raft/write",
+        &write("once"),
+        ("x-ferrium-auth", &sig),
+    );
     assert_eq!(r, 401);
 
     // A signature made with another cluster secret.
     let forged = sign(b"another-secret-0123456789abcdef", &write("forged"));
-    let r = peer_call(&c, leader, "/raft/write", &write("forged"), ("x-ferrium-auth", &forged));
+    let r = peer_call(
+        &c,
+        leader,
+        "/raft/write",
+        &write("forged"),
+        ("x-ferrium-auth", &forged),
+    );
     assert_eq!(r, 401);
 
     // The refusals are counted, and the cluster's own signed traffic
@@ -296,12 +320,16 @@ fn peer_signatures_cover_the_body_and_cannot_be_replayed() {
         "GET",
         "/metrics",
         None,
-        &[("Authorization", &format!("Bearer {READ}")), ("Accept", "text/plain")],
+        &[
+            ("Authorization", &format!("Bearer {READ}")),
+            ("Accept", "text/plain"),
+        ],
         Duration::from_secs(5),
     )
     .unwrap();
     assert!(
-        prom.body.contains("ferrium_auth_denied_total{kind=\"peer_replay\"} 1"),
+        prom.body
+            .contains("ferrium_auth_denied_total{kind=\"peer_replay\"} 1"),
         "{}",
         prom.body
     );
@@ -310,7 +338,14 @@ fn peer_signatures_cover_the_body_and_cannot_be_replayed() {
         let r = call(&c, follower, "POST", "/write", Some(&body), Some(WRITE));
         assert_eq!(r.status, 200, "{}", r.body);
     }
-    let r = call(&c, follower, "POST", "/read", Some(r#"{"key":"fwd19"}"#), Some(READ));
+    let r = call(
+        &c,
+        follower,
+        "POST",
+        "/read",
+        Some(r#"{"key":"fwd19"}"#),
+        Some(READ),
+    );
     assert_eq!(r.json()["value"], "v");
 }
 

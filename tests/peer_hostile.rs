@@ -169,7 +169,11 @@ fn refused(c: &Cluster, to: u64, u: &Upload, want_status: u16, want_code: &str, 
     let left = files(&snapshot_dir(c, to), ".part");
     assert!(left.is_empty(), "{case}: files left behind: {left:?}");
     let health = c.call(to, "GET", "/health", None).unwrap();
-    assert_eq!(health.status, 200, "{case}: node {to} unhealthy: {}", health.body);
+    assert_eq!(
+        health.status, 200,
+        "{case}: node {to} unhealthy: {}",
+        health.body
+    );
 }
 
 #[test]
@@ -284,7 +288,11 @@ fn hostile_snapshot_uploads_are_refused_and_leave_the_node_serving() {
         "bad_vote",
         "vote not granted by a quorum",
     );
-    let third = c.ids().into_iter().find(|i| *i != leader && *i != f).unwrap();
+    let third = c
+        .ids()
+        .into_iter()
+        .find(|i| *i != leader && *i != f)
+        .unwrap();
     refused(
         &c,
         f,
@@ -344,7 +352,9 @@ fn hostile_snapshot_uploads_are_refused_and_leave_the_node_serving() {
     s.write_all(&good[..good.len() / 2]).unwrap();
     drop(s);
     let cleaned = eventually(Duration::from_secs(10), || {
-        files(&snapshot_dir(&c, f), ".part").is_empty().then_some(())
+        files(&snapshot_dir(&c, f), ".part")
+            .is_empty()
+            .then_some(())
     });
     assert!(cleaned.is_some(), "a broken upload left its file behind");
 
@@ -352,7 +362,11 @@ fn hostile_snapshot_uploads_are_refused_and_leave_the_node_serving() {
     // snapshot, new writes arrive.
     let r = c.get(f, "forged/a", "stale").unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
-    assert!(r.json()["value"].is_null(), "a forged key was installed: {}", r.body);
+    assert!(
+        r.json()["value"].is_null(),
+        "a forged key was installed: {}",
+        r.body
+    );
     for snap in files(&snapshot_dir(&c, f), ".snap") {
         let meta = file_meta(&std::fs::read(&snap).unwrap());
         assert!(meta["last_log_id"]["index"].as_u64().unwrap() <= applied + 1000);
@@ -362,7 +376,11 @@ fn hostile_snapshot_uploads_are_refused_and_leave_the_node_serving() {
         let r = c.get(f, "after", "stale").ok()?;
         (r.json()["value"] == "1").then_some(())
     });
-    assert!(seen.is_some(), "the follower stopped following: {}", c.log_tail(f));
+    assert!(
+        seen.is_some(),
+        "the follower stopped following: {}",
+        c.log_tail(f)
+    );
     assert_eq!(c.call(f, "GET", "/health", None).unwrap().status, 200);
     let m = common::request(
         &c.addr(f),

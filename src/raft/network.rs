@@ -450,3 +450,28 @@ pub async fn rebuild_damaged_snapshots(raft: crate::node::FerriumRaft, signal: A
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::declined_snapshot;
+
+    #[test]
+    fn a_declined_snapshot_answers_with_the_followers_vote() {
+        let body = br#"{"code":"stale_snapshot","error":"old","vote":{"leader_id":{"term":3,"node_id":2},"committed":true}}"#;
+        let vote = declined_snapshot(409, body).expect("a declined snapshot");
+        assert_eq!((vote.leader_id.term, vote.leader_id.node_id), (3, 2));
+        assert!(vote.committed);
+        let stale_vote = body.to_vec();
+        let stale_vote = String::from_utf8(stale_vote)
+            .unwrap()
+            .replace("stale_snapshot", "stale_vote");
+        assert!(declined_snapshot(409, stale_vote.as_bytes()).is_some());
+        // Any other refusal stays an error.
+        let other = String::from_utf8(body.to_vec())
+            .unwrap()
+            .replace("stale_snapshot", "corrupt_snapshot");
+        assert!(declined_snapshot(409, other.as_bytes()).is_none());
+        assert!(declined_snapshot(400, body).is_none());
+        assert!(declined_snapshot(409, b"not json").is_none());
+    }
+}

@@ -311,13 +311,22 @@ fn check_upload(
         )));
     }
     let member = m.membership_config.membership().get_node(&leader).is_some()
-        || meta.last_membership.membership().get_node(&leader).is_some();
+        || meta
+            .last_membership
+            .membership()
+            .get_node(&leader)
+            .is_some();
     if !member {
         return Err(Refusal::bad_vote(format!(
             "node {leader} is not a member of this cluster and cannot lead it"
         )));
     }
-    if !(vote >= &m.vote) {
+    // Votes are only partially ordered: an incomparable one is not newer.
+    let newer_or_same = matches!(
+        vote.partial_cmp(&m.vote),
+        Some(std::cmp::Ordering::Greater | std::cmp::Ordering::Equal)
+    );
+    if !newer_or_same {
         return Err(Refusal::new(
             409,
             "stale_vote",
@@ -330,7 +339,8 @@ fn check_upload(
     }
     let Some(last) = meta.last_log_id.as_ref() else {
         return Err(Refusal::bad_meta(
-            "the snapshot meta names no log position; a snapshot sent to a follower always has one".into(),
+            "the snapshot meta names no log position; a snapshot sent to a follower always has one"
+                .into(),
         ));
     };
     if last.leader_id > vote.leader_id {
@@ -546,7 +556,9 @@ async fn snapshot(node: &Node, reader: &StateReader, mut req: Request) -> Respon
                 400,
                 "corrupt_snapshot",
                 "corrupt",
-                format!("the received snapshot is damaged ({e}); the sender should build a new one"),
+                format!(
+                    "the received snapshot is damaged ({e}); the sender should build a new one"
+                ),
             )
             .response(node, from);
         }
