@@ -7,9 +7,14 @@
 //! certificate carries one of `security.peer_names`; with a cluster secret,
 //! a request signed with it. The secret itself never travels: each request
 //! carries `HMAC-SHA256(secret, method, path, target, sender, cluster,
-//! timestamp)`, and requests whose timestamp is more than five minutes off
-//! are refused. With certificate authentication a client's role comes from
-//! the names (subject CN, SANs) of its verified certificate.
+//! timestamp, nonce, SHA-256 of the body)`. Requests whose timestamp is more
+//! than five minutes off are refused, and so is a second request with the
+//! same sender, timestamp and nonce (see [`ReplayCache`]). The header only
+//! names the body's digest; the peer routes check the body they read against
+//! it ([`check_body`]) and refuse a mismatch with 401, a streamed snapshot
+//! once it has been received and before it is installed. With certificate
+//! authentication a client's role comes from the names (subject CN, SANs) of
+//! its verified certificate.
 //!
 //! Failures answer 401 (with `WWW-Authenticate`) or 403 and say nothing an
 //! attacker could use; each is counted in the metrics and logged at most
@@ -19,21 +24,77 @@ use crate::config::{AuthMethod, Role, SecurityConfig};
 use crate::http::{Method, PeerCert, Request, Response};
 use crate::metrics::METRICS;
 use hmac::{Hmac, Mac};
-use sha2::Sha256;
-use std::sync::Arc;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Header carrying a peer request's signature: `t=<unix ms>,mac=<hex>`.
+/// Header carrying a peer request's signature:
+/// `t=<unix ms>,n=<nonce hex>,d=<body SHA-256 hex>,mac=<hex>`.
 pub const PEER_AUTH_HEADER: &str = "x-ferrium-auth";
 
 /// Largest clock difference accepted on a signed peer request.
 const MAX_SKEW: Duration = Duration::from_secs(300);
 
-/// Signs peer requests with the cluster secret.
+/// Most signed requests remembered against replay (about 50 bytes each).
+const MAX_REMEMBERED: usize = 100_000;
+
+/// SHA-256 of a request body, as a signature names it.
+pub type BodyDigest = [u8; 32];
+
+/// The digest of a whole body.
+pub fn body_digest(body: &[u8]) -> BodyDigest {
+    Sha256::digest(body).into()
+}
+
+/// Signs peer requests with the cluster secret, and verifies them.
 pub struct PeerSigner {
     secret: Vec<u8>,
     cluster: String,
+    /// Random per process, so that nonces of a restarted sender never repeat
+    /// those of its previous run.
+    nonce_prefix: u64,
+    nonce_counter: AtomicU64,
+    replay: Mutex<ReplayCache>,
+}
+
+/// The parts of a signature header.
+struct Signature {
+    ts: u64,
+    nonce: u128,
+    digest: BodyDigest,
+    mac: Vec<u8>,
+}
+
+impl Signature {
+    fn parse(value: &str) -> Option<Signature> {
+        let (mut ts, mut nonce, mut digest, mut mac) = (None, None, None, None);
+        for part in value.split(',') {
+            match part.trim().split_once('=') {
+                Some(("t", v)) => ts = v.parse::<u64>().ok(),
+                Some(("n", v)) if v.len() == 32 => nonce = u128::from_str_radix(v, 16).ok(),
+                Some(("d", v)) => digest = from_hex(v).and_then(|d| d.try_into().ok()),
+                Some(("mac", v)) => mac = from_hex(v),
+                _ => {}
+            }
+        }
+        Some(Signature {
+            ts: ts?,
+            nonce: nonce?,
+            digest: digest?,
+            mac: mac?,
+        })
+    }
+}
+
+/// Why a peer signature was refused (the metrics label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// Missing, malformed, too old or made with another secret.
+    Invalid,
+    /// Valid, but already seen (or older than what is still remembered).
+    Replay,
 }
 
 impl PeerSigner {
@@ -41,63 +102,186 @@ impl PeerSigner {
         PeerSigner {
             secret,
             cluster: cluster.to_string(),
+            nonce_prefix: random_u64(),
+            nonce_counter: AtomicU64::new(0),
+            replay: Mutex::new(ReplayCache::new(now_ms())),
         }
     }
 
+    /// The MAC of a request: `route` is its method, path, target and sender.
     fn mac(
         &self,
-        method: &str,
-        path: &str,
-        target: &str,
-        from: &str,
+        route: [&str; 4],
         ts: u64,
+        nonce: u128,
+        digest: &BodyDigest,
     ) -> Option<Hmac<Sha256>> {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.secret).ok()?;
-        for part in [method, path, target, from, &self.cluster, &ts.to_string()] {
+        let (ts, nonce, digest) = (ts.to_string(), format!("{nonce:032x}"), to_hex(digest));
+        let [method, path, target, from] = route;
+        for part in [
+            method,
+            path,
+            target,
+            from,
+            &self.cluster,
+            &ts,
+            &nonce,
+            &digest,
+        ] {
             mac.update(part.as_bytes());
             mac.update(b"\n");
         }
         Some(mac)
     }
 
-    /// The header value for a request from `from` to `target`.
-    pub fn sign(&self, method: &str, path: &str, target: u64, from: u64) -> String {
-        let ts = now_ms();
-        let hex = self
-            .mac(method, path, &target.to_string(), &from.to_string(), ts)
-            .map(|m| to_hex(&m.finalize().into_bytes()))
-            .unwrap_or_default();
-        format!("t={ts},mac={hex}")
+    /// The header value for a request from `from` to `target` whose body is
+    /// `body`.
+    pub fn sign(&self, method: &str, path: &str, target: u64, from: u64, body: &[u8]) -> String {
+        self.sign_digest(method, path, target, from, &body_digest(body))
     }
 
-    /// Checks a signed request; constant-time comparison of the MAC.
-    fn verify(&self, req: &Request) -> bool {
-        let Some(value) = req.header(PEER_AUTH_HEADER) else {
-            return false;
-        };
-        let mut ts = None;
-        let mut mac_hex = None;
-        for part in value.split(',') {
-            match part.trim().split_once('=') {
-                Some(("t", v)) => ts = v.parse::<u64>().ok(),
-                Some(("mac", v)) => mac_hex = from_hex(v),
-                _ => {}
-            }
-        }
-        let (Some(ts), Some(given)) = (ts, mac_hex) else {
-            return false;
-        };
-        if now_ms().abs_diff(ts) > MAX_SKEW.as_millis() as u64 {
-            return false;
+    /// Like [`PeerSigner::sign`], for a body streamed later whose digest is
+    /// known up front (a snapshot file).
+    pub fn sign_digest(
+        &self,
+        method: &str,
+        path: &str,
+        target: u64,
+        from: u64,
+        digest: &BodyDigest,
+    ) -> String {
+        let ts = now_ms();
+        let counter = self.nonce_counter.fetch_add(1, Ordering::Relaxed);
+        let nonce = (u128::from(self.nonce_prefix) << 64) | u128::from(counter);
+        let (target, from) = (target.to_string(), from.to_string());
+        let hex = self
+            .mac([method, path, &target, &from], ts, nonce, digest)
+            .map(|m| to_hex(&m.finalize().into_bytes()))
+            .unwrap_or_default();
+        format!("t={ts},n={nonce:032x},d={},mac={hex}", to_hex(digest))
+    }
+
+    /// Checks a signed request's header: fresh, made with our secret
+    /// (constant-time comparison of the MAC), and not seen before. The body
+    /// is checked against the digest by the route that reads it.
+    fn verify(&self, req: &Request) -> Result<(), Refusal> {
+        let sig = req
+            .header(PEER_AUTH_HEADER)
+            .and_then(Signature::parse)
+            .ok_or(Refusal::Invalid)?;
+        let now = now_ms();
+        if now.abs_diff(sig.ts) > MAX_SKEW.as_millis() as u64 {
+            return Err(Refusal::Invalid);
         }
         let target = req
             .header(crate::raft::network::TARGET_HEADER)
             .unwrap_or("");
-        let from = req.header(crate::raft::network::FROM_HEADER).unwrap_or("");
-        match self.mac(req.method().as_str(), req.path(), target, from, ts) {
-            Some(mac) => mac.verify_slice(&given).is_ok(),
-            None => false,
+        let from_text = req.header(crate::raft::network::FROM_HEADER).unwrap_or("");
+        let from = from_text.parse::<u64>().map_err(|_| Refusal::Invalid)?;
+        let mac = self
+            .mac(
+                [req.method().as_str(), req.path(), target, from_text],
+                sig.ts,
+                sig.nonce,
+                &sig.digest,
+            )
+            .ok_or(Refusal::Invalid)?;
+        mac.verify_slice(&sig.mac).map_err(|_| Refusal::Invalid)?;
+        // Only a verified signature is remembered: nobody without the
+        // secret can fill the cache.
+        let mut replay = self.replay.lock().unwrap_or_else(|e| e.into_inner());
+        if replay.admit(now, sig.ts, from, sig.nonce) {
+            Ok(())
+        } else {
+            Err(Refusal::Replay)
         }
+    }
+}
+
+/// The body digest a signed request names, if it carries a signature.
+pub fn signed_digest(req: &Request) -> Option<BodyDigest> {
+    Signature::parse(req.header(PEER_AUTH_HEADER)?).map(|s| s.digest)
+}
+
+/// Refuses (401) a signed request whose body is not the one its signature
+/// covers. Requests without a signature (mTLS peers, or no peer
+/// authentication) pass: nothing to check against.
+pub fn check_body(req: &Request, digest: &BodyDigest) -> Result<(), Response> {
+    match signed_digest(req) {
+        Some(signed) if signed != *digest => {
+            METRICS.auth_denied("peer_body");
+            Err(Response::error(
+                401,
+                "unauthenticated",
+                "the request body is not the one its peer signature covers",
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The signed peer requests seen recently, to refuse a second delivery.
+///
+/// A nonce cache rather than a per-sender counter: requests from one sender
+/// travel over several pooled connections (heartbeats, replication,
+/// snapshots, forwarded client requests) and arrive out of order, which a
+/// strict counter would refuse. An entry is needed only while its timestamp
+/// is within the clock window, since older ones are refused anyway, so the
+/// cache normally holds the last ten minutes. Memory has a hard bound
+/// ([`MAX_REMEMBERED`]): beyond it the oldest entries are forgotten and the
+/// floor rises past them, so nothing older than the floor is accepted and a
+/// forgotten request still cannot come back. At start-up the floor is the
+/// start time: a request signed before this process started cannot be
+/// replayed to it after a restart.
+struct ReplayCache {
+    /// Requests with an earlier timestamp are refused.
+    floor: u64,
+    /// (timestamp, sender, nonce), oldest first.
+    seen: BTreeSet<(u64, u64, u128)>,
+}
+
+impl ReplayCache {
+    fn new(floor: u64) -> ReplayCache {
+        ReplayCache {
+            floor,
+            seen: BTreeSet::new(),
+        }
+    }
+
+    /// Records a request signed at `ts`; false if it was seen before or is
+    /// older than what is still remembered.
+    fn admit(&mut self, now: u64, ts: u64, from: u64, nonce: u128) -> bool {
+        self.floor = self
+            .floor
+            .max(now.saturating_sub(MAX_SKEW.as_millis() as u64));
+        while self.seen.first().is_some_and(|e| e.0 < self.floor) {
+            self.seen.pop_first();
+        }
+        if ts < self.floor || !self.seen.insert((ts, from, nonce)) {
+            return false;
+        }
+        while self.seen.len() > MAX_REMEMBERED {
+            if let Some((oldest, _, _)) = self.seen.pop_first() {
+                self.floor = oldest.saturating_add(1);
+            }
+        }
+        true
+    }
+}
+
+/// 64 random bits from the operating system (through rustls' provider),
+/// or the clock if that fails.
+fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    match rustls::crypto::ring::default_provider()
+        .secure_random
+        .fill(&mut b)
+    {
+        Ok(()) => u64::from_le_bytes(b),
+        Err(_) => SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
     }
 }
 
@@ -260,12 +444,19 @@ impl Auth {
         match self.needs(req.method(), req.path()) {
             Needs::Nothing => Ok(()),
             Needs::Peer => {
-                let ok = self.is_member(req.peer_cert())
-                    || self.peers.as_ref().is_some_and(|p| p.verify(req));
-                if ok {
+                if self.is_member(req.peer_cert()) {
                     return Ok(());
                 }
-                self.denied("peer", req);
+                let verdict = match &self.peers {
+                    Some(p) => p.verify(req),
+                    None => Err(Refusal::Invalid),
+                };
+                let kind = match verdict {
+                    Ok(()) => return Ok(()),
+                    Err(Refusal::Invalid) => "peer",
+                    Err(Refusal::Replay) => "peer_replay",
+                };
+                self.denied(kind, req);
                 Err(Response::error(
                     401,
                     "unauthenticated",
@@ -426,6 +617,56 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replay_cache_refuses_a_second_delivery_and_stays_bounded() {
+        let start = 1_000_000_000;
+        let mut c = ReplayCache::new(start);
+        assert!(!c.admit(start, start - 1, 1, 7), "signed before start-up");
+        assert!(c.admit(start, start + 5, 1, 7));
+        assert!(!c.admit(start, start + 5, 1, 7), "replay");
+        assert!(c.admit(start, start + 5, 2, 7), "same nonce, other sender");
+        assert!(c.admit(start, start + 3, 1, 8), "out of order is fine");
+        // Entries leave once the clock window has passed them.
+        let later = start + MAX_SKEW.as_millis() as u64 + 10;
+        assert!(c.admit(later, later, 1, 9));
+        assert_eq!(c.seen.len(), 1);
+        // Past the bound the oldest go, and the floor rises above them.
+        for i in 0..MAX_REMEMBERED as u64 + 10 {
+            assert!(c.admit(later, later + 1 + i, 3, u128::from(i)));
+        }
+        assert_eq!(c.seen.len(), MAX_REMEMBERED);
+        assert!(!c.admit(later, later + 1, 3, 0), "forgotten, still refused");
+    }
+
+    #[test]
+    fn signature_header_round_trips() {
+        let signer = PeerSigner::new(b"0123456789abcdef".to_vec(), "c");
+        let a = signer.sign("POST", "/raft/vote", 2, 1, b"{}");
+        let b = signer.sign("POST", "/raft/vote", 2, 1, b"{}");
+        let (sa, sb) = (Signature::parse(&a).unwrap(), Signature::parse(&b).unwrap());
+        assert_ne!(sa.nonce, sb.nonce, "every request has its own nonce");
+        assert_eq!(sa.digest, body_digest(b"{}"));
+        let mac = signer
+            .mac(
+                ["POST", "/raft/vote", "2", "1"],
+                sa.ts,
+                sa.nonce,
+                &sa.digest,
+            )
+            .unwrap();
+        assert!(mac.verify_slice(&sa.mac).is_ok());
+        let other = signer
+            .mac(
+                ["POST", "/raft/vote", "2", "1"],
+                sa.ts,
+                sa.nonce,
+                &body_digest(b"[]"),
+            )
+            .unwrap();
+        assert!(other.verify_slice(&sa.mac).is_err(), "the digest is signed");
+        assert!(Signature::parse("t=1,mac=00").is_none());
+    }
 
     #[test]
     fn hex_round_trip_and_constant_time_eq() {

@@ -116,6 +116,7 @@ pub struct Metrics {
     proposals: CounterFamily,
     forwarded: CounterFamily,
     auth_denied: CounterFamily,
+    snapshot_refused: CounterFamily,
     elections: AtomicU64,
     leader_changes: AtomicU64,
     snapshot_builds: AtomicU64,
@@ -171,6 +172,14 @@ impl Metrics {
     /// One request refused by authentication or authorisation.
     pub fn auth_denied(&self, kind: &str) {
         self.auth_denied.inc(format!("kind=\"{}\"", label(kind)));
+    }
+
+    /// One snapshot upload refused before it reached Raft, by reason
+    /// (`corrupt`, `mismatch`, `stale`, `bad_vote`, `bad_meta`,
+    /// `bad_header`, `signature`, `stream`).
+    pub fn snapshot_refused(&self, reason: &str) {
+        self.snapshot_refused
+            .inc(format!("reason=\"{}\"", label(reason)));
     }
 
     pub fn snapshot_installed(&self) {
@@ -261,6 +270,11 @@ impl Metrics {
             &mut out,
             "ferrium_forwarded_requests_total",
             "Requests forwarded to the leader by kind.",
+        );
+        self.snapshot_refused.render(
+            &mut out,
+            "ferrium_snapshot_refused_total",
+            "Snapshot uploads refused before they reached Raft, by reason.",
         );
         out
     }

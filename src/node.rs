@@ -496,7 +496,7 @@ impl Node {
         if let Some(signer) = &self.inner.signer {
             req = req.header(
                 PEER_AUTH_HEADER,
-                signer.sign("POST", path, leader.id, self.inner.id),
+                signer.sign("POST", path, leader.id, self.inner.id, &body),
             );
         }
         let req = req

@@ -14,7 +14,7 @@ use crate::config::{self, CompactionStrategy, Config, LoadedConfig};
 use crate::http::{self, Router, Server, ServerConfig};
 use crate::metrics;
 use crate::node::Node;
-use crate::raft::network::PeerNetwork;
+use crate::raft::network::{PeerNetwork, rebuild_damaged_snapshots};
 use crate::raft::rpc;
 use crate::raft::types::Node as NodeInfo;
 use crate::store::{self, StoreOptions};
@@ -199,10 +199,12 @@ async fn serve(cfg: Config, reload: Reloader) -> Result<(), String> {
         cfg.raft.snapshot_timeout.as_duration(),
         auth.signer(),
     );
+    let damaged_snapshots = network.damaged_snapshots();
     let raft_cfg = Arc::new(raft_config(&cfg)?);
     let raft = openraft::Raft::new(id, raft_cfg, network, log_store, state_machine)
         .await
         .map_err(|e| format!("cannot start Raft: {e}"))?;
+    tokio::spawn(rebuild_damaged_snapshots(raft.clone(), damaged_snapshots));
 
     let me = NodeInfo {
         rpc_addr: cfg.node.advertised_http_addr().to_string(),

@@ -199,7 +199,13 @@ fn peer_routes_refuse_unsigned_and_wrongly_signed_requests() {
     let leader = c.wait_leader(Duration::from_secs(10));
     let write = r#"{"Set":{"key":"forged","value":"x"}}"#;
     let signed = |secret: &[u8], path: &str| {
-        ferrium::auth::PeerSigner::new(secret.to_vec(), "test").sign("POST", path, leader, 2)
+        ferrium::auth::PeerSigner::new(secret.to_vec(), "test").sign(
+            "POST",
+            path,
+            leader,
+            2,
+            write.as_bytes(),
+        )
     };
 
     // No credentials at all, even with an admin token.
@@ -245,6 +251,102 @@ fn peer_routes_refuse_unsigned_and_wrongly_signed_requests() {
     );
     let r = c.get(leader, "forged", "linearizable").unwrap();
     assert_eq!(r.json()["value"], "x");
+}
+
+#[test]
+fn peer_signatures_cover_the_body_and_cannot_be_replayed() {
+    let c = start("replay");
+    let leader = c.wait_leader(Duration::from_secs(10));
+    let follower = c.ids().into_iter().find(|i| *i != leader).unwrap();
+    let sign = |secret: &[u8], body: &str| {
+        ferrium::auth::PeerSigner::new(secret.to_vec(), "test").sign(
+            "POST",
+            "/raft/write",
+            leader,
+            2,
+            body.as_bytes(),
+        )
+    };
+    let write = |key: &str| format!(r#"{{"Set":{{"key":"{key}","value":"x"}}}}"#);
+    let secret = b"0123456789abcdef0123456789abcdef";
+
+    // The signature of one body does not cover another.
+    let sig = sign(secret, &write("signed"));
+    let r = peer_call(
+        &c,
+        leader,
+        "/raft/write",
+        &write("swapped"),
+        ("x-ferrium-auth", &sig),
+    );
+    assert_eq!(r, 401);
+    let r = c.get(leader, "swapped", "linearizable").unwrap();
+    assert!(r.json()["value"].is_null(), "the swapped body was applied");
+
+    // The same request twice: the second one is a replay.
+    let sig = sign(secret, &write("once"));
+    let r = peer_call(
+        &c,
+        leader,
+        "/raft/write",
+        &write("once"),
+        ("x-ferrium-auth", &sig),
+    );
+    assert_eq!(r, 200);
+    let r = peer_call(
+        &c,
+        leader,
+        "/raft/write",
+        &write("once"),
+        ("x-ferrium-auth", &sig),
+    );
+    assert_eq!(r, 401);
+
+    // A signature made with another cluster secret.
+    let forged = sign(b"another-secret-0123456789abcdef", &write("forged"));
+    let r = peer_call(
+        &c,
+        leader,
+        "/raft/write",
+        &write("forged"),
+        ("x-ferrium-auth", &forged),
+    );
+    assert_eq!(r, 401);
+
+    // The refusals are counted, and the cluster's own signed traffic
+    // (replication, forwarded writes) still flows.
+    let prom = request(
+        &c.addr(leader),
+        "GET",
+        "/metrics",
+        None,
+        &[
+            ("Authorization", &format!("Bearer {READ}")),
+            ("Accept", "text/plain"),
+        ],
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert!(
+        prom.body
+            .contains("ferrium_auth_denied_total{kind=\"peer_replay\"} 1"),
+        "{}",
+        prom.body
+    );
+    for i in 0..20 {
+        let body = format!(r#"{{"Set":{{"key":"fwd{i}","value":"v"}}}}"#);
+        let r = call(&c, follower, "POST", "/write", Some(&body), Some(WRITE));
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let r = call(
+        &c,
+        follower,
+        "POST",
+        "/read",
+        Some(r#"{"key":"fwd19"}"#),
+        Some(READ),
+    );
+    assert_eq!(r.json()["value"], "v");
 }
 
 #[test]

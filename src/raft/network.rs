@@ -11,8 +11,15 @@
 //!
 //! Failures are reported the way openraft expects: a peer that cannot be
 //! reached is `Unreachable` (openraft backs off), a deadline is `Timeout`.
+//!
+//! A snapshot is read in full before it is sent: its format and checksum
+//! are verified and its SHA-256 goes into the request's signature. A
+//! damaged file is never sent; a new snapshot is built instead (see
+//! [`rebuild_damaged_snapshots`]). A follower that declines a snapshot it
+//! does not need answers 409 with its vote, which is handed to openraft as
+//! the answer it would have given itself.
 
-use crate::auth::{PEER_AUTH_HEADER, PeerSigner};
+use crate::auth::{BodyDigest, PEER_AUTH_HEADER, PeerSigner, body_digest};
 use crate::http::{self, Body, ClientRequest, Method};
 use crate::raft::codec;
 use crate::raft::types::{Node, TypeConfig};
@@ -32,6 +39,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use tokio::sync::Notify;
 
 /// Header naming the node a peer request is meant for.
 pub const TARGET_HEADER: &str = "x-ferrium-target";
@@ -61,6 +69,8 @@ pub struct PeerNetwork {
     heartbeat: http::Client,
     snapshot: http::Client,
     snapshot_timeout: Duration,
+    /// Raised when a snapshot file fails its check before sending.
+    rebuild: Arc<Notify>,
 }
 
 /// Whether a peer must be sent AppendEntries as JSON (it is of an older
@@ -83,7 +93,14 @@ impl PeerNetwork {
             snapshot: client.separate_pool(),
             replication: client,
             snapshot_timeout,
+            rebuild: Arc::new(Notify::new()),
         }
+    }
+
+    /// Notified whenever a snapshot file turned out to be damaged while
+    /// being prepared for a peer; hand it to [`rebuild_damaged_snapshots`].
+    pub fn damaged_snapshots(&self) -> Arc<Notify> {
+        self.rebuild.clone()
     }
 
     fn connection(&self, target: u64, node: &Node, client: &http::Client) -> PeerConnection {
@@ -97,6 +114,7 @@ impl PeerNetwork {
             snapshot: self.snapshot.clone(),
             snapshot_timeout: self.snapshot_timeout,
             json_append: JsonAppend::default(),
+            rebuild: self.rebuild.clone(),
         }
     }
 }
@@ -131,6 +149,7 @@ pub struct PeerConnection {
     snapshot: http::Client,
     snapshot_timeout: Duration,
     json_append: JsonAppend,
+    rebuild: Arc<Notify>,
 }
 
 /// Why a peer call failed, before it is mapped onto openraft's error types.
@@ -144,7 +163,9 @@ enum CallError {
 }
 
 impl PeerConnection {
-    fn request(&self, path: &str) -> Result<ClientRequest, CallError> {
+    /// A request to `path` with the routing headers, signed (when a cluster
+    /// secret is set) over the body whose SHA-256 is `digest`.
+    fn request(&self, path: &str, digest: &BodyDigest) -> Result<ClientRequest, CallError> {
         let url = format!("{}{path}", self.addr);
         let req = ClientRequest::new(Method::Post, &url)
             .map_err(|e| CallError::Unreachable(format!("bad peer address {}: {e}", self.addr)))?;
@@ -155,7 +176,7 @@ impl PeerConnection {
         Ok(match &self.signer {
             Some(signer) => req.header(
                 PEER_AUTH_HEADER,
-                signer.sign("POST", path, self.target, self.id),
+                signer.sign_digest("POST", path, self.target, self.id, digest),
             ),
             None => req,
         })
@@ -248,7 +269,7 @@ impl PeerConnection {
         timeout: Duration,
     ) -> Result<(u16, Vec<u8>), CallError> {
         let req = self
-            .request(path)?
+            .request(path, &body_digest(&body))?
             .header("content-type", content_type)
             .body(body)
             .timeout(timeout);
@@ -365,23 +386,43 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         _option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let unreachable = |m: String| StreamingError::Unreachable(Unreachable::from_string(m));
-        let size = snapshot
-            .snapshot
+        // The whole file is read once before it is sent: a damaged file is
+        // never streamed, and the signature covers the SHA-256 of exactly
+        // the bytes that follow.
+        let meta = snapshot.meta;
+        let file = snapshot.snapshot;
+        let checked = tokio::task::spawn_blocking(move || {
+            let r = file.verify_with_digest();
+            (file, r)
+        })
+        .await;
+        let (file, digest) = match checked {
+            Ok((file, Ok((in_file, digest)))) if in_file == meta => (file, digest),
+            Ok((file, Ok((in_file, _)))) => {
+                return Err(self.damaged_snapshot(
+                    &file,
+                    format!("it holds {in_file}, but {meta} was to be sent"),
+                ));
+            }
+            Ok((file, Err(e))) => return Err(self.damaged_snapshot(&file, e.to_string())),
+            Err(e) => return Err(unreachable(format!("snapshot check task failed: {e}"))),
+        };
+        let size = file
             .size()
             .map_err(|e| unreachable(format!("snapshot file: {e}")))?;
-        let file = tokio::fs::File::open(snapshot.snapshot.path())
-            .await
+        let body = file
+            .reopen()
+            .map(tokio::fs::File::from_std)
             .map_err(|e| unreachable(format!("open snapshot file: {e}")))?;
         let vote_json = serde_json::to_string(&vote).map_err(|e| unreachable(e.to_string()))?;
-        let meta_json =
-            serde_json::to_string(&snapshot.meta).map_err(|e| unreachable(e.to_string()))?;
+        let meta_json = serde_json::to_string(&meta).map_err(|e| unreachable(e.to_string()))?;
         let req = self
-            .request("/raft/snapshot")
+            .request("/raft/snapshot", &digest)
             .map_err(|_| unreachable(format!("bad peer address {}", self.addr)))?
             .header(VOTE_HEADER, vote_json)
             .header(SNAPSHOT_META_HEADER, meta_json)
             .header("content-type", "application/octet-stream")
-            .body(Body::sized_stream(file, size))
+            .body(Body::sized_stream(body, size))
             .timeout(self.snapshot_timeout);
         let client = self.snapshot.clone();
         let target = self.target;
@@ -390,6 +431,9 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
             let resp = client.send(req).await.map_err(|e| classify(&e))?;
             let status = resp.status();
             let bytes = resp.collect(MAX_RESPONSE).await.map_err(|e| classify(&e))?;
+            if let Some(vote) = declined_snapshot(status, &bytes) {
+                return Ok(SnapshotResponse { vote });
+            }
             decode_reply::<SnapshotResponse<TypeConfig>>(status, &bytes, target, &addr)
         };
         let timeout = self.snapshot_timeout;
@@ -408,5 +452,80 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
                 Ok(Err(CallError::Network(m))) => Err(StreamingError::Network(NetworkError::from_string(m))),
             },
         }
+    }
+}
+
+impl PeerConnection {
+    /// Reports a snapshot file that failed its check before sending and asks
+    /// for a new snapshot. The error is `Unreachable`, never a storage error
+    /// (which would stop Raft on this node): openraft backs off, and its next
+    /// attempt picks up the new file.
+    fn damaged_snapshot(&self, file: &SnapshotFile, why: String) -> StreamingError<TypeConfig> {
+        ::log::error!(
+            "not sending snapshot {} to node {}: the file is damaged ({why}); building a new snapshot from the state machine",
+            file.path().display(),
+            self.target
+        );
+        self.rebuild.notify_one();
+        StreamingError::Unreachable(Unreachable::from_string(format!(
+            "the snapshot file {} is damaged; a new snapshot is being built",
+            file.path().display()
+        )))
+    }
+}
+
+/// The follower's vote when it declined a snapshot it does not need (409
+/// `stale_snapshot`: it already has everything the snapshot holds) or that
+/// comes from a leader of an earlier term (409 `stale_vote`). Openraft
+/// expects the same answer it gives when it ignores such a snapshot itself:
+/// the follower's vote, from which the leader learns of a newer term or
+/// carries on with log replication.
+fn declined_snapshot(status: u16, bytes: &[u8]) -> Option<VoteOf<TypeConfig>> {
+    #[derive(serde::Deserialize)]
+    struct Declined {
+        code: String,
+        vote: VoteOf<TypeConfig>,
+    }
+    if status != 409 {
+        return None;
+    }
+    let d: Declined = serde_json::from_slice(bytes).ok()?;
+    matches!(d.code.as_str(), "stale_snapshot" | "stale_vote").then_some(d.vote)
+}
+
+/// Builds a new snapshot each time a damaged one was found while sending
+/// ([`PeerNetwork::damaged_snapshots`]): the state machine is intact, and
+/// the new file replaces the damaged one. Returns when Raft stops.
+pub async fn rebuild_damaged_snapshots(raft: crate::node::FerriumRaft, signal: Arc<Notify>) {
+    loop {
+        signal.notified().await;
+        if raft.trigger().snapshot().await.is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::declined_snapshot;
+
+    #[test]
+    fn a_declined_snapshot_answers_with_the_followers_vote() {
+        let body = br#"{"code":"stale_snapshot","error":"old","vote":{"leader_id":{"term":3,"node_id":2},"committed":true}}"#;
+        let vote = declined_snapshot(409, body).expect("a declined snapshot");
+        assert_eq!((vote.leader_id.term, vote.leader_id.node_id), (3, 2));
+        assert!(vote.committed);
+        let stale_vote = body.to_vec();
+        let stale_vote = String::from_utf8(stale_vote)
+            .unwrap()
+            .replace("stale_snapshot", "stale_vote");
+        assert!(declined_snapshot(409, stale_vote.as_bytes()).is_some());
+        // Any other refusal stays an error.
+        let other = String::from_utf8(body.to_vec())
+            .unwrap()
+            .replace("stale_snapshot", "corrupt_snapshot");
+        assert!(declined_snapshot(409, other.as_bytes()).is_none());
+        assert!(declined_snapshot(400, body).is_none());
+        assert!(declined_snapshot(409, b"not json").is_none());
     }
 }

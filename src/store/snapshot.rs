@@ -31,6 +31,7 @@ use std::io;
 use std::io::BufReader;
 use std::io::BufWriter;
 use std::io::Read;
+use std::io::Seek;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -47,6 +48,8 @@ use rocksdb::ReadOptions;
 use rocksdb::SstFileWriter;
 use rocksdb::WriteBatch;
 use rocksdb::WriteOptions;
+use sha2::Digest;
+use sha2::Sha256;
 
 use super::CF_DATA;
 use super::CF_SM_META;
@@ -129,6 +132,30 @@ impl SnapshotFile {
         self.for_each_record(|_, _| Ok(()))
     }
 
+    /// Like [`SnapshotFile::verify`], and also returns the SHA-256 of the
+    /// whole file (what a peer signature covers when the file is sent), in
+    /// the same single read.
+    pub fn verify_with_digest(&self) -> Result<(Meta, [u8; 32]), Error> {
+        let mut hashing = HashingReader {
+            inner: self.reader()?,
+            sha: Sha256::new(),
+        };
+        let meta = {
+            let mut r = CrcReader::new(BufReader::with_capacity(IO_BUFFER, &mut hashing));
+            read_body(&mut r, &mut |_, _| Ok(())).map_err(|e| self.context(e))?
+        };
+        Ok((meta, hashing.sha.finalize().into()))
+    }
+
+    /// A second handle on the same file (not its path, which a newer
+    /// snapshot may have replaced), positioned at its start, for streaming
+    /// the bytes that were verified.
+    pub fn reopen(&self) -> io::Result<File> {
+        let mut f = self.file.try_clone()?;
+        f.seek(io::SeekFrom::Start(0))?;
+        Ok(f)
+    }
+
     /// Calls `f` with every record (key, stored value) in file order, then
     /// checks the checksum. Records seen before an error are not undone.
     fn for_each_record(
@@ -149,6 +176,20 @@ impl SnapshotFile {
     }
 }
 
+/// Passes reads through, hashing every byte.
+struct HashingReader<R> {
+    inner: R,
+    sha: Sha256,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.sha.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
 /// Sequential reader over a [`SnapshotFile`] with its own position.
 pub struct SnapshotReader {
     file: File,
@@ -163,10 +204,15 @@ impl Read for SnapshotReader {
     }
 }
 
-/// Receives a snapshot streamed by a peer into a temporary file.
+/// Receives a snapshot streamed by a peer into a temporary file, computing
+/// the SHA-256 of what it receives. Dropped before [`finish`], it deletes
+/// the file.
+///
+/// [`finish`]: SnapshotReceiver::finish
 pub struct SnapshotReceiver {
     path: PathBuf,
     out: Option<BufWriter<File>>,
+    sha: Sha256,
 }
 
 impl SnapshotReceiver {
@@ -176,28 +222,51 @@ impl SnapshotReceiver {
         Ok(SnapshotReceiver {
             path,
             out: Some(out),
+            sha: Sha256::new(),
         })
     }
 
     /// Appends the next chunk of the stream.
     pub fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
         match &mut self.out {
-            Some(out) => out.write_all(chunk),
+            Some(out) => {
+                out.write_all(chunk)?;
+                self.sha.update(chunk);
+                Ok(())
+            }
             None => Err(io::Error::other("snapshot receiver already finished")),
         }
     }
 
     /// Makes the received bytes durable and returns the file, ready for
     /// `install_snapshot` (which verifies it).
-    pub fn finish(mut self) -> io::Result<SnapshotFile> {
+    pub fn finish(self) -> io::Result<SnapshotFile> {
+        self.finish_with_digest().map(|(file, _)| file)
+    }
+
+    /// Like [`SnapshotReceiver::finish`], and also returns the SHA-256 of
+    /// the received bytes. The caller now owns the file: it is a `*.part`
+    /// file that a restart removes, and that the caller deletes when it
+    /// does not install it.
+    pub fn finish_with_digest(mut self) -> io::Result<(SnapshotFile, [u8; 32])> {
         let out = self
             .out
             .take()
             .ok_or_else(|| io::Error::other("snapshot receiver already finished"))?;
-        let file = out.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        drop(file);
-        SnapshotFile::open(&self.path)
+        let digest: [u8; 32] = std::mem::take(&mut self.sha).finalize().into();
+        let done = (|| {
+            let file = out.into_inner().map_err(|e| e.into_error())?;
+            file.sync_all()?;
+            drop(file);
+            SnapshotFile::open(&self.path)
+        })();
+        match done {
+            Ok(file) => Ok((file, digest)),
+            Err(e) => {
+                let _ = std::fs::remove_file(&self.path);
+                Err(e)
+            }
+        }
     }
 }
 
@@ -403,18 +472,34 @@ fn install_data(shared: &Shared, meta: &Meta, file: &SnapshotFile) -> Result<(),
 }
 
 /// The newest snapshot file in the directory, if any.
+///
+/// A file whose header is damaged is replaced by a new snapshot built from
+/// the state machine: answering "no snapshot" would stop a leader that needs
+/// one for a follower (openraft treats that as a storage failure), while the
+/// data the file was made from is intact in the database.
 pub(crate) fn current(shared: &Shared) -> Result<Option<(Meta, SnapshotFile)>, Error> {
-    let _guard = shared.snapshot_dir_lock.lock();
-    let Some(path) = snapshot_files(&shared.snapshot_dir)?.pop() else {
+    let newest = {
+        let _guard = shared.snapshot_dir_lock.lock();
+        snapshot_files(&shared.snapshot_dir)?.pop()
+    };
+    let Some(path) = newest else {
         return Ok(None);
     };
-    let file = SnapshotFile::open(path)?;
+    let file = SnapshotFile::open(&path)?;
     match file.read_meta() {
         Ok(meta) => Ok(Some((meta, file))),
-        Err(e) => {
-            ::log::warn!("ignoring unreadable snapshot: {e}");
-            Ok(None)
+        Err(Error::Corrupt(e)) => {
+            ::log::error!(
+                "{e}; deleting the damaged file and building a new snapshot from the state machine"
+            );
+            drop(file);
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
+            build(shared).map(Some)
         }
+        Err(e) => Err(e),
     }
 }
 

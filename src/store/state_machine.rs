@@ -598,7 +598,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<SnapshotOf<TypeConfig, SnapshotFile>>, io::Error> {
-        let current = snapshot::current(&self.shared)?;
+        // Blocking: it may have to build a snapshot to replace a damaged one.
+        let shared = self.shared.clone();
+        let current = tokio::task::spawn_blocking(move || snapshot::current(&shared))
+            .await
+            .map_err(|e| io::Error::other(format!("snapshot lookup task failed: {e}")))??;
         Ok(
             current.map(|(meta, file)| SnapshotOf::<TypeConfig, SnapshotFile> {
                 meta,
