@@ -13,22 +13,28 @@
 //! names the body's digest; the peer routes check the body they read against
 //! it ([`check_body`]) and refuse a mismatch with 401, a streamed snapshot
 //! once it has been received and before it is installed. With certificate
-//! authentication a client's role comes from the names (subject CN, SANs) of
-//! its verified certificate.
+//! authentication a client's role comes from the names of its verified
+//! certificate, each matched by its kind ([`certs`]). Bearer tokens
+//! ([`tokens`]) are kept as digests and re-read from the token file on SIGHUP.
 //!
 //! Failures answer 401 (with `WWW-Authenticate`) or 403 and say nothing an
 //! attacker could use; each is counted in the metrics and logged at most
 //! once a second. Tokens and the secret are never logged or printed.
 
+pub mod certs;
+pub mod tokens;
+
 use crate::config::{AuthMethod, Role, SecurityConfig};
 use crate::http::{Method, PeerCert, Request, Response};
 use crate::metrics::METRICS;
+use certs::{CertName, CertNames};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokens::Tokens;
 
 /// Header carrying a peer request's signature:
 /// `t=<unix ms>,n=<nonce hex>,d=<body SHA-256 hex>,mac=<hex>`.
@@ -309,11 +315,12 @@ fn from_hex(s: &str) -> Option<Vec<u8>> {
 /// The access policy of one node.
 pub struct Auth {
     method: AuthMethod,
-    tokens: Vec<(Vec<u8>, Role)>,
-    cert_roles: Vec<(String, Role)>,
+    /// Replaced as a whole when the token file is re-read.
+    tokens: RwLock<Arc<Tokens>>,
+    cert_roles: Vec<(CertName, Role)>,
     /// mTLS is on: member certificates authenticate peers.
     mtls: bool,
-    peer_names: Vec<String>,
+    peer_names: Vec<CertName>,
     open_health: bool,
     peers: Option<Arc<PeerSigner>>,
     last_log_second: AtomicU64,
@@ -339,43 +346,21 @@ impl Auth {
     /// Builds the policy from `[security]`, reading the token and secret
     /// files. Errors name the file and the fix.
     pub fn from_config(s: &SecurityConfig, cluster: &str) -> Result<Auth, String> {
-        let mut tokens: Vec<(Vec<u8>, Role)> = s
-            .tokens
+        let tokens = load_tokens(s.auth_method, s)?;
+        let peer_names = s
+            .peer_names
             .iter()
-            .map(|t| (t.token.as_bytes().to_vec(), t.role))
-            .collect();
-        if let Some(path) = &s.token_file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read security.token_file {}: {e}", path.display()))?;
-            for (n, line) in text.lines().enumerate() {
-                let line = line.trim();
-                if line.is_empty() || line.starts_with('#') {
-                    continue;
-                }
-                let mut parts = line.split_whitespace();
-                let (Some(token), Some(role), None) = (parts.next(), parts.next(), parts.next())
-                else {
-                    return Err(format!(
-                        "{}:{}: expected \"TOKEN ROLE\" (role read, write or admin)",
-                        path.display(),
-                        n + 1
-                    ));
-                };
-                let role = match role {
-                    "read" => Role::Read,
-                    "write" => Role::Write,
-                    "admin" => Role::Admin,
-                    _ => {
-                        return Err(format!(
-                            "{}:{}: role must be read, write or admin",
-                            path.display(),
-                            n + 1
-                        ));
-                    }
-                };
-                tokens.push((token.as_bytes().to_vec(), role));
-            }
-        }
+            .map(|n| CertName::peer_name(n).map_err(|e| format!("security.peer_names: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let cert_roles = s
+            .cert_roles
+            .iter()
+            .map(|c| {
+                CertName::role_name(&c.name)
+                    .map(|name| (name, c.role))
+                    .map_err(|e| format!("security.cert_roles: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let peers = match &s.cluster_secret_file {
             Some(path) => {
                 let secret = std::fs::read(path).map_err(|e| {
@@ -397,18 +382,38 @@ impl Auth {
         };
         Ok(Auth {
             method: s.auth_method,
-            tokens,
-            cert_roles: s
-                .cert_roles
-                .iter()
-                .map(|c| (c.name.clone(), c.role))
-                .collect(),
+            tokens: RwLock::new(Arc::new(tokens)),
+            cert_roles,
             mtls: s.enable_tls && s.enable_mtls,
-            peer_names: s.peer_names.clone(),
+            peer_names,
             open_health: s.open_health,
             peers,
             last_log_second: AtomicU64::new(0),
         })
+    }
+
+    /// Reads `security.tokens` and the token file again (SIGHUP) and
+    /// replaces the tokens in force; on error they stay. Returns how many
+    /// tokens are now accepted, or `None` when this node does not use
+    /// tokens (the method itself changes only with a restart).
+    pub fn reload_tokens(&self, s: &SecurityConfig) -> Result<Option<usize>, String> {
+        if self.method != AuthMethod::Token {
+            return Ok(None);
+        }
+        let fresh = load_tokens(self.method, s)?;
+        let count = fresh.len();
+        match self.tokens.write() {
+            Ok(mut t) => *t = Arc::new(fresh),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(fresh),
+        }
+        Ok(Some(count))
+    }
+
+    fn tokens(&self) -> Arc<Tokens> {
+        match self.tokens.read() {
+            Ok(t) => t.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     /// A signer for this node's own peer requests, when a secret is set.
@@ -432,7 +437,10 @@ impl Auth {
             "/health" | "/ready" if self.open_health => Needs::Nothing,
             "/write" => Needs::Role(Role::Write),
             "/init" | "/add-learner" | "/change-membership" => Needs::Role(Role::Admin),
-            _ if *method == Method::Get || path == "/read" || path == "/list" => {
+            _ if matches!(method, Method::Get | Method::Head)
+                || path == "/read"
+                || path == "/list" =>
+            {
                 Needs::Role(Role::Read)
             }
             _ => Needs::Role(Role::Admin),
@@ -500,7 +508,13 @@ impl Auth {
 
     /// Whether a verified certificate names a cluster member.
     fn is_member(&self, cert: Option<&PeerCert>) -> bool {
-        self.mtls && cert.is_some_and(|c| self.peer_names.iter().any(|name| c.has_name(name)))
+        if !self.mtls {
+            return false;
+        }
+        let Some(names) = cert.and_then(|c| CertNames::parse(c.der())) else {
+            return false;
+        };
+        self.peer_names.iter().any(|name| names.has(name))
     }
 
     /// The highest role any name of a verified client certificate has.
@@ -511,9 +525,10 @@ impl Auth {
         if self.is_member(Some(cert)) {
             return Some(Role::Admin);
         }
+        let names = CertNames::parse(cert.der())?;
         self.cert_roles
             .iter()
-            .filter(|(name, _)| cert.has_name(name))
+            .filter(|(name, _)| names.has(name))
             .map(|(_, role)| *role)
             .max_by_key(|r| rank(*r))
     }
@@ -578,14 +593,7 @@ impl Auth {
         if !scheme.eq_ignore_ascii_case("bearer") {
             return None;
         }
-        let given = token.trim().as_bytes();
-        let mut found = None;
-        for (t, role) in &self.tokens {
-            if constant_time_eq(t, given) {
-                found = Some(*role);
-            }
-        }
-        found
+        self.tokens().role_of(token.trim())
     }
 
     fn denied(&self, kind: &str, req: &Request) {
@@ -607,11 +615,19 @@ impl Auth {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
+/// The tokens of `[security]` when tokens authenticate clients; none
+/// otherwise. The error lists every unusable entry.
+fn load_tokens(method: AuthMethod, s: &SecurityConfig) -> Result<Tokens, String> {
+    if method != AuthMethod::Token {
+        return Ok(Tokens::default());
     }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    Tokens::load(s).map_err(|errors| {
+        errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
 }
 
 #[cfg(test)]
@@ -669,15 +685,12 @@ mod tests {
     }
 
     #[test]
-    fn hex_round_trip_and_constant_time_eq() {
+    fn hex_round_trip() {
         assert_eq!(
             from_hex(&to_hex(&[0, 1, 254, 255])),
             Some(vec![0, 1, 254, 255])
         );
         assert_eq!(from_hex("zz"), None);
         assert_eq!(from_hex("abc"), None);
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
     }
 }

@@ -3,7 +3,8 @@
 //! Module map (request flow from the outside in):
 //!
 //! - [`api`]: the generated protobuf types (and the REST and gRPC front ends).
-//! - [`auth`]: bearer tokens and roles for clients, the cluster secret for peers.
+//! - [`auth`]: bearer tokens and certificate names with roles for clients, member
+//!   certificates and the cluster secret for peers.
 //! - [`config`]: the TOML schema, its defaults, search paths, `FERRIUM_*` and
 //!   command-line overrides, and validation. Everything else receives typed,
 //!   already-validated settings.

@@ -251,7 +251,7 @@ async fn serve(cfg: Config, reload: Reloader) -> Result<(), String> {
         http_config(&cfg),
         Instrumented {
             router: Arc::new(router),
-            auth,
+            auth: auth.clone(),
         },
     )
     .with_connection_counter(open_connections)
@@ -279,7 +279,7 @@ async fn serve(cfg: Config, reload: Reloader) -> Result<(), String> {
     crate::systemd::notify("READY=1");
     bootstrap(&cfg, &node, &me).await;
 
-    wait_for_shutdown(signals, &cfg, &reload, tls.as_ref()).await;
+    wait_for_shutdown(signals, &cfg, &reload, tls.as_ref(), &auth).await;
     crate::systemd::notify("STOPPING=1");
     log::info!(
         "shutting down: finishing requests in flight (up to {:?})",
@@ -459,6 +459,7 @@ async fn wait_for_shutdown(
     initial: &Config,
     reload: &Reloader,
     tls: Option<&Tls>,
+    auth: &Auth,
 ) {
     let Some(Signals {
         mut term,
@@ -483,6 +484,7 @@ async fn wait_for_shutdown(
                         if let Some(tls) = tls {
                             tls.reload(&loaded.config);
                         }
+                        reload_tokens(auth, &loaded.config);
                         current = loaded.config;
                     }
                     Err(errors) => {
@@ -497,8 +499,20 @@ async fn wait_for_shutdown(
     }
 }
 
-/// Applies what can change live (the log level) and names what needs a
-/// restart.
+/// Re-reads the bearer tokens (`security.tokens` and the token file, which
+/// may have changed on disk); on error the running tokens stay.
+fn reload_tokens(auth: &Auth, cfg: &Config) {
+    match auth.reload_tokens(&cfg.security) {
+        Ok(None) => {}
+        Ok(Some(n)) => log::info!("bearer tokens re-read: {n} accepted"),
+        Err(e) => log::error!(
+            "bearer token reload failed: {e}; keeping the running tokens; fix the file and send SIGHUP again"
+        ),
+    }
+}
+
+/// Applies what can change live (the log level; certificates and tokens are
+/// re-read on every reload) and names what needs a restart.
 fn apply_reload(old: &Config, new: &Config) {
     let changed = changed_keys(old, new);
     if changed.is_empty() {
@@ -510,6 +524,8 @@ fn apply_reload(old: &Config, new: &Config) {
         match key.as_str() {
             // Re-read on every SIGHUP (see Tls::reload).
             "security.cert_file" | "security.key_file" | "security.ca_file" => {}
+            // Re-read on every SIGHUP (see reload_tokens).
+            "security.tokens" | "security.token_file" => {}
             "logging.level" => {
                 crate::logging::set_level(new.logging.level.to_filter());
                 log::warn!(

@@ -480,3 +480,152 @@ fn grpc_calls_need_a_token_with_the_right_role() {
         }
     });
 }
+
+/// A one-node cluster whose token file holds `lines`; the harness uses the
+/// admin token from the configuration. Returns the cluster and the file.
+fn start_with_token_file(name: &str, lines: &str) -> (Cluster, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("ferrium-auth-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tokens = dir.join("tokens");
+    std::fs::write(&tokens, lines).unwrap();
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "0123456789abcdef0123456789abcdef\n").unwrap();
+    let extra = format!(
+        "[security]\nauth_method = \"token\"\ntoken_file = \"{}\"\ntokens = [{{ token = \"{ADMIN}\", role = \"admin\" }}]\ncluster_secret_file = \"{}\"\n",
+        tokens.display(),
+        secret.display()
+    );
+    let c = Cluster::start_full(name, 1, Bootstrap::Static, &extra, Some(ADMIN));
+    (c, tokens)
+}
+
+fn read_status(c: &Cluster, token: &str) -> u16 {
+    call(c, 1, "POST", "/read", Some(r#"{"key":"k"}"#), Some(token)).status
+}
+
+#[test]
+fn sighup_rereads_the_token_file() {
+    const ADDED: &str = "added-token-0123456789abcdef";
+    let (c, file) = start_with_token_file("reload", &format!("{READ} read\n{WRITE} write\n"));
+    assert_eq!(read_status(&c, WRITE), 200);
+    assert_eq!(read_status(&c, ADDED), 401);
+
+    // WRITE is revoked, ADDED is issued.
+    std::fs::write(&file, format!("{READ} read\n{ADDED} write\n")).unwrap();
+    common::signal(c.node(1).pid().unwrap(), "HUP");
+    let accepted = common::eventually(Duration::from_secs(10), || {
+        (read_status(&c, ADDED) == 200).then_some(())
+    });
+    assert!(
+        accepted.is_some(),
+        "a token added to the file is refused after SIGHUP: {}",
+        c.log_tail(1)
+    );
+    let r = call(&c, 1, "POST", "/read", Some(r#"{"key":"k"}"#), Some(WRITE));
+    assert_eq!(r.status, 401, "a removed token still works: {}", r.body);
+    assert_eq!(read_status(&c, READ), 200);
+    assert_eq!(read_status(&c, ADMIN), 200);
+
+    // A file that no longer loads keeps the tokens in force.
+    std::fs::write(&file, format!("{READ} read\nshort write\n")).unwrap();
+    common::signal(c.node(1).pid().unwrap(), "HUP");
+    let refused = common::eventually(Duration::from_secs(10), || {
+        c.log_tail(1)
+            .contains("keeping the running configuration")
+            .then_some(())
+    });
+    assert!(refused.is_some(), "{}", c.log_tail(1));
+    assert_eq!(read_status(&c, ADDED), 200);
+    let log = std::fs::read_to_string(&c.node(1).log).unwrap();
+    for t in [READ, WRITE, ADMIN, ADDED] {
+        assert!(!log.contains(t), "the log contains a token");
+    }
+}
+
+#[test]
+fn a_token_stored_as_its_digest_is_accepted() {
+    const STORED: &str = "digest-token-0123456789abcdef";
+    // The command CONFIG.md gives for making a digest entry.
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg("printf 'sha256:%s write\\n' \"$(printf %s \"$TOKEN\" | sha256sum | cut -d' ' -f1)\"")
+        .env("TOKEN", STORED)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let line = String::from_utf8(out.stdout).unwrap();
+    assert!(!line.contains(STORED));
+    let (c, _) = start_with_token_file("digest", &format!("{READ} read\n{line}"));
+    assert_eq!(read_status(&c, STORED), 200);
+    let w = call(
+        &c,
+        1,
+        "POST",
+        "/write",
+        Some(r#"{"Set":{"key":"k","value":"v"}}"#),
+        Some(STORED),
+    );
+    assert_eq!(w.status, 200, "{}", w.body);
+    // The digest itself is not a token.
+    let digest = line.split_whitespace().next().unwrap();
+    assert_eq!(read_status(&c, digest), 401);
+    let hex = digest.trim_start_matches("sha256:");
+    assert_eq!(read_status(&c, hex), 401);
+    assert_eq!(read_status(&c, READ), 200);
+}
+
+#[test]
+fn head_is_a_read() {
+    let (c, _) = start_with_token_file("head", &format!("{READ} read\n"));
+    for path in ["/leader", "/metrics", "/health"] {
+        let r = call(&c, 1, "HEAD", path, None, Some(READ));
+        assert_eq!(r.status, 200, "HEAD {path} with a read token: {}", r.status);
+        assert!(r.body.is_empty());
+    }
+    let r = call(&c, 1, "HEAD", "/leader", None, None);
+    assert_eq!(r.status, 401);
+}
+
+#[test]
+fn ferriumctl_reads_its_token_from_a_file() {
+    let (c, _) = start_with_token_file("ctl-file", &format!("{READ} read\n{WRITE} write\n"));
+    let dir = c.scratch.path.clone();
+    let token_file = dir.join("ctl-token");
+    std::fs::write(&token_file, format!("{WRITE}\n")).unwrap();
+    let ctl = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ferriumctl"));
+        cmd.arg("--endpoints")
+            .arg(c.addr(1))
+            .args(args)
+            .env_remove("FERRIUM_TOKEN")
+            .env_remove("FERRIUM_TOKEN_FILE");
+        for a in cmd.get_args() {
+            assert!(!a.to_string_lossy().contains(WRITE), "the token is in argv");
+        }
+        cmd.output().unwrap()
+    };
+    let file = token_file.to_str().unwrap();
+    let out = ctl(&["--token-file", file, "put", "f-key", "f-value"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = ctl(&["--token-file", file, "get", "f-key"]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "f-value");
+
+    // A missing or empty file is a usage error that names the file.
+    let missing = dir.join("no-such-token");
+    let out = ctl(&["--token-file", missing.to_str().unwrap(), "get", "f-key"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-token"));
+    std::fs::write(&token_file, "\n").unwrap();
+    let out = ctl(&["--token-file", file, "get", "f-key"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("empty"));
+    // Both ways at once is ambiguous.
+    std::fs::write(&token_file, format!("{WRITE}\n")).unwrap();
+    let out = ctl(&["--token", READ, "--token-file", file, "get", "f-key"]);
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -608,3 +608,116 @@ fn tokens_are_redacted_in_effective_config() {
     assert!(!stdout(&out).contains("s3cr3t") && !stderr(&out).contains("s3cr3t"));
     assert!(stdout(&out).contains("<redacted>"));
 }
+
+/// The entries of `security.token_file` are checked when the configuration
+/// is validated: a short token or a malformed digest fails with the file
+/// and line, never the token itself.
+#[test]
+fn token_file_entries_are_checked_at_validation() {
+    let s = Scratch::new("token-file");
+    let secret = s.write("secret", "0123456789abcdef0123456789abcdef");
+    let data = s.path("d");
+    let check = |tokens: &str| {
+        let file = s.write("tokens", tokens);
+        let cfg = s.write(
+            "t.toml",
+            &format!(
+                "[security]\nauth_method = \"token\"\ntoken_file = \"{}\"\ncluster_secret_file = \"{}\"\n",
+                file.display(),
+                secret.display()
+            ),
+        );
+        server(
+            &s.0,
+            &["-c", cfg.to_str().unwrap(), "--validate-config"],
+            &[("FERRIUM_NODE_DATA_DIR", data.to_str().unwrap())],
+        )
+    };
+    let digest = "sha256:".to_string() + &"ab".repeat(32);
+    let out = check(&format!(
+        "# token role\n0123456789abcdef0123 admin\n{digest} read\n"
+    ));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    let out = check("0123456789abcdef0123 admin\nshort-secret read\n");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("security.token_file"), "{err}");
+    assert!(err.contains("tokens:2"), "{err}");
+    assert!(err.contains("shorter than 16 characters"), "{err}");
+    assert!(
+        !err.contains("short-secret"),
+        "the message shows the token: {err}"
+    );
+
+    for bad in ["sha256:abcd read\n", &format!("{digest}zz read\n")] {
+        let out = check(bad);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("64 hexadecimal digits"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    let out = check("0123456789abcdef0123 root\n");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("read, write or admin"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// Certificate names say which field they mean; ambiguous or unsafe ones
+/// are refused with the spelling to use.
+#[test]
+fn certificate_names_say_their_kind() {
+    let s = Scratch::new("cert-kinds");
+    let data = s.path("d");
+    let check = |security: &str| {
+        let cfg = s.write("c.toml", &format!("[security]\n{security}"));
+        server(
+            &s.0,
+            &["-c", cfg.to_str().unwrap(), "--validate-config"],
+            &[("FERRIUM_NODE_DATA_DIR", data.to_str().unwrap())],
+        )
+    };
+    let out = check(
+        "peer_names = [\"node1.ferrium.internal\", \"dns:node2.ferrium.internal\", \"uri:spiffe://ferrium.internal/node/3\"]
+cert_roles = [
+  { name = \"cn:ops@example.com\", role = \"admin\" },
+  { name = \"dns:app.example.com\", role = \"write\" },
+  { name = \"uri:spiffe://ferrium.internal/app\", role = \"write\" },
+  { name = \"ip:10.0.0.7\", role = \"read\" },
+]
+",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    let out = check("cert_roles = [{ name = \"ops@example.com\", role = \"admin\" }]\n");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("security.cert_roles"), "{err}");
+    assert!(err.contains("cn:ops@example.com"), "{err}");
+    assert!(err.contains("dns:ops@example.com"), "{err}");
+
+    for (peer, hint) in [
+        ("cn:node1.ferrium.internal", "common name"),
+        ("email:node1@ferrium.internal", "e-mail"),
+        (
+            "spiffe://ferrium.internal/node/1",
+            "uri:spiffe://ferrium.internal/node/1",
+        ),
+    ] {
+        let out = check(&format!("peer_names = [\"{peer}\"]\n"));
+        assert_eq!(out.status.code(), Some(2), "{peer}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("security.peer_names") && err.contains(hint),
+            "{peer}: {err}"
+        );
+    }
+    let out = check("cert_roles = [{ name = \"email:ops@example.com\", role = \"admin\" }]\n");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("e-mail"), "{}", stderr(&out));
+}

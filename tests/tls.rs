@@ -50,7 +50,7 @@ peer_names = [\"node1.ferrium.internal\", \"node2.ferrium.internal\", \"node3.fe
 }
 
 const CERT_ROLES: &str = "auth_method = \"certificate\"
-cert_roles = [{ name = \"ops@example.com\", role = \"admin\" }, { name = \"reader.example.com\", role = \"read\" }]
+cert_roles = [{ name = \"cn:ops@example.com\", role = \"admin\" }, { name = \"cn:reader.example.com\", role = \"read\" }]
 ";
 
 fn https(
@@ -440,6 +440,138 @@ fn sighup_rotates_certificates_without_dropping_connections() {
             .contains(&"rotated.ferrium.internal".to_string())
     );
     assert_eq!(kept.send("GET", "/health", None, &[]).unwrap().status, 200);
+}
+
+/// Makes a client certificate `name` for subject `/CN={cn}` with the
+/// subject alternative names `san` (openssl syntax, e.g. `URI:x,DNS:y`;
+/// empty for none), signed by the test CA.
+fn cert_with_names(dir: &Path, name: &str, cn: &str, san: &str) {
+    let san = if san.is_empty() {
+        String::new()
+    } else {
+        format!("subjectAltName={san}\\n")
+    };
+    run_in(
+        dir,
+        &format!(
+            "printf '{san}extendedKeyUsage=clientAuth\\n' > {name}.ext
+             openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+               -keyout {name}.key -out {name}.csr -subj '/CN={cn}' 2>/dev/null
+             openssl x509 -req -in {name}.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+               -days 30 -extfile {name}.ext -out {name}.crt 2>/dev/null"
+        ),
+    );
+}
+
+const VOTE: &str =
+    r#"{"vote":{"leader_id":{"term":99,"node_id":2},"committed":false},"last_log_id":null}"#;
+
+/// Members are recognised by a DNS subject alternative name (or a URI one
+/// when configured as `uri:`), never by an e-mail SAN, a URI SAN or a
+/// common name that happens to spell a member's name.
+#[test]
+fn only_dns_or_configured_uri_names_make_a_member() {
+    let scratch = pki("tls-peer-kinds");
+    let dir = scratch.path.clone();
+    cert_with_names(&dir, "uri-twin", "intruder", "URI:node2.ferrium.internal");
+    cert_with_names(
+        &dir,
+        "mail-twin",
+        "intruder",
+        "email:node2.ferrium.internal",
+    );
+    cert_with_names(&dir, "cn-twin", "node2.ferrium.internal", "");
+    cert_with_names(&dir, "ip-twin", "intruder", "IP:127.0.0.1");
+    cert_with_names(
+        &dir,
+        "spiffe",
+        "anything",
+        "URI:spiffe://ferrium.internal/node/4",
+    );
+    let d = dir.display();
+    let extra = format!(
+        "[security]
+enable_tls = true
+enable_mtls = true
+cert_file = \"{d}/node{{id}}.crt\"
+key_file = \"{d}/node{{id}}.key\"
+ca_file = \"{d}/ca.crt\"
+peer_names = [\"node1.ferrium.internal\", \"node2.ferrium.internal\", \"dns:node3.ferrium.internal\", \"uri:spiffe://ferrium.internal/node/4\"]
+auth_method = \"none\"
+"
+    );
+    let client = client_config(&dir, "ca.crt", Some("client"));
+    let c = Cluster::start_tls(scratch, 1, &extra, client);
+    let addr = c.addr(1);
+    for who in ["uri-twin", "mail-twin", "cn-twin", "ip-twin", "client"] {
+        let r = https(&addr, &dir, Some(who), "POST", "/raft/vote", Some(VOTE)).unwrap();
+        assert_eq!(r.status, 401, "{who} was taken for a member: {}", r.body);
+        // They are clients all the same (auth_method = "none").
+        let r = https(&addr, &dir, Some(who), "GET", "/leader", None).unwrap();
+        assert_eq!(r.status, 200, "{who}: {}", r.body);
+    }
+    for who in ["node2", "node3", "spiffe"] {
+        let r = https(
+            &addr,
+            &dir,
+            Some(who),
+            "POST",
+            "/raft/read-index",
+            Some("{}"),
+        )
+        .unwrap();
+        assert_ne!(r.status, 401, "{who} was refused as a member: {}", r.body);
+    }
+}
+
+/// A role mapping names the kind of name it means: `cn:` matches only the
+/// subject common name, `dns:` only a DNS SAN, `uri:` only a URI SAN.
+#[test]
+fn role_mappings_match_only_the_kind_they_name() {
+    let scratch = pki("tls-role-kinds");
+    let dir = scratch.path.clone();
+    cert_with_names(&dir, "dns-reader", "someone", "DNS:reader.example.com");
+    cert_with_names(&dir, "app", "someone", "URI:spiffe://ferrium.internal/app");
+    cert_with_names(&dir, "mail-ops", "someone", "email:ops@example.com");
+    cert_with_names(&dir, "dns-ops", "someone", "DNS:ops.example.com");
+    let roles = "auth_method = \"certificate\"
+cert_roles = [
+  { name = \"cn:ops@example.com\", role = \"admin\" },
+  { name = \"dns:reader.example.com\", role = \"read\" },
+  { name = \"uri:spiffe://ferrium.internal/app\", role = \"write\" },
+  { name = \"cn:ops.example.com\", role = \"admin\" },
+]
+";
+    let extra = tls_config(&dir, roles);
+    // The harness acts as a member, which has every role.
+    let c = Cluster::start_tls(
+        scratch,
+        1,
+        &extra,
+        client_config(&dir, "ca.crt", Some("node2")),
+    );
+    let addr = c.addr(1);
+    let write = r#"{"Set":{"key":"k","value":"v"}}"#;
+    let read = r#"{"key":"k"}"#;
+    let status = |who: &str, path: &str, body: &str| {
+        let r = https(&addr, &dir, Some(who), "POST", path, Some(body)).unwrap();
+        (r.status, r.body)
+    };
+    // cn: → the subject common name of client.crt (CN=ops@example.com).
+    assert_eq!(status("client", "/change-membership", "[1]").0, 200);
+    // dns: → a DNS SAN; the same text as a CN does not count.
+    assert_eq!(status("dns-reader", "/read", read).0, 200);
+    assert_eq!(status("dns-reader", "/write", write).0, 403);
+    let (s, body) = status("reader", "/read", read);
+    assert_eq!(s, 401, "CN=reader.example.com matched dns:: {body}");
+    // uri: → a URI SAN.
+    assert_eq!(status("app", "/write", write).0, 200);
+    assert_eq!(status("app", "/change-membership", "[1]").0, 403);
+    // An e-mail SAN or a DNS SAN spelling a cn: entry gets nothing.
+    for who in ["mail-ops", "dns-ops", "stranger"] {
+        let (s, body) = status(who, "/read", read);
+        assert_eq!(s, 401, "{who}: {body}");
+    }
 }
 
 /// Reads until the server closes; false when `within` passes first.

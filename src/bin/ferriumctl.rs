@@ -48,6 +48,8 @@ Options:
                          too); for put, get, del, list, leader and health
       --token TOKEN      Bearer token when the cluster requires one
                          (default: $FERRIUM_TOKEN)
+      --token-file FILE  Read the bearer token from FILE (the token alone),
+                         which keeps it out of the process list
       --cacert FILE      PEM CA bundle that verifies https:// endpoints
                          (with --grpc too: https://host:grpc-port)
                          (default: the system bundle)
@@ -194,9 +196,10 @@ fn parse_cli(args: Vec<std::ffi::OsString>) -> Result<Parsed, Failure> {
     use lexopt::prelude::*;
     let mut parser = lexopt::Parser::from_args(args);
     let mut endpoints = std::env::var("FERRIUM_ENDPOINTS").ok();
-    let mut token = std::env::var("FERRIUM_TOKEN")
+    let env_token = std::env::var("FERRIUM_TOKEN")
         .ok()
         .filter(|t| !t.is_empty());
+    let (mut token, mut token_file) = (None, None);
     let mut output = Output::Table;
     let mut timeout = Duration::from_secs(10);
     let mut consistency = "linearizable".to_string();
@@ -254,6 +257,7 @@ fn parse_cli(args: Vec<std::ffi::OsString>) -> Result<Parsed, Failure> {
             }
             Long("prometheus") => prometheus = true,
             Long("token") => token = Some(value(&mut parser, "--token")?),
+            Long("token-file") => token_file = Some(value(&mut parser, "--token-file")?),
             Long("grpc") => use_grpc = true,
             Long("cacert") => cacert = Some(value(&mut parser, "--cacert")?),
             Long("cert") => cert = Some(value(&mut parser, "--cert")?),
@@ -267,6 +271,16 @@ fn parse_cli(args: Vec<std::ffi::OsString>) -> Result<Parsed, Failure> {
             other => return Err(Failure::usage(other.unexpected().to_string())),
         }
     }
+    let token = match (token, token_file) {
+        (Some(_), Some(_)) => {
+            return Err(Failure::usage(
+                "--token and --token-file both give a token; use one of them",
+            ));
+        }
+        (Some(t), None) => Some(t),
+        (None, Some(file)) => Some(read_token_file(&file)?),
+        (None, None) => env_token,
+    };
     let endpoints = parse_endpoints(endpoints.as_deref().unwrap_or("127.0.0.1:8001"))?;
     let command = command(&words, consistency, limit, prometheus)?;
     let tls = client_tls(&endpoints, cacert.clone(), cert.clone(), key.clone(), false)?;
@@ -284,6 +298,23 @@ fn parse_cli(args: Vec<std::ffi::OsString>) -> Result<Parsed, Failure> {
         grpc_tls,
         command,
     }))
+}
+
+/// The token in `file`: its only word, surrounding whitespace ignored.
+/// Errors name the file, never what it holds.
+fn read_token_file(file: &str) -> Result<String, Failure> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Failure::usage(format!("cannot read --token-file {file}: {e}")))?;
+    let mut words = text.split_whitespace();
+    match (words.next(), words.next()) {
+        (Some(token), None) => Ok(token.to_string()),
+        (None, _) => Err(Failure::usage(format!(
+            "--token-file {file} is empty; write the bearer token into it"
+        ))),
+        (Some(_), Some(_)) => Err(Failure::usage(format!(
+            "--token-file {file} holds more than one word; it must hold the bearer token alone"
+        ))),
+    }
 }
 
 /// A JSON value as a table cell: `-` for null, strings without quotes.

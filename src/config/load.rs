@@ -518,7 +518,7 @@ fn example(path: &str) -> Option<&'static str> {
         "security.token_file" => "\"/etc/ferrium/tokens\"",
         "security.cluster_secret_file" => "\"/etc/ferrium/cluster-secret\"",
         "security.peer_names" => "[\"node1.ferrium.internal\", \"node2.ferrium.internal\"]",
-        "security.cert_roles" => "[{ name = \"ops@example.com\", role = \"admin\" }]",
+        "security.cert_roles" => "[{ name = \"cn:ops@example.com\", role = \"admin\" }]",
         _ => return None,
     })
 }

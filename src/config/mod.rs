@@ -714,7 +714,7 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
         path: "security.tokens[].token",
         ty: KeyType::String,
-        doc: "The secret bearer token; never logged or printed.",
+        doc: "The secret bearer token (16 characters or more), or sha256: and the 64 hex digits of its SHA-256 digest; never logged or printed.",
     },
     KeyDoc {
         path: "security.tokens[].role",
@@ -724,7 +724,7 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
         path: "security.token_file",
         ty: KeyType::Path,
-        doc: "File with one \"token role\" pair per line, read in addition to tokens.",
+        doc: "File with one \"TOKEN ROLE\" pair per line (TOKEN as in tokens[].token), read in addition to tokens and again on SIGHUP.",
     },
     KeyDoc {
         path: "security.cluster_secret_file",
@@ -734,7 +734,7 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
         path: "security.peer_names",
         ty: KeyType::StringList,
-        doc: "With mTLS: certificate names (CN or SAN) that identify cluster members; only they may call /raft/ routes.",
+        doc: "With mTLS: the DNS subject alternative names (or uri:URI for URI ones) that identify cluster members' certificates; only they may call /raft/ routes.",
     },
     KeyDoc {
         path: "security.cert_roles",
@@ -744,7 +744,7 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
         path: "security.cert_roles[].name",
         ty: KeyType::String,
-        doc: "A subject common name or subject alternative name (DNS, e-mail, URI or IP) of a client certificate.",
+        doc: "A client certificate name with its kind: cn:NAME (subject common name), dns:NAME, uri:URI or ip:ADDRESS (subject alternative names).",
     },
     KeyDoc {
         path: "security.cert_roles[].role",

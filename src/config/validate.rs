@@ -415,13 +415,11 @@ impl Validator<'_> {
                         "add security.tokens or security.token_file",
                     );
                 }
-                for t in &s.tokens {
-                    if t.token.len() < 16 {
-                        self.fail(
-                            "security.tokens",
-                            "a token is shorter than 16 characters",
-                            "use long random tokens, e.g. `openssl rand -hex 32`",
-                        );
+                // Inline tokens and the token file, line by line, as the
+                // server will read them.
+                if let Err(errors) = crate::auth::tokens::Tokens::load(s) {
+                    for e in errors {
+                        self.fail(e.key, e.message, e.fix);
                     }
                 }
             }
@@ -437,13 +435,26 @@ impl Validator<'_> {
                     self.fail(
                         "security.cert_roles",
                         "certificate authentication is on but no certificate name has a role, so every client would be refused",
-                        "add entries such as cert_roles = [{ name = \"ops@example.com\", role = \"admin\" }]",
+                        "add entries such as cert_roles = [{ name = \"cn:ops@example.com\", role = \"admin\" }]",
                     );
                 }
             }
         }
-        if let Some(f) = &s.token_file {
-            self.required_file("security.token_file", Some(f), "it is set");
+        if let Some(f) = s.token_file.as_deref() {
+            // With token authentication the file was read above.
+            if s.auth_method != AuthMethod::Token {
+                self.required_file("security.token_file", Some(f), "it is set");
+            }
+        }
+        for name in &s.peer_names {
+            if let Err(e) = crate::auth::certs::CertName::peer_name(name) {
+                self.fail("security.peer_names", e.message, e.fix);
+            }
+        }
+        for entry in &s.cert_roles {
+            if let Err(e) = crate::auth::certs::CertName::role_name(&entry.name) {
+                self.fail("security.cert_roles", e.message, e.fix);
+            }
         }
         if let Some(f) = &s.cluster_secret_file {
             self.required_file("security.cluster_secret_file", Some(f), "it is set");

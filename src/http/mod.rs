@@ -16,10 +16,11 @@
 //!   the HTTP/2 preface hand-off;
 //! - [`client`]: a keep-alive connection pool per host for peers and tools;
 //! - [`tls`]: rustls configurations for both sides, reloadable, ALPN choice,
-//!   and the names of a client's certificate.
+//!   and the verified certificate a client presented.
 //!
-//! It never knows about Raft, keys or nodes: it could be lifted out as its own
-//! crate. Framework crates (hyper, axum) are deliberately not used; see
+//! It never knows about Raft, keys, nodes or who may call what (the names in
+//! a client's certificate are read by `auth`): it could be lifted out as its
+//! own crate. Framework crates (hyper, axum) are deliberately not used; see
 //! ARCHITECTURE.md.
 //!
 //! In short: build a [`Router`] of `async fn(Request) -> Response` handlers,

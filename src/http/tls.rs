@@ -1,6 +1,7 @@
 //! TLS for the listeners and the client: rustls configurations built from PEM
-//! files, replaced as a whole on reload, and the names a peer's certificate
-//! carries.
+//! files, replaced as a whole on reload, and the verified certificate a
+//! client presented. What the names in that certificate mean is for `auth`
+//! to decide; this module never reads them.
 //!
 //! Both sides use rustls with the ring provider and its safe defaults: TLS 1.3
 //! and TLS 1.2 with forward-secret AEAD suites only. A reload builds new
@@ -59,17 +60,21 @@ pub struct TlsFiles {
     pub require_client_cert: bool,
 }
 
-/// The names a verified peer certificate carries: its subject common name
-/// and its subject alternative names (DNS names, e-mail addresses, URIs and
-/// IP addresses), as text.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// The leaf certificate a client presented, verified against the CA during
+/// the handshake.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerCert {
-    pub names: Vec<String>,
+    der: CertificateDer<'static>,
 }
 
 impl PeerCert {
-    pub fn has_name(&self, name: &str) -> bool {
-        self.names.iter().any(|n| n == name)
+    pub fn new(der: CertificateDer<'static>) -> PeerCert {
+        PeerCert { der }
+    }
+
+    /// The certificate, DER-encoded.
+    pub fn der(&self) -> &CertificateDer<'static> {
+        &self.der
     }
 }
 
@@ -184,7 +189,7 @@ pub struct Accepted {
     pub stream: tokio_rustls::server::TlsStream<TcpStream>,
     /// HTTP/2 was negotiated with ALPN.
     pub h2: bool,
-    /// The verified client certificate's names, when one was presented.
+    /// The verified client certificate, when one was presented.
     pub peer: Option<Arc<PeerCert>>,
 }
 
@@ -294,7 +299,7 @@ impl ServerTls {
         let peer = session
             .peer_certificates()
             .and_then(|chain| chain.first())
-            .map(|leaf| Arc::new(cert_names(leaf.as_ref())));
+            .map(|leaf| Arc::new(PeerCert::new(leaf.clone().into_owned())));
         Ok(Accepted { stream, h2, peer })
     }
 }
@@ -358,174 +363,4 @@ impl ClientTls {
 pub async fn looks_like_plain_http(tcp: &TcpStream) -> bool {
     let mut first = [0u8; 1];
     matches!(tcp.peek(&mut first).await, Ok(1) if first[0].is_ascii_uppercase())
-}
-
-/// The names of a DER certificate: subject common name(s), then subject
-/// alternative names. Only called on certificates rustls has verified, but
-/// a malformed one yields no names rather than an error or a panic.
-pub fn cert_names(der: &[u8]) -> PeerCert {
-    let mut names = Vec::new();
-    let _ = collect_names(der, &mut names);
-    PeerCert { names }
-}
-
-/// One DER element: tag, contents, and the rest of the input.
-fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (first as usize, rest)
-    } else {
-        let n = (first & 0x7f) as usize;
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        let len = rest[..n]
-            .iter()
-            .fold(0usize, |acc, &b| (acc << 8) | b as usize);
-        (len, &rest[n..])
-    };
-    if rest.len() < len {
-        return None;
-    }
-    Some((tag, &rest[..len], &rest[len..]))
-}
-
-const SEQUENCE: u8 = 0x30;
-const SET: u8 = 0x31;
-const OID: u8 = 0x06;
-/// 2.5.4.3, commonName.
-const OID_CN: &[u8] = &[0x55, 0x04, 0x03];
-/// 2.5.29.17, subjectAltName.
-const OID_SAN: &[u8] = &[0x55, 0x1d, 0x11];
-
-fn collect_names(cert: &[u8], names: &mut Vec<String>) -> Option<()> {
-    let (SEQUENCE, cert, _) = der(cert)? else {
-        return None;
-    };
-    let (SEQUENCE, tbs, _) = der(cert)? else {
-        return None;
-    };
-    let mut rest = tbs;
-    // [0] version, optional.
-    if rest.first() == Some(&0xa0) {
-        rest = der(rest)?.2;
-    }
-    // serialNumber, signature, issuer, validity.
-    for _ in 0..4 {
-        rest = der(rest)?.2;
-    }
-    let (SEQUENCE, subject, after) = der(rest)? else {
-        return None;
-    };
-    let mut rdns = subject;
-    while !rdns.is_empty() {
-        let (SET, set, next) = der(rdns)? else {
-            return None;
-        };
-        rdns = next;
-        let mut attrs = set;
-        while !attrs.is_empty() {
-            let (SEQUENCE, attr, next) = der(attrs)? else {
-                return None;
-            };
-            attrs = next;
-            let (OID, oid, value) = der(attr)? else {
-                return None;
-            };
-            if oid == OID_CN {
-                let (_, text, _) = der(value)?;
-                if let Ok(s) = std::str::from_utf8(text) {
-                    names.push(s.to_string());
-                }
-            }
-        }
-    }
-    // subjectPublicKeyInfo, then optional [1] [2] unique ids and [3] extensions.
-    let mut rest = der(after)?.2;
-    while !rest.is_empty() {
-        let (tag, content, next) = der(rest)?;
-        rest = next;
-        if tag != 0xa3 {
-            continue;
-        }
-        let (SEQUENCE, mut exts, _) = der(content)? else {
-            return None;
-        };
-        while !exts.is_empty() {
-            let (SEQUENCE, ext, next) = der(exts)? else {
-                return None;
-            };
-            exts = next;
-            let (OID, oid, mut value) = der(ext)? else {
-                return None;
-            };
-            if oid != OID_SAN {
-                continue;
-            }
-            // critical BOOLEAN, optional.
-            if value.first() == Some(&0x01) {
-                value = der(value)?.2;
-            }
-            let (0x04, octets, _) = der(value)? else {
-                return None;
-            };
-            let (SEQUENCE, mut general, _) = der(octets)? else {
-                return None;
-            };
-            while !general.is_empty() {
-                let (tag, name, next) = der(general)?;
-                general = next;
-                match tag {
-                    // rfc822Name, dNSName, uniformResourceIdentifier
-                    0x81 | 0x82 | 0x86 => {
-                        if let Ok(s) = std::str::from_utf8(name) {
-                            names.push(s.to_string());
-                        }
-                    }
-                    // iPAddress
-                    0x87 => match name.len() {
-                        4 => {
-                            let b: [u8; 4] = name.try_into().ok()?;
-                            names.push(IpAddr::from(b).to_string());
-                        }
-                        16 => {
-                            let b: [u8; 16] = name.try_into().ok()?;
-                            names.push(IpAddr::from(b).to_string());
-                        }
-                        _ => {}
-                    },
-                    _ => {}
-                }
-            }
-        }
-    }
-    Some(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn der_lengths() {
-        assert_eq!(der(&[0x30, 0x00]), Some((0x30, &[][..], &[][..])));
-        assert_eq!(
-            der(&[0x04, 0x01, 0xaa, 0xbb]),
-            Some((4, &[0xaa][..], &[0xbb][..]))
-        );
-        let mut long = vec![0x04, 0x81, 0x80];
-        long.extend(std::iter::repeat_n(7u8, 0x80));
-        assert_eq!(der(&long).map(|(_, c, _)| c.len()), Some(0x80));
-        assert_eq!(der(&[0x04, 0x05, 0x00]), None);
-        assert_eq!(der(&[0x04, 0x80]), None);
-        assert_eq!(der(&[0x04]), None);
-    }
-
-    #[test]
-    fn garbage_has_no_names() {
-        assert!(cert_names(b"").names.is_empty());
-        assert!(cert_names(b"\x30\x03\x30\x01\x00").names.is_empty());
-        assert!(cert_names(&[0xff; 64]).names.is_empty());
-    }
 }

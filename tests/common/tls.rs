@@ -110,10 +110,11 @@ impl TlsConn {
         })
     }
 
-    /// The names in the server's certificate.
+    /// The DNS names in the server's certificate.
     pub fn server_names(&self) -> Vec<String> {
         let chain = self.stream.conn.peer_certificates().expect("server cert");
-        ferrium::http::tls::cert_names(chain[0].as_ref()).names
+        let names = ferrium::auth::certs::CertNames::parse(&chain[0]).expect("a certificate");
+        names.dns_names().map(str::to_string).collect()
     }
 
     /// Sends a keep-alive request and reads exactly its response.
