@@ -248,7 +248,9 @@ impl Node {
                 shutting_down: AtomicBool::new(false),
                 storage_failed: AtomicBool::new(false),
                 writes_in_flight: AtomicUsize::new(0),
-                quorum_timeout: config.raft.election_timeout_max.as_duration(),
+                // Two leases: a leader (or follower) is cut off, not merely
+                // delayed by a busy moment, when that long passes.
+                quorum_timeout: config.raft.election_timeout_max.as_duration() * 2,
                 last_leader_contact: std::sync::Mutex::new(None),
                 signer,
             }),

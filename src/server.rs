@@ -24,6 +24,10 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Instant;
 
+/// How long a stopping node keeps accepting connections, to refuse them
+/// with 503, before it closes its listeners.
+const LAME_DUCK: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Re-reads the configuration the same way it was first read (file,
 /// environment, flags) and validates it; used on SIGHUP.
 pub type Reloader = Box<dyn Fn() -> Result<LoadedConfig, Vec<config::ConfigError>> + Send + Sync>;
@@ -286,6 +290,7 @@ async fn serve(cfg: Config, reload: Reloader) -> Result<(), String> {
         cfg.network.shutdown_timeout.as_duration()
     );
     node.begin_shutdown();
+    let refusing_since = std::time::Instant::now();
     // A stopping leader hands over first, while its listener still answers
     // its peers, so that the cluster does not wait out an election timeout.
     let hand_over = cfg
@@ -295,6 +300,12 @@ async fn serve(cfg: Config, reload: Reloader) -> Result<(), String> {
         .saturating_mul(2)
         .min(cfg.network.shutdown_timeout.as_duration());
     node.hand_over_leadership(hand_over).await;
+    // Keep accepting for a moment, answering 503 "shutting down": clients
+    // that are connecting right now get that definite refusal and move to
+    // another member, instead of a reset from a closed listener's backlog
+    // that they could not tell from a failure after their request ran.
+    let lame_duck = LAME_DUCK.min(cfg.network.shutdown_timeout.as_duration());
+    tokio::time::sleep(lame_duck.saturating_sub(refusing_since.elapsed())).await;
     shutdown.shutdown();
     let grpc_stopping =
         tokio::spawn(grpc_serving.shutdown(cfg.network.shutdown_timeout.as_duration()));

@@ -549,6 +549,10 @@ async fn refuse_plaintext(mut stream: TcpStream, shared: &Shared) {
     }
 }
 
+/// How long a connection accepted just before shutdown may take to send its
+/// first request.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+
 /// Reads the first bytes of a connection: enough to tell the HTTP/2 preface
 /// from an HTTP/1 request. `None` when the peer left or sent nothing in time.
 async fn read_preface<S: AsyncRead + Unpin>(
@@ -559,14 +563,20 @@ async fn read_preface<S: AsyncRead + Unpin>(
     let mut buf = vec![0u8; 16 * 1024];
     let mut len = 0;
     loop {
-        let wait = if len == 0 {
-            shared.config.keep_alive_timeout
-        } else {
-            shared.config.header_timeout
+        // A connection accepted before shutdown began may have its first
+        // request on the way: it is still read (for a short while) and
+        // answered, typically with a 503 that says to use another member,
+        // rather than reset, which the client could not tell from a failure
+        // after the request was acted on.
+        let stopping = *shutdown.borrow();
+        let wait = match (len, stopping) {
+            (0, false) => shared.config.keep_alive_timeout,
+            (0, true) => FIRST_REQUEST_GRACE.min(shared.config.header_timeout),
+            _ => shared.config.header_timeout,
         };
         let read = tokio::select! {
             r = timeout(wait, stream.read(&mut buf[len..])) => r,
-            () = stopped(shutdown), if len == 0 => return None,
+            () = stopped(shutdown), if len == 0 && !stopping => continue,
         };
         match read {
             Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return None,
