@@ -469,6 +469,7 @@ fn assert_words(what: &str, r: &common::Reply) {
         .ok()
         .and_then(|v| v["error"].as_str().map(str::to_string))
         .unwrap_or_else(|| r.body.clone());
+    eprintln!("{what}: {} {text}", r.status);
     for dump in [
         "{", "}", "[", "]", "Some(", "None", "_addr:", "_id:", "LogId", "Vote", "\"\"",
     ] {

@@ -12,10 +12,10 @@
 //! sends.
 
 use crate::http::{Method, Request, Response, Router};
-use crate::node::{Node, ReadConsistency};
+use crate::node::{AddLearnerRpc, Node, ReadConsistency};
 use crate::raft::codec;
 use crate::raft::network::{CLUSTER_HEADER, SNAPSHOT_META_HEADER, TARGET_HEADER, VOTE_HEADER};
-use crate::raft::types::{Command, Node as NodeInfo, TypeConfig};
+use crate::raft::types::{Command, TypeConfig};
 use crate::store::StateReader;
 use openraft::Snapshot;
 use openraft::alias::{SnapshotMetaOf, VoteOf};
@@ -78,7 +78,10 @@ pub fn routes(router: Router, node: Node, reader: StateReader) -> Router {
         router,
         &node,
         "/raft/add-learner",
-        |n, (id, info): (u64, NodeInfo)| async move { n.add_learner_local(id, info).await },
+        |n, rpc: AddLearnerRpc| async move {
+            let (id, info, timeout) = rpc.parts();
+            n.add_learner_local(id, info, timeout).await
+        },
     );
     let router = json_route(
         router,
