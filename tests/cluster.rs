@@ -652,40 +652,37 @@ fn a_forwarded_write_is_unknown_unless_the_leader_refused_it_before_running_it()
 
 #[test]
 fn a_lease_read_as_the_followers_resume_from_a_long_pause_succeeds() {
-    // Node 1 has the shortest election timeout, so it leads, and its lease
-    // (its election_timeout_max, 1.1 s) ends well before either follower's
-    // election timer (2 s and 3 s): the followers come back as followers.
-    let extra = "[raft]\nelection_timeout_min = {id}000\nelection_timeout_max = {id}100\n";
-    let mut c = Cluster::start_with("lease-resume", 3, Bootstrap::Static, extra);
-    for _ in 0..3 {
-        let leader = c.wait_leader(Duration::from_secs(30));
-        if leader == 1 {
-            break;
-        }
-        // The first election can go to any member; the next one, without
-        // it, goes to node 1.
-        c.kill(leader);
-        let one = eventually(Duration::from_secs(30), || {
-            (c.leader_seen_by(1, Duration::from_secs(5)) == 1).then_some(())
-        });
-        assert!(one.is_some(), "node 1 did not take over from node {leader}");
-        c.restart(leader);
+    // The leader's lease is its raft.election_timeout_max (1.1 s here). The
+    // followers get election timers of 3 s, so that a pause longer than the
+    // lease ends before they would start an election: they come back as
+    // followers of the same leader.
+    let short = "[raft]\nelection_timeout_min = 1000\nelection_timeout_max = 1100\n";
+    let long = "[raft]\nelection_timeout_min = 3000\nelection_timeout_max = 3100\n";
+    let mut c = Cluster::start_with("lease-resume", 3, Bootstrap::Static, short);
+    let leader = c.wait_leader(Duration::from_secs(30));
+    let followers: Vec<u64> = c.ids().into_iter().filter(|i| *i != leader).collect();
+    for f in &followers {
+        let path = c.node(*f).config.clone();
+        let text = std::fs::read_to_string(&path).unwrap().replace(short, long);
+        std::fs::write(&path, text).unwrap();
+        c.restart(*f);
+        assert_eq!(c.leader_seen_by(*f, Duration::from_secs(30)), leader);
     }
-    assert_eq!(c.wait_leader(Duration::from_secs(30)), 1);
-    assert_eq!(c.set_retrying(1, "k", "v").status, 200);
-    for f in [2, 3] {
-        c.pause(f);
+    assert_eq!(c.wait_leader(Duration::from_secs(30)), leader);
+    assert_eq!(c.set_retrying(leader, "k", "v").status, 200);
+    for f in &followers {
+        c.pause(*f);
     }
     // The lease has run out once the leader reports that it has not heard
     // from a quorum for that long.
     let expired = eventually(Duration::from_secs(30), || {
-        (c.call(1, "GET", "/ready", None).ok()?.status == 503).then_some(())
+        (c.call(leader, "GET", "/ready", None).ok()?.status == 503).then_some(())
     });
     assert!(expired.is_some(), "the leader's lease never ran out");
 
     // The read reaches the leader before any follower has answered again:
     // the lease is not valid, so it must fall back to ReadIndex.
-    let addr = c.addr(1);
+    let addr = c.addr(leader);
     let read = std::thread::spawn(move || {
         http(
             &addr,
@@ -694,13 +691,13 @@ fn a_lease_read_as_the_followers_resume_from_a_long_pause_succeeds() {
             Some(r#"{"key":"k","consistency":"lease"}"#),
         )
     });
-    for f in [2, 3] {
-        c.resume(f);
+    for f in &followers {
+        c.resume(*f);
     }
     let r = read.join().unwrap().unwrap();
     assert_eq!(r.status, 200, "lease read as the followers resume: {}", r.body);
     assert_eq!(value_of(&r).as_deref(), Some("v"));
-    let r = c.get(1, "k", "lease").unwrap();
+    let r = c.get(leader, "k", "lease").unwrap();
     assert_eq!(value_of(&r).as_deref(), Some("v"), "{}", r.body);
 }
 
