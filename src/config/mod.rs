@@ -494,7 +494,7 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
         path: "network.request_timeout",
         ty: KeyType::Duration,
-        doc: "Longest a client request may wait for its answer, including forwarding to the leader.",
+        doc: "Longest a client request may wait for its answer, including forwarding to the leader; also how long /add-learner waits for the learner to catch up unless the request gives a timeout.",
     },
     KeyDoc {
         path: "network.connect_timeout",

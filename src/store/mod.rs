@@ -35,6 +35,7 @@ use rocksdb::ColumnFamilyDescriptor;
 use rocksdb::DB;
 use rocksdb::Options;
 
+pub use self::log::FAIL_WAL_SYNC_ENV;
 pub use self::log::LogReader;
 pub use self::log::LogStore;
 pub use self::snapshot::SnapshotFile;
