@@ -157,9 +157,11 @@ pub enum AddLearnerRpc {
 impl AddLearnerRpc {
     pub fn new(id: u64, node: NodeInfo, timeout: Option<Duration>) -> AddLearnerRpc {
         match timeout {
-            Some(t) => {
-                AddLearnerRpc::WithTimeout(id, node, u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
-            }
+            Some(t) => AddLearnerRpc::WithTimeout(
+                id,
+                node,
+                u64::try_from(t.as_millis()).unwrap_or(u64::MAX),
+            ),
             None => AddLearnerRpc::Plain(id, node),
         }
     }
@@ -167,9 +169,11 @@ impl AddLearnerRpc {
     /// The learner's id, its addresses and the wait the client asked for.
     pub fn parts(self) -> (u64, NodeInfo, Option<Duration>) {
         match self {
-            AddLearnerRpc::WithTimeout(id, node, ms) => {
-                (id, node, Some(Duration::from_millis(ms).min(MAX_LEARNER_WAIT)))
-            }
+            AddLearnerRpc::WithTimeout(id, node, ms) => (
+                id,
+                node,
+                Some(Duration::from_millis(ms).min(MAX_LEARNER_WAIT)),
+            ),
             AddLearnerRpc::Plain(id, node) => (id, node, None),
         }
     }

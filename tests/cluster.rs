@@ -610,7 +610,10 @@ fn a_forwarded_write_is_unknown_unless_the_leader_refused_it_before_running_it()
     let may_have_run = [
         ("500", FakeAnswer::Whole(500, internal)),
         ("502", FakeAnswer::Whole(502, "bad gateway".into())),
-        ("a 503 that is not a refusal", FakeAnswer::Whole(503, "<html>busy</html>".into())),
+        (
+            "a 503 that is not a refusal",
+            FakeAnswer::Whole(503, "<html>busy</html>".into()),
+        ),
         ("an answer cut mid-body", FakeAnswer::CutMidBody(200)),
         ("a 500 cut mid-body", FakeAnswer::CutMidBody(500)),
         ("no answer", FakeAnswer::Close),
@@ -695,7 +698,11 @@ fn a_lease_read_as_the_followers_resume_from_a_long_pause_succeeds() {
         c.resume(*f);
     }
     let r = read.join().unwrap().unwrap();
-    assert_eq!(r.status, 200, "lease read as the followers resume: {}", r.body);
+    assert_eq!(
+        r.status, 200,
+        "lease read as the followers resume: {}",
+        r.body
+    );
     assert_eq!(value_of(&r).as_deref(), Some("v"));
     let r = c.get(leader, "k", "lease").unwrap();
     assert_eq!(value_of(&r).as_deref(), Some("v"), "{}", r.body);
@@ -709,7 +716,13 @@ fn failure_answers_say_what_went_wrong_in_words() {
     assert_eq!(c.set_retrying(leader, "k", "v").status, 200);
 
     // Membership mistakes.
-    let r = http(&c.addr(leader), "POST", "/change-membership", Some("[1,2,3,7,8]")).unwrap();
+    let r = http(
+        &c.addr(leader),
+        "POST",
+        "/change-membership",
+        Some("[1,2,3,7,8]"),
+    )
+    .unwrap();
     assert_eq!(r.status, 409, "{}", r.body);
     assert_words("promoting unknown nodes", &r);
     let body = json!({"node_id": 2, "rpc_addr": "127.0.0.1:1"}).to_string();
@@ -725,10 +738,18 @@ fn failure_answers_say_what_went_wrong_in_words() {
     let expired = eventually(Duration::from_secs(30), || {
         (c.call(leader, "GET", "/ready", None).ok()?.status == 503).then_some(())
     });
-    assert!(expired.is_some(), "the leader never noticed the lost quorum");
+    assert!(
+        expired.is_some(),
+        "the leader never noticed the lost quorum"
+    );
     for consistency in ["linearizable", "lease"] {
         let r = c.get(leader, "k", consistency).unwrap();
-        assert_eq!(status_code(&r), (503, "unavailable".to_string()), "{}", r.body);
+        assert_eq!(
+            status_code(&r),
+            (503, "unavailable".to_string()),
+            "{}",
+            r.body
+        );
         assert_words(&format!("{consistency} read without a quorum"), &r);
         let text = r.json()["error"].as_str().unwrap().to_string();
         let numbers: Vec<&str> = text.split(|ch: char| !ch.is_ascii_digit()).collect();
@@ -794,7 +815,9 @@ fn add_learner_returns_once_the_learner_has_the_log_and_promoting_it_stalls_no_w
     });
     assert!(added.is_some(), "the learner never caught up");
     let m = metrics(&c, leader);
-    let matched = m["replication"][id.to_string()]["matched"].as_u64().unwrap_or(0);
+    let matched = m["replication"][id.to_string()]["matched"]
+        .as_u64()
+        .unwrap_or(0);
     assert!(
         matched >= last,
         "/add-learner returned with the learner at index {matched}, the leader at {last}: {m}"
@@ -821,7 +844,10 @@ fn add_learner_returns_once_the_learner_has_the_log_and_promoting_it_stalls_no_w
     stop.store(true, Ordering::SeqCst);
     let answers = load.join().unwrap();
     let failed: Vec<_> = answers.iter().filter(|(s, _)| *s != 200).collect();
-    assert!(failed.is_empty(), "writes failed around the promotion: {failed:?}");
+    assert!(
+        failed.is_empty(),
+        "writes failed around the promotion: {failed:?}"
+    );
 
     // A learner that cannot catch up in the time given gets a clear 503.
     let late = c.add_node();
@@ -829,8 +855,16 @@ fn add_learner_returns_once_the_learner_has_the_log_and_promoting_it_stalls_no_w
         "timeout": "1ms"})
     .to_string();
     let r = http(&c.addr(leader), "POST", "/add-learner", Some(&body)).unwrap();
-    assert_eq!(status_code(&r), (503, "unavailable".to_string()), "{}", r.body);
+    assert_eq!(
+        status_code(&r),
+        (503, "unavailable".to_string()),
+        "{}",
+        r.body
+    );
     assert_words("a learner that has not caught up", &r);
     let text = r.json()["error"].as_str().unwrap().to_string();
-    assert!(text.contains(&format!("node {late}")) && text.contains("caught up"), "{text}");
+    assert!(
+        text.contains(&format!("node {late}")) && text.contains("caught up"),
+        "{text}"
+    );
 }

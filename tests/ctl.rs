@@ -334,7 +334,10 @@ fn a_write_moves_to_the_next_endpoint_only_after_a_definite_refusal() {
         serde_json::json!({"error": "too many connections", "code": "unavailable"}),
     ] {
         let refuses = fake_node(503, body.to_string());
-        ok(&format!("{refuses},{}", c.addr(1)), &["put", "refused", "then-ok"]);
+        ok(
+            &format!("{refuses},{}", c.addr(1)),
+            &["put", "refused", "then-ok"],
+        );
     }
     assert_eq!(ok(&c.addr(1), &["get", "refused"]).stdout, "then-ok\n");
 
@@ -342,7 +345,10 @@ fn a_write_moves_to_the_next_endpoint_only_after_a_definite_refusal() {
     let internal = serde_json::json!({"error": "Raft stopped", "code": "internal"}).to_string();
     let answers = [
         (503, "<html>Service Unavailable</html>".to_string()),
-        (503, serde_json::json!({"error": "?", "code": "something_else"}).to_string()),
+        (
+            503,
+            serde_json::json!({"error": "?", "code": "something_else"}).to_string(),
+        ),
         (500, internal),
         (502, "bad gateway".to_string()),
         (504, "gateway timeout".to_string()),

@@ -164,14 +164,7 @@ fn step(
 
 /// A read at `consistency` (`linearizable` or `lease`: both must be
 /// linearizable), recorded.
-pub fn read(
-    client: u32,
-    node: u64,
-    addr: &str,
-    key: &str,
-    consistency: &str,
-    clock: Clock,
-) -> Op {
+pub fn read(client: u32, node: u64, addr: &str, key: &str, consistency: &str, clock: Clock) -> Op {
     let body = serde_json::json!({"key": key, "consistency": consistency}).to_string();
     let call = clock.now();
     let reply = http_with_timeout(addr, "POST", "/read", Some(&body), CLIENT_TIMEOUT);
