@@ -11,9 +11,15 @@
 //! A write whose fate is unknown (the leader changed after appending it, or
 //! no answer came in time) is reported as [`Error::OutcomeUnknown`], never as
 //! success or as a plain failure: the client must not assume either.
+//! Outcomes are classified by what is known: a write refused before it was
+//! proposed (invalid, too large, no leader, refused by the leader's peer
+//! route before it ran) failed definitely; anything that happened after the
+//! proposal (a storage failure that stops Raft, a lost or garbled answer, a
+//! 5xx from the leader) may have committed, because openraft may already
+//! have sent the entry to followers and a new leader can commit it.
 
 use crate::auth::{PEER_AUTH_HEADER, PeerSigner};
-use crate::config::Config;
+use crate::config::{Config, Millis};
 use crate::http::{self, ClientRequest, Method};
 use crate::metrics::METRICS;
 use crate::raft::network::{CLUSTER_HEADER, FROM_HEADER, TARGET_HEADER};
@@ -22,6 +28,7 @@ use crate::store::{StateMachine, StateReader, StoredValue};
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, InitializeError, LinearizableReadError, RaftError};
 use openraft::raft::ReadPolicy;
+use openraft::raft::linearizable_read::LinearizerOption;
 use openraft::{Raft, ServerState};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,6 +36,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
+
+/// Longest wait a client may ask of `/add-learner`.
+pub const MAX_LEARNER_WAIT: Duration = Duration::from_secs(24 * 3600);
 
 /// Keys returned by a listing when the client asks for no particular number.
 pub const DEFAULT_PAGE: usize = 1000;
@@ -130,6 +140,41 @@ impl Error {
             Error::Conflict(_) => "conflict",
             Error::Precondition(_) => "failed_precondition",
             Error::Internal(_) => "internal",
+        }
+    }
+}
+
+/// The body of the peer route `/raft/add-learner`: `[id, node]`, as every
+/// version sends it, or `[id, node, timeout_ms]` when the client gave a
+/// timeout.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum AddLearnerRpc {
+    WithTimeout(u64, NodeInfo, u64),
+    Plain(u64, NodeInfo),
+}
+
+impl AddLearnerRpc {
+    pub fn new(id: u64, node: NodeInfo, timeout: Option<Duration>) -> AddLearnerRpc {
+        match timeout {
+            Some(t) => AddLearnerRpc::WithTimeout(
+                id,
+                node,
+                u64::try_from(t.as_millis()).unwrap_or(u64::MAX),
+            ),
+            None => AddLearnerRpc::Plain(id, node),
+        }
+    }
+
+    /// The learner's id, its addresses and the wait the client asked for.
+    pub fn parts(self) -> (u64, NodeInfo, Option<Duration>) {
+        match self {
+            AddLearnerRpc::WithTimeout(id, node, ms) => (
+                id,
+                node,
+                Some(Duration::from_millis(ms).min(MAX_LEARNER_WAIT)),
+            ),
+            AddLearnerRpc::Plain(id, node) => (id, node, None),
         }
     }
 }
@@ -314,6 +359,23 @@ impl Node {
                 "the node is shutting down; use another member".into(),
             ));
         }
+        let stopped = self
+            .inner
+            .raft
+            .metrics()
+            .borrow_watched()
+            .running_state
+            .clone()
+            .err();
+        if stopped.is_some() || self.inner.storage_failed.load(Ordering::SeqCst) {
+            let why = stopped
+                .map(|f| fatal_text(&f))
+                .unwrap_or_else(|| "a storage operation failed".to_string());
+            return Err(Error::Unavailable(format!(
+                "Raft has stopped on node {} ({why}); use another member, and restart this one once its log says what failed",
+                self.inner.id
+            )));
+        }
         Ok(())
     }
 
@@ -449,11 +511,18 @@ impl Node {
 
     fn write_error(&self, e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> Error {
         match e {
+            // Refused before the entry was appended: nothing was applied.
             RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => match f.leader_id {
                 Some(id) => Error::NotLeader(Some(LeaderInfo {
                     id,
                     node: f.leader_node,
                 })),
+                None if f.reason == openraft::errors::ForwardReason::LeaseExpired => {
+                    Error::Unavailable(format!(
+                        "node {} leads but has not heard from a quorum within its lease, so it accepts no writes (nothing was applied); check that a majority of the members runs and that they reach each other",
+                        self.inner.id
+                    ))
+                }
                 None => Error::Unavailable("no leader is elected; retry shortly".into()),
             },
             RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)) => Error::OutcomeUnknown(
@@ -466,9 +535,15 @@ impl Node {
             RaftError::APIError(ClientWriteError::PreconditionFailed(e)) => {
                 Error::Precondition(e.to_string())
             }
+            // Raft stopped while the write was in flight: its entry may
+            // already be on followers, and a new leader may commit it.
             RaftError::Fatal(f) => {
                 self.inner.storage_failed.store(true, Ordering::SeqCst);
-                Error::Internal(format!("Raft stopped on node {}: {f}", self.inner.id))
+                Error::OutcomeUnknown(format!(
+                    "Raft stopped on node {} while the write was in flight ({}); it may or may not be applied: another member may still commit it",
+                    self.inner.id,
+                    fatal_text(&f)
+                ))
             }
         }
     }
@@ -479,6 +554,18 @@ impl Node {
         leader: &LeaderInfo,
         path: &str,
         body: &Req,
+    ) -> Result<Resp, Error> {
+        self.forward_within(leader, path, body, self.inner.request_timeout)
+            .await
+    }
+
+    /// [`Node::forward`], waiting up to `timeout` for the answer.
+    async fn forward_within<Req: Serialize, Resp: for<'de> Deserialize<'de>>(
+        &self,
+        leader: &LeaderInfo,
+        path: &str,
+        body: &Req,
+        timeout: Duration,
     ) -> Result<Resp, Error> {
         let Some(node) = &leader.node else {
             return Err(Error::Unavailable(format!(
@@ -507,36 +594,30 @@ impl Node {
             .header(CLUSTER_HEADER, self.inner.cluster.clone())
             .header("content-type", "application/json")
             .body(body)
-            .timeout(self.inner.request_timeout);
+            .timeout(timeout);
         let resp = match self.inner.peers.send(req).await {
             Ok(r) => r,
             Err(e) => return Err(forward_failure(&e, leader.id, &node.rpc_addr)),
         };
         let status = resp.status();
-        let bytes = resp
-            .collect(64 * 1024 * 1024)
-            .await
-            .map_err(|e| Error::OutcomeUnknown(format!("the leader's answer was cut off: {e}")))?;
-        if status == 400 || status == 413 {
-            // Refused before anything was proposed: a definite failure.
-            let message = serde_json::from_slice::<serde_json::Value>(&bytes)
-                .ok()
-                .and_then(|v| v.get("error")?.as_str().map(str::to_string))
-                .unwrap_or_else(|| format!("the leader refused the request with status {status}"));
-            return Err(if status == 400 {
-                Error::Invalid(message)
-            } else {
-                Error::TooLarge(message)
-            });
-        }
+        let collected = resp.collect(64 * 1024 * 1024).await;
         if status != 200 {
-            return Err(Error::Unavailable(format!(
-                "the leader (node {}) refused the forwarded request with status {status}",
-                leader.id
-            )));
+            let body = collected
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+            return Err(leader_refusal(status, body.as_ref(), leader.id));
         }
+        let bytes = collected.map_err(|e| {
+            Error::OutcomeUnknown(format!(
+                "the answer of the leader (node {}) was cut off: {e}; the request may or may not have been applied",
+                leader.id
+            ))
+        })?;
         let reply: Result<Resp, Error> = serde_json::from_slice(&bytes).map_err(|e| {
-            Error::OutcomeUnknown(format!("undecodable answer from the leader: {e}"))
+            Error::OutcomeUnknown(format!(
+                "the answer of the leader (node {}) does not decode ({e}); the request may or may not have been applied",
+                leader.id
+            ))
         })?;
         reply
     }
@@ -614,9 +695,14 @@ impl Node {
             if !self.inner.forward {
                 return Err(Error::NotLeader(Some(leader)));
             }
+            // A read changes nothing: a lost answer is just unavailability.
             let read_log_id: openraft::raft::linearizable_read::ReadLogId<TypeConfig> = self
                 .forward(&leader, "/raft/read-index", &consistency)
-                .await?;
+                .await
+                .map_err(|e| match e {
+                    Error::OutcomeUnknown(m) => Error::Unavailable(m),
+                    other => other,
+                })?;
             let linearizer =
                 openraft::raft::linearizable_read::Linearizer::new(leader.id, read_log_id, None);
             match linearizer
@@ -627,13 +713,17 @@ impl Node {
                 Ok(Err(_)) => Err(Error::Unavailable(format!(
                     "this node did not catch up with the leader within {deadline:?}; retry or read from the leader"
                 ))),
-                Err(f) => Err(Error::Internal(format!("Raft stopped: {f}"))),
+                Err(f) => Err(Error::Internal(format!(
+                    "Raft stopped on node {} ({}); read from another member",
+                    self.inner.id,
+                    fatal_text(&f)
+                ))),
             }
         };
         match tokio::time::timeout(deadline, local).await {
             Ok(r) => r,
             Err(_) => Err(Error::Unavailable(format!(
-                "could not confirm a linearizable read within {deadline:?}: no quorum?"
+                "could not confirm the read with the leader within {deadline:?} (network.request_timeout); check that a majority of the members runs and that they reach each other"
             ))),
         }
     }
@@ -644,19 +734,26 @@ impl Node {
         &self,
         consistency: ReadConsistency,
     ) -> Result<openraft::raft::linearizable_read::ReadLogId<TypeConfig>, Error> {
-        let policy = match consistency {
-            ReadConsistency::Lease => ReadPolicy::LeaseRead,
-            _ => ReadPolicy::ReadIndex,
+        // A quorum round waits for acknowledgements up to the lease, as
+        // openraft does by default, but answers within the request timeout
+        // (with the members that did not answer) rather than be cut off.
+        let wait = self
+            .inner
+            .quorum_timeout
+            .min(self.inner.request_timeout * 3 / 4);
+        let read_index = LinearizerOption::from(ReadPolicy::ReadIndex).with_wait_timeout(wait);
+        let first = match consistency {
+            ReadConsistency::Lease => LinearizerOption::from(ReadPolicy::LeaseRead),
+            _ => read_index.clone(),
         };
-        let r = match self.inner.raft.ensure_linearizable(policy).await {
-            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(_)))
+        let r = match self.inner.raft.ensure_linearizable(first).await {
+            // openraft reports a lease that is not valid (run out, or not
+            // yet renewed after followers came back) as a missing quorum,
+            // at once: confirm leadership with a quorum round instead.
+            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(_)))
                 if consistency == ReadConsistency::Lease =>
             {
-                // Lease stale (or lost): fall back to a quorum round.
-                self.inner
-                    .raft
-                    .ensure_linearizable(ReadPolicy::ReadIndex)
-                    .await
+                self.inner.raft.ensure_linearizable(read_index).await
             }
             other => other,
         };
@@ -668,11 +765,34 @@ impl Node {
                     node: f.leader_node,
                 })))
             }
-            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(q))) => Err(
-                Error::Unavailable(format!("the leader cannot reach a quorum: {q}")),
-            ),
-            Err(RaftError::Fatal(f)) => Err(Error::Internal(format!("Raft stopped: {f}"))),
+            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(q))) => {
+                Err(Error::Unavailable(self.no_quorum_text(&q.got)))
+            }
+            Err(RaftError::Fatal(f)) => Err(Error::Internal(format!(
+                "Raft stopped on node {} ({}); read from another member",
+                self.inner.id,
+                fatal_text(&f)
+            ))),
         }
+    }
+
+    /// Why the leader could not confirm its leadership, naming the voters
+    /// that answered in time (`answered`) and those that did not.
+    fn no_quorum_text(&self, answered: &BTreeSet<u64>) -> String {
+        let voters = self.membership().voters;
+        let (heard, silent): (Vec<u64>, Vec<u64>) =
+            voters.iter().partition(|v| answered.contains(v));
+        let heard = if heard.is_empty() {
+            "no voter answered".to_string()
+        } else {
+            format!("{} answered", nodes_text(&heard))
+        };
+        format!(
+            "the leader (node {}) cannot confirm it still leads: of the {} voters, {heard} and {} did not answer in time; a majority must run and reach each other: check those nodes and the network between them",
+            self.inner.id,
+            voters.len(),
+            nodes_text(&silent)
+        )
     }
 
     /// Initialises a new cluster: this node alone, or the given members.
@@ -702,18 +822,33 @@ impl Node {
         }
         match self.inner.raft.initialize(members).await {
             Ok(()) => Ok(()),
-            Err(RaftError::APIError(InitializeError::NotAllowed(e))) => Err(Error::Conflict(
-                format!("this node is already initialised: {e}"),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Err(Error::Conflict(
+                "this node is already initialised (it holds a vote or log entries); use /add-learner to grow the cluster"
+                    .into(),
             )),
-            Err(RaftError::APIError(InitializeError::NotInMembers(e))) => {
-                Err(Error::Invalid(e.to_string()))
-            }
-            Err(RaftError::Fatal(f)) => Err(Error::Internal(f.to_string())),
+            Err(RaftError::APIError(InitializeError::NotInMembers(_))) => Err(Error::Invalid(
+                format!(
+                    "the member map must include this node ({})",
+                    self.inner.id
+                ),
+            )),
+            Err(RaftError::Fatal(f)) => Err(Error::Internal(format!(
+                "Raft stopped on node {} ({})",
+                self.inner.id,
+                fatal_text(&f)
+            ))),
         }
     }
 
-    /// Adds a learner and waits until it has caught up. Forwarded to the leader.
-    pub async fn add_learner(&self, id: u64, node: NodeInfo) -> Result<(), Error> {
+    /// Adds a learner and waits until it has caught up: until it holds the
+    /// leader's log up to the entry that added it. The wait is bounded by
+    /// `timeout`, else by `network.request_timeout`. Forwarded to the leader.
+    pub async fn add_learner(
+        &self,
+        id: u64,
+        node: NodeInfo,
+        timeout: Option<Duration>,
+    ) -> Result<(), Error> {
         self.check_serving()?;
         if id == 0 {
             return Err(Error::Invalid("node id 0 is reserved".into()));
@@ -721,18 +856,42 @@ impl Node {
         if node.rpc_addr.is_empty() {
             return Err(Error::Invalid("rpc_addr is required".into()));
         }
+        if let Some(t) = timeout {
+            if t.is_zero() || t > MAX_LEARNER_WAIT {
+                return Err(Error::Invalid(format!(
+                    "timeout must be above 0 and at most {}h",
+                    MAX_LEARNER_WAIT.as_secs() / 3600
+                )));
+            }
+        }
         if let Some(leader) = self.leader().filter(|l| l.id != self.inner.id) {
             if !self.inner.forward {
                 return Err(Error::NotLeader(Some(leader)));
             }
+            let rpc = AddLearnerRpc::new(id, node, timeout);
+            let wait = timeout.unwrap_or(self.inner.request_timeout);
+            // The leader waits up to `wait` for the learner, after the
+            // membership change itself (bounded by the request timeout).
             return self
-                .forward(&leader, "/raft/add-learner", &(id, node))
+                .forward_within(
+                    &leader,
+                    "/raft/add-learner",
+                    &rpc,
+                    wait + self.inner.request_timeout,
+                )
                 .await;
         }
-        self.add_learner_local(id, node).await
+        self.add_learner_local(id, node, timeout).await
     }
 
-    pub async fn add_learner_local(&self, id: u64, node: NodeInfo) -> Result<(), Error> {
+    /// [`Node::add_learner`] on the leader (the peer route calls this).
+    pub async fn add_learner_local(
+        &self,
+        id: u64,
+        node: NodeInfo,
+        timeout: Option<Duration>,
+    ) -> Result<(), Error> {
+        let started = tokio::time::Instant::now();
         let existing = self.membership().nodes.get(&id).cloned();
         if let Some(existing) = existing {
             if existing != node {
@@ -742,18 +901,90 @@ impl Node {
                 )));
             }
         }
+        // Not openraft's blocking wait: it counts a learner as caught up
+        // within `replication_lag_threshold` entries, and never gives up.
         let raft = self.inner.raft.clone();
-        self.membership_change(move || {
-            let (raft, node) = (raft.clone(), node.clone());
-            async move { raft.add_learner(id, node, true).await }
-        })
-        .await
+        let added_at = self
+            .membership_change(move || {
+                let (raft, node) = (raft.clone(), node.clone());
+                async move { raft.add_learner(id, node, false).await }
+            })
+            .await?;
+        if id == self.inner.id {
+            return Ok(());
+        }
+        let wait = timeout
+            .unwrap_or(self.inner.request_timeout)
+            .saturating_sub(started.elapsed());
+        let limit = match timeout {
+            Some(t) => format!("within the {} asked for", millis(t)),
+            None => format!(
+                "within {} (network.request_timeout)",
+                millis(self.inner.request_timeout)
+            ),
+        };
+        self.wait_for_learner(id, added_at, wait, &limit).await
+    }
+
+    /// Waits until the leader's replication to `id` has matched index
+    /// `target` (the entry that added it), for at most `wait`.
+    async fn wait_for_learner(
+        &self,
+        id: u64,
+        target: u64,
+        wait: Duration,
+        limit: &str,
+    ) -> Result<(), Error> {
+        let matched = |m: &openraft::RaftMetrics<TypeConfig>| -> Option<Option<u64>> {
+            let r = m.replication.as_ref()?;
+            Some(r.get(&id).and_then(|l| l.as_ref().map(|l| l.index)))
+        };
+        let done = |m: &openraft::RaftMetrics<TypeConfig>| match matched(m) {
+            // These metrics predate the entry that added the learner.
+            _ if m.membership_config.log_id().as_ref().map(|l| l.index) < Some(target) => false,
+            // No longer the leader, or the learner was removed meanwhile.
+            None => true,
+            Some(_) if m.membership_config.membership().get_node(&id).is_none() => true,
+            Some(at) => at.is_some_and(|at| at >= target),
+        };
+        let waited = self
+            .inner
+            .raft
+            .wait(Some(wait))
+            .metrics(done, "the new learner catches up")
+            .await;
+        match waited {
+            Ok(m) => match matched(&m) {
+                Some(Some(at)) if at >= target => Ok(()),
+                Some(_) => Err(Error::Conflict(format!(
+                    "node {id} was removed from the cluster while it was catching up"
+                ))),
+                None => Err(Error::Unavailable(format!(
+                    "node {} stopped leading while node {id} was catching up; node {id} was added as a learner: check `ferriumctl status` before promoting it",
+                    self.inner.id
+                ))),
+            },
+            Err(openraft::metrics::WaitError::ShuttingDown) => Err(Error::Unavailable(
+                "the node is shutting down; use another member".into(),
+            )),
+            Err(openraft::metrics::WaitError::Timeout(..)) => {
+                let at = matched(&self.metrics()).flatten();
+                let has = match at {
+                    Some(at) => format!("it has the log up to index {at} of {target}"),
+                    None => format!("it has none of the log up to index {target} yet"),
+                };
+                Err(Error::Unavailable(format!(
+                    "node {id} was added as a learner but has not caught up {limit}: {has}. It keeps receiving the log: call /add-learner again to wait again (with a longer \"timeout\" if needed), and promote it only once it has caught up"
+                )))
+            }
+        }
     }
 
     /// Runs a membership change, retrying while an earlier one (such as the
     /// initial membership right after `/init`) is still being committed, so
     /// that operators can issue the documented steps back to back.
-    async fn membership_change<F, Fut>(&self, change: F) -> Result<(), Error>
+    /// Returns the log index of the membership entry.
+    async fn membership_change<F, Fut>(&self, change: F) -> Result<u64, Error>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<
@@ -766,13 +997,17 @@ impl Node {
         let deadline = tokio::time::Instant::now() + self.inner.request_timeout;
         loop {
             match change().await {
-                Ok(_) => return Ok(()),
+                Ok(resp) => return Ok(resp.log_id.index),
                 Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
                     openraft::error::ChangeMembershipError::InProgress(p),
                 ))) => {
                     if tokio::time::Instant::now() >= deadline {
+                        let at = p
+                            .membership_log_id
+                            .map(|l| format!(" (at log index {})", l.index))
+                            .unwrap_or_default();
                         return Err(Error::Conflict(format!(
-                            "another membership change is still in progress: {p}; retry when it has committed"
+                            "another membership change{at} is still in progress; retry when it has committed"
                         )));
                     }
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -807,8 +1042,14 @@ impl Node {
             .copied()
             .collect();
         if !unknown.is_empty() {
+            let (are, them) = if unknown.len() == 1 {
+                ("is not a member", "it")
+            } else {
+                ("are not members", "them")
+            };
             return Err(Error::Precondition(format!(
-                "nodes {unknown:?} are not members; add them first with /add-learner"
+                "{} {are}; add {them} first with /add-learner",
+                nodes_text(&unknown)
             )));
         }
         let raft = self.inner.raft.clone();
@@ -817,6 +1058,7 @@ impl Node {
             async move { raft.change_membership(voters, false).await }
         })
         .await
+        .map(|_| ())
     }
 
     fn membership(&self) -> MembershipStatus {
@@ -999,7 +1241,75 @@ fn forward_failure(e: &http::Error, leader: u64, addr: &str) -> Error {
         ))
     } else {
         Error::OutcomeUnknown(format!(
-            "lost the connection to the leader (node {leader} at {addr}) during the request: {e}"
+            "lost the connection to the leader (node {leader} at {addr}) during the request: {e}; it may or may not have been applied"
         ))
+    }
+}
+
+/// A non-200 answer from the leader's peer route. The route answers 200
+/// whenever it ran the request, so a 4xx (undecodable, unauthenticated,
+/// too large, meant for another node) or a 503 in Ferrium's own form
+/// (`"code":"unavailable"`: over the connection limit, before the request
+/// was read) means that nothing ran. Any other answer (a 500, a 5xx page of
+/// something in between) may come after the request ran.
+fn leader_refusal(status: u16, body: Option<&serde_json::Value>, leader: u64) -> Error {
+    let code = body.and_then(|b| b["code"].as_str());
+    let said = body
+        .and_then(|b| b["error"].as_str())
+        .map(|m| format!(" ({m})"))
+        .unwrap_or_default();
+    let refused = (400..500).contains(&status) || (status == 503 && code == Some("unavailable"));
+    let message = body.and_then(|b| b["error"].as_str()).map(str::to_string);
+    match (status, message) {
+        // The command itself was refused by the leader's checks.
+        (400, Some(m)) => return Error::Invalid(m),
+        (413, Some(m)) => return Error::TooLarge(m),
+        _ => {}
+    }
+    if refused {
+        Error::Unavailable(format!(
+            "the leader (node {leader}) refused the forwarded request with status {status}{said} before running it; nothing was applied"
+        ))
+    } else {
+        Error::OutcomeUnknown(format!(
+            "the leader (node {leader}) answered the forwarded request with status {status}{said}; it may or may not have been applied"
+        ))
+    }
+}
+
+/// Why Raft stopped, in words (openraft's own text shows internal
+/// structures).
+fn fatal_text(f: &openraft::errors::Fatal<TypeConfig>) -> String {
+    use openraft::errors::Fatal;
+    match f {
+        Fatal::StorageError(e) => match std::error::Error::source(e) {
+            Some(cause) => {
+                // The boxed cause prints its Rust type first; keep the words.
+                let text = cause.to_string();
+                let words = match text.split_once(": ") {
+                    Some((ty, rest)) if ty.contains("::") && !ty.contains(' ') => rest,
+                    _ => text.as_str(),
+                };
+                format!("a storage operation failed: {words}")
+            }
+            None => "a storage operation failed".to_string(),
+        },
+        Fatal::Panicked => "the Raft task panicked".to_string(),
+        Fatal::Stopped => "Raft is shut down".to_string(),
+    }
+}
+
+/// A duration as configuration files write it: "250ms", "30s", "5m".
+fn millis(d: Duration) -> Millis {
+    Millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// "node 2", "nodes 2 and 3", "nodes 1, 2 and 3"; "no node" when empty.
+fn nodes_text(ids: &[u64]) -> String {
+    let names: Vec<String> = ids.iter().map(u64::to_string).collect();
+    match names.as_slice() {
+        [] => "no node".to_string(),
+        [one] => format!("node {one}"),
+        [rest @ .., last] => format!("nodes {} and {last}", rest.join(", ")),
     }
 }

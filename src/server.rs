@@ -108,7 +108,11 @@ pub fn raft_config(c: &Config) -> Result<openraft::Config, String> {
         install_snapshot_timeout: r.snapshot_timeout.0,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(r.snapshot_threshold),
         max_in_snapshot_log_to_keep: r.log_retention,
-        // A follower further behind than this is sent a snapshot.
+        // openraft uses this only in its blocking `add_learner`, as the lag
+        // under which a learner counts as caught up; Ferrium does not use
+        // that wait (`Node::add_learner_local` waits for the learner to hold
+        // the log up to its own addition). Whether a follower gets a
+        // snapshot depends on the purged log, not on this value.
         replication_lag_threshold: r.snapshot_threshold.max(r.log_retention) * 2,
         enable_pre_vote: Some(true),
         ..Default::default()

@@ -704,3 +704,415 @@ fn rolling_restart_under_load_fails_no_write() {
     let acked = acked.lock().unwrap();
     assert_all_present(&c, &acked);
 }
+
+/// The test-only failpoint of the log store (see `src/store/log.rs`): WAL
+/// syncs fail while the file it names exists.
+const FAIL_WAL_SYNC: &str = "FERRIUM_TEST_ONLY_FAIL_WAL_SYNC_WHEN_EXISTS";
+
+/// Fails when an error text looks like a Rust `Debug` dump of internal
+/// structures (`Node { rpc_addr: .. }`, `Some(..)`, `LogId { .. }`, `[2, 3]`)
+/// rather than words.
+fn assert_words(what: &str, r: &common::Reply) {
+    let text = serde_json::from_str::<serde_json::Value>(&r.body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or_else(|| r.body.clone());
+    eprintln!("{what}: {} {text}", r.status);
+    for dump in [
+        "{", "}", "[", "]", "Some(", "None", "_addr:", "_id:", "LogId", "Vote", "\"\"",
+    ] {
+        assert!(
+            !text.contains(dump),
+            "{what}: the error text contains {dump:?}, a Debug dump: {text}"
+        );
+    }
+}
+
+/// The answer's status and error code.
+fn status_code(r: &common::Reply) -> (u16, String) {
+    let code = serde_json::from_str::<serde_json::Value>(&r.body)
+        .ok()
+        .and_then(|v| v["code"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    (r.status, code)
+}
+
+#[test]
+fn a_wal_failure_on_the_leader_is_an_unknown_outcome_never_internal() {
+    let c = Cluster::start_env(
+        "wal-failure",
+        3,
+        "",
+        &[(FAIL_WAL_SYNC, "{dir}/fail-wal-sync-{id}")],
+    );
+    let leader = c.wait_leader(Duration::from_secs(30));
+    assert_eq!(c.set_retrying(leader, "before", "1").status, 200);
+
+    // The leader's disk fails while it holds the write: the entry may
+    // already be on the followers, and a new leader may commit it.
+    std::fs::write(c.scratch.path.join(format!("fail-wal-sync-{leader}")), "").unwrap();
+    let r = c.set(leader, "during", "2").unwrap();
+    assert_eq!(
+        status_code(&r),
+        (503, "outcome_unknown".to_string()),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        r.header("retry-after"),
+        None,
+        "an unknown outcome must not invite an automatic retry"
+    );
+    assert_words("write during a WAL failure", &r);
+
+    // Later writes to that node were never proposed: a definite refusal.
+    let r = c.set(leader, "after", "3").unwrap();
+    assert_eq!(
+        status_code(&r),
+        (503, "unavailable".to_string()),
+        "{}",
+        r.body
+    );
+    assert_words("write to a node whose Raft stopped", &r);
+
+    // The others elect a new leader and carry on.
+    let others: Vec<u64> = c.ids().into_iter().filter(|i| *i != leader).collect();
+    let r = c.set_retrying(others[0], "later", "4");
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+/// What the stand-in leader of [`fake_leader`] does with a request.
+#[derive(Clone)]
+enum FakeAnswer {
+    /// A whole answer with this status and body.
+    Whole(u16, String),
+    /// A head promising 100 bytes of body, a few of them, then a close.
+    CutMidBody(u16),
+    /// Reads the request and closes the connection without an answer.
+    Close,
+}
+
+/// A stand-in for a leader's peer port: reads each request whole, then
+/// answers as `answer` says at that moment.
+fn fake_leader(answer: Arc<Mutex<FakeAnswer>>) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = conn.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&seen).to_ascii_lowercase();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if seen.len() >= end + 4 + len {
+                        break;
+                    }
+                }
+            }
+            let answer = answer.lock().unwrap().clone();
+            let out = match answer {
+                FakeAnswer::Whole(status, body) => format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                ),
+                FakeAnswer::CutMidBody(status) => format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"Ok\":"
+                ),
+                FakeAnswer::Close => String::new(),
+            };
+            let _ = conn.write_all(out.as_bytes());
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_forwarded_write_is_unknown_unless_the_leader_refused_it_before_running_it() {
+    // Node 1 leads alone but tells its peers that its peer port is a
+    // stand-in; node 2, a learner, forwards its writes there.
+    let c = Cluster::start("forward-outcome", 2, Bootstrap::Manual);
+    let answer = Arc::new(Mutex::new(FakeAnswer::Close));
+    let fake = fake_leader(answer.clone());
+    let members = json!({"1": {"rpc_addr": fake, "api_addr": c.addr(1)}}).to_string();
+    let r = http(&c.addr(1), "POST", "/init", Some(&members)).unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    c.leader_seen_by(1, Duration::from_secs(10));
+    let body = json!({"node_id": 2, "rpc_addr": c.addr(2), "api_addr": c.addr(2)}).to_string();
+    let r = http(&c.addr(1), "POST", "/add-learner", Some(&body)).unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(c.leader_seen_by(2, Duration::from_secs(10)), 1);
+
+    let internal = json!({"error": "boom", "code": "internal"}).to_string();
+    let may_have_run = [
+        ("500", FakeAnswer::Whole(500, internal)),
+        ("502", FakeAnswer::Whole(502, "bad gateway".into())),
+        (
+            "a 503 that is not a refusal",
+            FakeAnswer::Whole(503, "<html>busy</html>".into()),
+        ),
+        ("an answer cut mid-body", FakeAnswer::CutMidBody(200)),
+        ("a 500 cut mid-body", FakeAnswer::CutMidBody(500)),
+        ("no answer", FakeAnswer::Close),
+    ];
+    for (what, a) in may_have_run {
+        *answer.lock().unwrap() = a;
+        let r = c.set(2, "k", "v").unwrap();
+        assert_eq!(
+            status_code(&r),
+            (503, "outcome_unknown".to_string()),
+            "leader answered {what}: {}",
+            r.body
+        );
+        assert_eq!(r.header("retry-after"), None, "leader answered {what}");
+        assert_words(what, &r);
+    }
+
+    let refused = |code: &str| json!({"error": "refused", "code": code}).to_string();
+    let never_ran = [
+        ("400", FakeAnswer::Whole(400, refused("invalid_request"))),
+        ("401", FakeAnswer::Whole(401, refused("unauthorized"))),
+        ("403", FakeAnswer::Whole(403, refused("forbidden"))),
+        ("413", FakeAnswer::Whole(413, refused("payload_too_large"))),
+        ("421", FakeAnswer::Whole(421, refused("wrong_node"))),
+        ("a busy 503", FakeAnswer::Whole(503, refused("unavailable"))),
+    ];
+    for (what, a) in never_ran {
+        *answer.lock().unwrap() = a;
+        let r = c.set(2, "k", "v").unwrap();
+        assert_eq!(
+            status_code(&r),
+            (503, "unavailable".to_string()),
+            "leader answered {what}: {}",
+            r.body
+        );
+        assert_words(what, &r);
+    }
+}
+
+#[test]
+fn a_lease_read_as_the_followers_resume_from_a_long_pause_succeeds() {
+    // The leader's lease is its raft.election_timeout_max (1.1 s here). The
+    // followers get election timers of 3 s, so that a pause longer than the
+    // lease ends before they would start an election: they come back as
+    // followers of the same leader.
+    let short = "[raft]\nelection_timeout_min = 1000\nelection_timeout_max = 1100\n";
+    let long = "[raft]\nelection_timeout_min = 3000\nelection_timeout_max = 3100\n";
+    let mut c = Cluster::start_with("lease-resume", 3, Bootstrap::Static, short);
+    let leader = c.wait_leader(Duration::from_secs(30));
+    let followers: Vec<u64> = c.ids().into_iter().filter(|i| *i != leader).collect();
+    for f in &followers {
+        let path = c.node(*f).config.clone();
+        let text = std::fs::read_to_string(&path).unwrap().replace(short, long);
+        std::fs::write(&path, text).unwrap();
+        c.restart(*f);
+        assert_eq!(c.leader_seen_by(*f, Duration::from_secs(30)), leader);
+    }
+    assert_eq!(c.wait_leader(Duration::from_secs(30)), leader);
+    assert_eq!(c.set_retrying(leader, "k", "v").status, 200);
+    for f in &followers {
+        c.pause(*f);
+    }
+    // The lease has run out once the leader reports that it has not heard
+    // from a quorum for that long.
+    let expired = eventually(Duration::from_secs(30), || {
+        (c.call(leader, "GET", "/ready", None).ok()?.status == 503).then_some(())
+    });
+    assert!(expired.is_some(), "the leader's lease never ran out");
+
+    // The read reaches the leader before any follower has answered again:
+    // the lease is not valid, so it must fall back to ReadIndex.
+    let addr = c.addr(leader);
+    let read = std::thread::spawn(move || {
+        http(
+            &addr,
+            "POST",
+            "/read",
+            Some(r#"{"key":"k","consistency":"lease"}"#),
+        )
+    });
+    for f in &followers {
+        c.resume(*f);
+    }
+    let r = read.join().unwrap().unwrap();
+    assert_eq!(
+        r.status, 200,
+        "lease read as the followers resume: {}",
+        r.body
+    );
+    assert_eq!(value_of(&r).as_deref(), Some("v"));
+    let r = c.get(leader, "k", "lease").unwrap();
+    assert_eq!(value_of(&r).as_deref(), Some("v"), "{}", r.body);
+}
+
+#[test]
+fn failure_answers_say_what_went_wrong_in_words() {
+    let extra = "[network]\nrequest_timeout = 2000\n";
+    let mut c = Cluster::start_with("error-words", 3, Bootstrap::Static, extra);
+    let leader = c.wait_leader(Duration::from_secs(30));
+    assert_eq!(c.set_retrying(leader, "k", "v").status, 200);
+
+    // Membership mistakes.
+    let r = http(
+        &c.addr(leader),
+        "POST",
+        "/change-membership",
+        Some("[1,2,3,7,8]"),
+    )
+    .unwrap();
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert_words("promoting unknown nodes", &r);
+    let body = json!({"node_id": 2, "rpc_addr": "127.0.0.1:1"}).to_string();
+    let r = http(&c.addr(leader), "POST", "/add-learner", Some(&body)).unwrap();
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert_words("reusing a member's id", &r);
+
+    // No quorum: both followers stopped.
+    let followers: Vec<u64> = c.ids().into_iter().filter(|i| *i != leader).collect();
+    for f in &followers {
+        c.pause(*f);
+    }
+    let expired = eventually(Duration::from_secs(30), || {
+        (c.call(leader, "GET", "/ready", None).ok()?.status == 503).then_some(())
+    });
+    assert!(
+        expired.is_some(),
+        "the leader never noticed the lost quorum"
+    );
+    for consistency in ["linearizable", "lease"] {
+        let r = c.get(leader, "k", consistency).unwrap();
+        assert_eq!(
+            status_code(&r),
+            (503, "unavailable".to_string()),
+            "{}",
+            r.body
+        );
+        assert_words(&format!("{consistency} read without a quorum"), &r);
+        let text = r.json()["error"].as_str().unwrap().to_string();
+        let numbers: Vec<&str> = text.split(|ch: char| !ch.is_ascii_digit()).collect();
+        for f in &followers {
+            assert!(
+                text.contains("did not answer") && numbers.contains(&f.to_string().as_str()),
+                "the answer should name node {f} among those that did not answer: {text}"
+            );
+        }
+    }
+    let r = c.set(leader, "k", "w").unwrap();
+    assert_eq!(status_code(&r).0, 503, "{}", r.body);
+    assert_words("write without a quorum", &r);
+    for f in &followers {
+        c.resume(*f);
+    }
+}
+
+/// `GET /metrics` of node `id`, as JSON.
+fn metrics(c: &Cluster, id: u64) -> serde_json::Value {
+    http(&c.addr(id), "GET", "/metrics", None).unwrap().json()
+}
+
+#[test]
+fn add_learner_returns_once_the_learner_has_the_log_and_promoting_it_stalls_no_write() {
+    // A write that stalls longer than an election timeout fails: the
+    // request timeout is set to it.
+    let extra = "[network]\nrequest_timeout = 2000\n\n[storage]\nsync_writes = false\n";
+    let mut c = Cluster::start_with("learner-wait", 1, Bootstrap::Static, extra);
+    let leader = c.wait_leader(Duration::from_secs(30));
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let addr = c.addr(leader);
+            std::thread::spawn(move || {
+                for i in 0..2500 {
+                    let body = json!({"Set": {"key": format!("bulk/{w}/{i}"), "value": "x"}});
+                    let r = http(&addr, "POST", "/write", Some(&body.to_string())).unwrap();
+                    assert_eq!(r.status, 200, "{}", r.body);
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    let last = metrics(&c, leader)["last_log_index"].as_u64().unwrap();
+    assert!(last >= 20_000, "only {last} entries");
+
+    // The learner starts 20,000 entries behind. A 503 means it has not
+    // caught up within the request timeout yet; asking again waits again.
+    let id = c.add_node();
+    let body = json!({"node_id": id, "rpc_addr": c.addr(id), "api_addr": c.addr(id)}).to_string();
+    let added = eventually(Duration::from_secs(120), || {
+        let r = http(&c.addr(leader), "POST", "/add-learner", Some(&body)).unwrap();
+        match r.status {
+            200 => Some(()),
+            503 => {
+                assert_words("a learner that has not caught up", &r);
+                None
+            }
+            _ => panic!("/add-learner: {} {}", r.status, r.body),
+        }
+    });
+    assert!(added.is_some(), "the learner never caught up");
+    let m = metrics(&c, leader);
+    let matched = m["replication"][id.to_string()]["matched"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        matched >= last,
+        "/add-learner returned with the learner at index {matched}, the leader at {last}: {m}"
+    );
+
+    // Promote it under write load: no write waits past an election timeout.
+    let stop = Arc::new(AtomicBool::new(false));
+    let addr = c.addr(leader);
+    let s = stop.clone();
+    let load = std::thread::spawn(move || {
+        let mut answers = Vec::new();
+        let mut i = 0;
+        while !s.load(Ordering::SeqCst) || i < 50 {
+            let body = json!({"Set": {"key": format!("promote/{i}"), "value": "x"}});
+            let r = http(&addr, "POST", "/write", Some(&body.to_string())).unwrap();
+            answers.push((r.status, r.body));
+            i += 1;
+        }
+        answers
+    });
+    let voters = format!("[{leader},{id}]");
+    let r = http(&c.addr(leader), "POST", "/change-membership", Some(&voters)).unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    stop.store(true, Ordering::SeqCst);
+    let answers = load.join().unwrap();
+    let failed: Vec<_> = answers.iter().filter(|(s, _)| *s != 200).collect();
+    assert!(
+        failed.is_empty(),
+        "writes failed around the promotion: {failed:?}"
+    );
+
+    // A learner that cannot catch up in the time given gets a clear 503.
+    let late = c.add_node();
+    let body = json!({"node_id": late, "rpc_addr": c.addr(late), "api_addr": c.addr(late),
+        "timeout": "1ms"})
+    .to_string();
+    let r = http(&c.addr(leader), "POST", "/add-learner", Some(&body)).unwrap();
+    assert_eq!(
+        status_code(&r),
+        (503, "unavailable".to_string()),
+        "{}",
+        r.body
+    );
+    assert_words("a learner that has not caught up", &r);
+    let text = r.json()["error"].as_str().unwrap().to_string();
+    assert!(
+        text.contains(&format!("node {late}")) && text.contains("caught up"),
+        "{text}"
+    );
+}

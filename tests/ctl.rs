@@ -325,6 +325,58 @@ fn not_leader_redirect_and_unknown_outcome() {
 }
 
 #[test]
+fn a_write_moves_to_the_next_endpoint_only_after_a_definite_refusal() {
+    let c = Cluster::start("ctl-definite", 1, Bootstrap::Static);
+    c.wait_leader(Duration::from_secs(30));
+    // Refused before anything was proposed: the next endpoint is tried.
+    for body in [
+        serde_json::json!({"error": "no leader is elected; retry shortly", "code": "unavailable"}),
+        serde_json::json!({"error": "too many connections", "code": "unavailable"}),
+    ] {
+        let refuses = fake_node(503, body.to_string());
+        ok(
+            &format!("{refuses},{}", c.addr(1)),
+            &["put", "refused", "then-ok"],
+        );
+    }
+    assert_eq!(ok(&c.addr(1), &["get", "refused"]).stdout, "then-ok\n");
+
+    // Anything else may have been applied: never sent to another endpoint.
+    let internal = serde_json::json!({"error": "Raft stopped", "code": "internal"}).to_string();
+    let answers = [
+        (503, "<html>Service Unavailable</html>".to_string()),
+        (
+            503,
+            serde_json::json!({"error": "?", "code": "something_else"}).to_string(),
+        ),
+        (500, internal),
+        (502, "bad gateway".to_string()),
+        (504, "gateway timeout".to_string()),
+    ];
+    for (status, body) in answers {
+        let maybe = fake_node(status, body.clone());
+        let r = ctl(&format!("{maybe},{}", c.addr(1)), &["put", "maybe", "x"]);
+        assert_eq!(r.code, 5, "a write answered {status} {body}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("read the key before retrying"),
+            "{}",
+            r.stderr
+        );
+        assert_eq!(
+            ctl(&c.addr(1), &["get", "maybe"]).code,
+            4,
+            "the write was sent to the next endpoint after {status} {body}"
+        );
+    }
+    // A read is safe to repeat: any 503 moves it on.
+    let broken = fake_node(503, "<html>Service Unavailable</html>".to_string());
+    assert_eq!(
+        ok(&format!("{broken},{}", c.addr(1)), &["get", "refused"]).stdout,
+        "then-ok\n"
+    );
+}
+
+#[test]
 fn grpc_key_value_commands() {
     let c = Cluster::start("ctl-grpc", 3, Bootstrap::Static);
     let leader = c.wait_leader(Duration::from_secs(10));

@@ -98,6 +98,12 @@ fn schedules(random_seed: u64) -> Vec<Schedule> {
             seed: 202,
         },
         Schedule {
+            name: "pause-leader",
+            nodes: 3,
+            faults: vec![PauseLeader],
+            seed: 252,
+        },
+        Schedule {
             name: "partition-leader",
             nodes: 3,
             faults: vec![IsolateLeader, LeaderDeaf, Slow],
@@ -184,7 +190,7 @@ fn nemesis_schedules() {
         started.elapsed().as_secs_f64()
     );
     if only.is_none() && soak.is_none() {
-        assert!(total.names.len() >= 5, "at least 5 distinct schedules");
+        assert!(total.names.len() >= 6, "at least 6 distinct schedules");
         assert!(
             total.ops + total.adds >= 20_000,
             "the short suite should record at least 20,000 operations, got {}",
@@ -321,7 +327,14 @@ fn final_reads(c: &Cluster, clock: Clock, ops: &mut Vec<Op>, problems: &mut Vec<
             let key = format!("r/{k}");
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
-                let op = workload::read(1000 + id as u32, id, &c.addr(id), &key, clock);
+                let op = workload::read(
+                    1000 + id as u32,
+                    id,
+                    &c.addr(id),
+                    &key,
+                    "linearizable",
+                    clock,
+                );
                 if op.outcome == Outcome::Ok {
                     ops.push(op);
                     break;

@@ -330,7 +330,7 @@ impl ManagementService for ManagementApi {
             grpc_addr: r.grpc_addr,
         });
         self.node
-            .add_learner(r.node_id, info)
+            .add_learner(r.node_id, info, None)
             .await
             .map_err(|e| status(&e))?;
         Ok(Response::new(AddLearnerResponse {

@@ -1,6 +1,7 @@
 //! The REST API (API.md): thin translations of JSON requests into
 //! [`Node`] calls and of [`node::Error`] into statuses and JSON error bodies.
 
+use crate::config::Millis;
 use crate::http::{Method, Request, Response, Router};
 use crate::metrics::{METRICS, Sources};
 use crate::node::{self, Node, ReadConsistency};
@@ -95,7 +96,9 @@ pub fn error_response(e: &node::Error) -> Response {
         }
     }
     let resp = Response::json(status, &body);
-    if status == 503 {
+    // An unknown outcome carries no Retry-After: HTTP clients and proxies
+    // retry such answers by themselves, and the write may have been applied.
+    if status == 503 && !matches!(e, node::Error::OutcomeUnknown(_)) {
         resp.header("retry-after", "1")
     } else {
         resp
@@ -424,13 +427,17 @@ struct AddLearnerRequest {
     api_addr: Option<String>,
     #[serde(default)]
     grpc_addr: Option<String>,
+    /// How long to wait for the learner to catch up (default
+    /// `network.request_timeout`).
+    #[serde(default)]
+    timeout: Option<Millis>,
 }
 
 async fn add_learner(node: Node, mut req: Request, max: usize) -> Response {
     let r: AddLearnerRequest = match json_body(
         &mut req,
         max,
-        r#"{"node_id":2,"rpc_addr":"127.0.0.1:8002","api_addr":"127.0.0.1:8002"}"#,
+        r#"{"node_id":2,"rpc_addr":"127.0.0.1:8002","api_addr":"127.0.0.1:8002","timeout":"60s"}"#,
     )
     .await
     {
@@ -443,7 +450,8 @@ async fn add_learner(node: Node, mut req: Request, max: usize) -> Response {
         grpc_addr: r.grpc_addr,
     }
     .into_node();
-    match node.add_learner(r.node_id, info).await {
+    let timeout = r.timeout.map(Millis::as_duration);
+    match node.add_learner(r.node_id, info, timeout).await {
         Ok(()) => Response::json(
             200,
             &json!({"status": "learner added", "node_id": r.node_id}),

@@ -4,8 +4,11 @@
 //! refuses the connection, times out connecting, or answers 503 without
 //! having started the request (no leader, shutting down) is skipped and the
 //! next one tried. A node that answers "not leader" with the leader's
-//! address sends the request there. A write whose outcome is unknown is never
-//! retried: it is reported with its own exit status.
+//! address sends the request there. A write moves on only after such a
+//! definite refusal (a 503 with code `unavailable`); any other server error
+//! (`outcome_unknown`, a 500, a proxy's 502/503/504) may come after the write
+//! was applied, so it is never retried: it is reported with its own exit
+//! status.
 
 use ferrium::http::{Client, ClientConfig, ClientRequest, ClientTls, Method};
 use serde_json::{Value, json};
@@ -65,8 +68,9 @@ Exit status:
   2  usage error (unknown command or option, missing argument)
   3  no endpoint could be reached
   4  `get`: the key does not exist
-  5  a write's outcome is unknown (the leader changed after accepting it):
-     it may or may not have been applied; read the key before retrying
+  5  a write's outcome is unknown (the leader changed after accepting it, or
+     a server error came after it was sent): it may or may not have been
+     applied; read the key before retrying
 ";
 
 const EXIT_FAILED: u8 = 1;
@@ -539,8 +543,18 @@ impl Ctl {
         let body: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
             json!({"error": String::from_utf8_lossy(&bytes).trim().to_string(), "code": "bad_response"})
         });
+        let code = body["code"].as_str().unwrap_or("");
+        let refused = status == 503 && code == "unavailable";
+        if write && status >= 500 && !refused {
+            return Err(Attempt::Stop(Failure::new(
+                EXIT_OUTCOME_UNKNOWN,
+                format!(
+                    "{endpoint} answered {status}: {}; the write may or may not have been applied: read the key before retrying",
+                    error_text(&body)
+                ),
+            )));
+        }
         if status == 503 {
-            let code = body["code"].as_str().unwrap_or("");
             if code == "outcome_unknown" {
                 return Err(Attempt::Stop(Failure::new(
                     EXIT_OUTCOME_UNKNOWN,
@@ -1018,7 +1032,14 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
 }
 
 async fn member_add(ctl: &Ctl, id: u64, addr: String) -> Outcome {
-    let body = json!({"node_id": id, "rpc_addr": addr, "api_addr": addr});
+    // The leader waits for the learner to catch up; it must answer (a clear
+    // 503 if the learner is still behind) before this client gives up.
+    let wait = ctl
+        .timeout
+        .saturating_sub(Duration::from_secs(1))
+        .max(Duration::from_secs(1));
+    let body = json!({"node_id": id, "rpc_addr": addr, "api_addr": addr,
+        "timeout": u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)});
     let a = ctl
         .call_ok(Method::Post, "/add-learner", Some(&body), false)
         .await?;

@@ -140,7 +140,8 @@ pub fn load(
         let Some(rest) = name.strip_prefix("FERRIUM_") else {
             continue;
         };
-        if TOOL_VARIABLES.contains(&name.as_str()) {
+        // The test-only failpoint is read (and warned about) by the store.
+        if TOOL_VARIABLES.contains(&name.as_str()) || name == crate::store::FAIL_WAL_SYNC_ENV {
             continue;
         }
         let origin = format!("environment variable {name}");

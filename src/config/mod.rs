@@ -504,7 +504,7 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
         path: "network.request_timeout",
         ty: KeyType::Duration,
-        doc: "Longest a client request may wait for its answer, including forwarding to the leader; also the time a request body has to arrive, plus 1 s per 16 KiB received (then 408).",
+        doc: "Longest a client request may wait for its answer, including forwarding to the leader; also the time a request body has to arrive, plus 1 s per 16 KiB received (then 408), and how long /add-learner waits for the learner to catch up; a write not committed within it is outcome_unknown.",
     },
     KeyDoc {
         path: "network.connect_timeout",

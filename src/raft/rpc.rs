@@ -15,12 +15,12 @@
 //! sends.
 
 use crate::http::{Method, Request, Response, Router};
-use crate::node::{self, Node, ReadConsistency};
+use crate::node::{self, AddLearnerRpc, Node, ReadConsistency};
 use crate::raft::codec;
 use crate::raft::network::{
     CLUSTER_HEADER, FROM_HEADER, SNAPSHOT_META_HEADER, TARGET_HEADER, VOTE_HEADER,
 };
-use crate::raft::types::{Command, Node as NodeInfo, TypeConfig};
+use crate::raft::types::{Command, TypeConfig};
 use crate::store::{SnapshotFile, StateReader};
 use openraft::Snapshot;
 use openraft::alias::{LogIdOf, SnapshotMetaOf, VoteOf};
@@ -95,7 +95,10 @@ pub fn routes(router: Router, node: Node, reader: StateReader) -> Router {
         router,
         &node,
         "/raft/add-learner",
-        |n, (id, info): (u64, NodeInfo)| async move { n.add_learner_local(id, info).await },
+        |n, rpc: AddLearnerRpc| async move {
+            let (id, info, timeout) = rpc.parts();
+            n.add_learner_local(id, info, timeout).await
+        },
     );
     let router = json_route(
         router,

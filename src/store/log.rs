@@ -21,6 +21,10 @@
 //! A failed write or fsync poisons the store: the failing callbacks complete
 //! with an error and every later append is refused, because after a failed
 //! fsync the kernel may have dropped the dirty pages and retrying would lie.
+//!
+//! For tests only, [`FAIL_WAL_SYNC_ENV`] arms a failpoint that makes WAL
+//! syncs fail on demand, so that the handling of a storage failure can be
+//! exercised on a real process.
 
 use std::collections::VecDeque;
 use std::fmt::Debug;
@@ -61,6 +65,23 @@ const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_LAST_PURGED: &[u8] = b"last_purged";
 
 type Callback = IOFlushed<TypeConfig>;
+
+/// TEST ONLY. When this environment variable names a file at start-up, every
+/// WAL sync fails while that file exists, exactly as a failed fsync would
+/// (the store is poisoned). The integration tests use it to inject a disk
+/// failure on one member. Never set it in production: its long name and the
+/// warning logged at start-up are there so that it is not set by accident.
+pub const FAIL_WAL_SYNC_ENV: &str = "FERRIUM_TEST_ONLY_FAIL_WAL_SYNC_WHEN_EXISTS";
+
+/// The armed failpoint of [`FAIL_WAL_SYNC_ENV`], if any.
+fn wal_sync_failpoint() -> Option<std::path::PathBuf> {
+    let path = std::env::var_os(FAIL_WAL_SYNC_ENV)?;
+    ::log::warn!(
+        "{FAIL_WAL_SYNC_ENV} is set (a test-only failpoint): WAL syncs will fail while {} exists; unset it outside tests",
+        std::path::Path::new(&path).display()
+    );
+    Some(path.into())
+}
 
 /// Most entries kept decoded in memory.
 const CACHE_ENTRIES: usize = 8192;
@@ -229,9 +250,10 @@ impl LogStore {
         let (tx, rx) = mpsc::channel::<Callback>();
         let thread_db = db.clone();
         let thread_state = state.clone();
+        let failpoint = wal_sync_failpoint();
         let thread = std::thread::Builder::new()
             .name("ferrium-wal-flusher".into())
-            .spawn(move || run_flusher(thread_db, rx, thread_state, sync_writes))?;
+            .spawn(move || run_flusher(thread_db, rx, thread_state, sync_writes, failpoint))?;
         Ok(LogStore {
             db,
             cache: Arc::new(Mutex::new(EntryCache::default())),
@@ -326,9 +348,25 @@ fn timed<T>(f: impl FnOnce() -> T, nanos: &AtomicU64) -> T {
     r
 }
 
+/// Syncs the WAL, unless the test-only failpoint says this sync fails.
+fn sync_wal(db: &DB, failpoint: Option<&std::path::Path>) -> Result<(), Error> {
+    if failpoint.is_some_and(|p| p.exists()) {
+        return Err(Error::Io(io::Error::other(format!(
+            "injected by the test-only failpoint {FAIL_WAL_SYNC_ENV}"
+        ))));
+    }
+    db.flush_wal(true).map_err(Error::Rocks)
+}
+
 /// The flusher loop: block for one callback, take everything else queued,
 /// sync once, complete them all.
-fn run_flusher(db: Arc<DB>, rx: mpsc::Receiver<Callback>, state: Arc<FlusherState>, sync: bool) {
+fn run_flusher(
+    db: Arc<DB>,
+    rx: mpsc::Receiver<Callback>,
+    state: Arc<FlusherState>,
+    sync: bool,
+    failpoint: Option<std::path::PathBuf>,
+) {
     let mut pending = Vec::new();
     while let Ok(first) = rx.recv() {
         pending.push(first);
@@ -337,14 +375,17 @@ fn run_flusher(db: Arc<DB>, rx: mpsc::Receiver<Callback>, state: Arc<FlusherStat
         let result = match state.check() {
             Err(e) => Err(e),
             Ok(()) if !sync => Ok(()),
-            Ok(()) => match timed(|| db.flush_wal(true), &state.wal_sync_nanos) {
+            Ok(()) => match timed(
+                || sync_wal(&db, failpoint.as_deref()),
+                &state.wal_sync_nanos,
+            ) {
                 Ok(()) => {
                     state.wal_syncs.fetch_add(1, Ordering::Relaxed);
                     Ok(())
                 }
                 Err(e) => {
                     state.poison(format!("WAL fsync failed: {e}"));
-                    Err(Error::Rocks(e))
+                    Err(e)
                 }
             },
         };

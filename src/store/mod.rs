@@ -44,6 +44,7 @@ pub const MAX_KEY_BYTES: u64 = snapshot::MAX_KEY_LEN as u64;
 pub const MAX_VALUE_BYTES: u64 =
     snapshot::MAX_VALUE_LEN as u64 - state_machine::StoredValue::MAX_OVERHEAD as u64;
 
+pub use self::log::FAIL_WAL_SYNC_ENV;
 pub use self::log::LogReader;
 pub use self::log::LogStore;
 pub use self::snapshot::SnapshotFile;

@@ -257,6 +257,9 @@ pub struct Cluster {
     pub net: Option<Net>,
     /// TLS settings the harness's own requests use, for TLS clusters.
     pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// Environment variables every node is started with; a value may say
+    /// `{id}` for the node's id (e.g. a per-node test-only failpoint).
+    pub env: Vec<(String, String)>,
 }
 
 impl Cluster {
@@ -290,6 +293,22 @@ impl Cluster {
         Cluster::start_inner(name, n, Bootstrap::Static, extra, None, true)
     }
 
+    /// Like [`Cluster::start_with`] (static bootstrap), with `env` set for
+    /// every node process (`{id}` in a value is the node's id, `{dir}` the
+    /// scratch directory).
+    pub fn start_env(name: &str, n: u64, extra: &str, env: &[(&str, &str)]) -> Cluster {
+        Cluster::start_in(
+            Scratch::new(name),
+            n,
+            Bootstrap::Static,
+            extra,
+            None,
+            false,
+            None,
+            env,
+        )
+    }
+
     /// A TLS cluster (static bootstrap) in the scratch directory `scratch`
     /// (where the certificates are); `extra` may say `{id}` for the node's
     /// id (e.g. `cert_file = "node{id}.crt"`). The harness's own requests
@@ -308,6 +327,7 @@ impl Cluster {
             None,
             false,
             Some(client),
+            &[],
         )
     }
 
@@ -327,9 +347,11 @@ impl Cluster {
             token,
             proxied,
             None,
+            &[],
         )
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn start_in(
         scratch: Scratch,
         n: u64,
@@ -338,7 +360,9 @@ impl Cluster {
         token: Option<&str>,
         proxied: bool,
         tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+        env: &[(&str, &str)],
     ) -> Cluster {
+        let dir = scratch.path.display().to_string();
         let mut cluster = Cluster {
             nodes: Vec::new(),
             scratch,
@@ -346,6 +370,10 @@ impl Cluster {
             token: token.map(str::to_string),
             net: proxied.then(Net::default),
             tls,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.replace("{dir}", &dir)))
+                .collect(),
         };
         for id in 1..=n {
             cluster.push_node(id);
@@ -475,6 +503,9 @@ impl Cluster {
             if k.starts_with("FERRIUM_") {
                 cmd.env_remove(k);
             }
+        }
+        for (k, v) in &self.env {
+            cmd.env(k, v.replace("{id}", &id.to_string()));
         }
         let child = cmd
             .arg("--config")

@@ -15,6 +15,9 @@ pub enum Fault {
     Kill,
     /// SIGSTOP a node (the leader half of the time), SIGCONT it later.
     Pause,
+    /// SIGSTOP the leader, for less or more than its lease, SIGCONT it
+    /// later: `lease` reads must not trust a lease that ran out meanwhile.
+    PauseLeader,
     /// Cut the leader off from every other node, both ways.
     IsolateLeader,
     /// The leader's messages to the others are lost; it still hears them.
@@ -32,6 +35,7 @@ pub enum Fault {
 pub const ALL: &[Fault] = &[
     Fault::Kill,
     Fault::Pause,
+    Fault::PauseLeader,
     Fault::IsolateLeader,
     Fault::LeaderDeaf,
     Fault::Split,
@@ -97,6 +101,11 @@ fn inject(c: &mut Cluster, rng: &mut Rng, fault: Fault) -> (Undo, String) {
             let id = leader_or_random(c, rng);
             c.pause(id);
             (Undo::Resume(id), format!("SIGSTOP node {id}"))
+        }
+        Fault::PauseLeader => {
+            let id = c.current_leader().unwrap_or_else(|| rng.pick(&ids));
+            c.pause(id);
+            (Undo::Resume(id), format!("SIGSTOP leader {id}"))
         }
         Fault::IsolateLeader => {
             let l = c.current_leader().unwrap_or_else(|| rng.pick(&ids));

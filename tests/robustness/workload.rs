@@ -2,8 +2,8 @@
 //!
 //! Each client thread sends one request at a time to a random member and
 //! records the invocation and completion times. Two workloads run mixed:
-//! - registers `r/<n>`: writes of unique values, rare deletes, and
-//!   linearizable reads; checked for linearizability;
+//! - registers `r/<n>`: writes of unique values, rare deletes, and reads,
+//!   linearizable and `lease` ones alike; checked for linearizability;
 //! - a growing set: every add writes a fresh key `s/<client>/<n>`; at the
 //!   end every acknowledged add must be present and every add that failed
 //!   definitely must be absent.
@@ -126,7 +126,8 @@ fn step(
     }
     let key = format!("r/{}", rng.below(REGISTERS as u64));
     if dice < 60 {
-        let op = read(client, node, addr, &key, clock);
+        let consistency = if dice < 38 { "linearizable" } else { "lease" };
+        let op = read(client, node, addr, &key, consistency, clock);
         let failed = op.outcome != Outcome::Ok;
         out.ops.push(op);
         return failed;
@@ -161,9 +162,10 @@ fn step(
     outcome != Outcome::Ok
 }
 
-/// A linearizable read, recorded.
-pub fn read(client: u32, node: u64, addr: &str, key: &str, clock: Clock) -> Op {
-    let body = serde_json::json!({"key": key, "consistency": "linearizable"}).to_string();
+/// A read at `consistency` (`linearizable` or `lease`: both must be
+/// linearizable), recorded.
+pub fn read(client: u32, node: u64, addr: &str, key: &str, consistency: &str, clock: Clock) -> Op {
+    let body = serde_json::json!({"key": key, "consistency": consistency}).to_string();
     let call = clock.now();
     let reply = http_with_timeout(addr, "POST", "/read", Some(&body), CLIENT_TIMEOUT);
     let ret = clock.now();
