@@ -880,20 +880,52 @@ fn a_forwarded_write_is_unknown_unless_the_leader_refused_it_before_running_it()
     }
 
     let refused = |code: &str| json!({"error": "refused", "code": code}).to_string();
+    // A command the leader's own checks refuse keeps its status (the client
+    // must not retry it); any other refusal is a definite 503.
     let never_ran = [
-        ("400", FakeAnswer::Whole(400, refused("invalid_request"))),
-        ("401", FakeAnswer::Whole(401, refused("unauthorized"))),
-        ("403", FakeAnswer::Whole(403, refused("forbidden"))),
-        ("413", FakeAnswer::Whole(413, refused("payload_too_large"))),
-        ("421", FakeAnswer::Whole(421, refused("wrong_node"))),
-        ("a busy 503", FakeAnswer::Whole(503, refused("unavailable"))),
+        (
+            "400",
+            FakeAnswer::Whole(400, refused("invalid_request")),
+            400,
+            "invalid_request",
+        ),
+        (
+            "401",
+            FakeAnswer::Whole(401, refused("unauthorized")),
+            503,
+            "unavailable",
+        ),
+        (
+            "403",
+            FakeAnswer::Whole(403, refused("forbidden")),
+            503,
+            "unavailable",
+        ),
+        (
+            "413",
+            FakeAnswer::Whole(413, refused("payload_too_large")),
+            413,
+            "payload_too_large",
+        ),
+        (
+            "421",
+            FakeAnswer::Whole(421, refused("wrong_node")),
+            503,
+            "unavailable",
+        ),
+        (
+            "a busy 503",
+            FakeAnswer::Whole(503, refused("unavailable")),
+            503,
+            "unavailable",
+        ),
     ];
-    for (what, a) in never_ran {
+    for (what, a, status, code) in never_ran {
         *answer.lock().unwrap() = a;
         let r = c.set(2, "k", "v").unwrap();
         assert_eq!(
             status_code(&r),
-            (503, "unavailable".to_string()),
+            (status, code.to_string()),
             "leader answered {what}: {}",
             r.body
         );
