@@ -3,17 +3,20 @@
 //! random moments, reopens the store and checks that nothing acknowledged
 //! was lost and that the state machine matches its last-applied index.
 //!
+//! A SIGKILL leaves the kernel's page cache intact, so it cannot show a
+//! missing fsync by itself. The child therefore also watches its WAL syncs
+//! at the system-call level ([`wal_syncs`]) and reports every append that
+//! was acknowledged before a WAL sync covering it had completed;
+//! `unsynced_acknowledgements_are_caught` proves that this check fails a
+//! store run with `sync_writes = false`.
+//!
 //! The child is this test binary itself, re-run with `FERRIUM_CRASH_CHILD`
 //! set to the store directory.
 
 mod store_support;
 
 use std::collections::BTreeMap;
-use std::io::BufRead;
-use std::io::BufReader;
 use std::io::Write;
-use std::process::Command as Process;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
@@ -33,13 +36,81 @@ use openraft::storage::IOFlushed;
 use openraft::storage::RaftLogStorage;
 use openraft::storage::RaftStateMachine;
 use openraft::type_config::TypeConfigExt;
+use store_support::ChildProcess;
 use store_support::Rng;
 use store_support::TempDir;
+
+/// Counts WAL syncs as the kernel sees them, independently of the log
+/// store's own bookkeeping.
+///
+/// This binary defines `fdatasync` and `fsync` itself. The linker binds
+/// every call to them in the binary (RocksDB's, which is linked in
+/// statically, and std's) to these definitions instead of libc's; they
+/// make the system call directly and, when the file is a RocksDB WAL
+/// (`*.log`), record what the sync covered.
+mod wal_syncs {
+    use std::ffi::c_int;
+    use std::ffi::c_long;
+    use std::sync::atomic::AtomicU64;
+    use std::sync::atomic::Ordering;
+
+    /// Appends the child has started writing; it increments this before
+    /// each append, so a sync that starts after an append was written
+    /// reads a value at least as high as that append's number.
+    pub static STARTED: AtomicU64 = AtomicU64::new(0);
+    /// The highest value of `STARTED` read at the start of a WAL sync that
+    /// then succeeded: every append up to this number is on disk.
+    pub static COVERED: AtomicU64 = AtomicU64::new(0);
+    /// WAL syncs that succeeded.
+    pub static SYNCS: AtomicU64 = AtomicU64::new(0);
+
+    #[cfg(target_arch = "x86_64")]
+    const SYS_FSYNC: c_long = 74;
+    #[cfg(target_arch = "x86_64")]
+    const SYS_FDATASYNC: c_long = 75;
+    #[cfg(target_arch = "aarch64")]
+    const SYS_FSYNC: c_long = 82;
+    #[cfg(target_arch = "aarch64")]
+    const SYS_FDATASYNC: c_long = 83;
+
+    unsafe extern "C" {
+        fn syscall(number: c_long, ...) -> c_long;
+    }
+
+    fn is_wal(fd: c_int) -> bool {
+        std::fs::read_link(format!("/proc/self/fd/{fd}"))
+            .is_ok_and(|p| p.extension().is_some_and(|x| x == "log"))
+    }
+
+    fn sync(number: c_long, fd: c_int) -> c_int {
+        let wal = is_wal(fd);
+        let started = STARTED.load(Ordering::SeqCst);
+        // SAFETY: fsync and fdatasync take one file descriptor argument.
+        let r = unsafe { syscall(number, fd as c_long) } as c_int;
+        if wal && r == 0 {
+            COVERED.fetch_max(started, Ordering::SeqCst);
+            SYNCS.fetch_add(1, Ordering::SeqCst);
+        }
+        r
+    }
+
+    #[unsafe(no_mangle)]
+    pub extern "C" fn fdatasync(fd: c_int) -> c_int {
+        sync(SYS_FDATASYNC, fd)
+    }
+
+    #[unsafe(no_mangle)]
+    pub extern "C" fn fsync(fd: c_int) -> c_int {
+        sync(SYS_FSYNC, fd)
+    }
+}
 
 /// Resolves when an append is durable.
 type AckReceiver = openraft::alias::OneshotReceiverOf<TypeConfig, Result<(), std::io::Error>>;
 
 const CHILD_ENV: &str = "FERRIUM_CRASH_CHILD";
+/// Set to `1`: the child opens its store with `sync_writes = false`.
+const UNSYNCED_ENV: &str = "FERRIUM_CRASH_UNSYNCED";
 const KEYS: u64 = 97;
 const KILLS: usize = 24;
 
@@ -72,8 +143,11 @@ fn crash_child() {
 }
 
 async fn child_main(dir: String) {
-    let (mut log, mut sm) =
-        store::open(dir.as_ref(), &store::StoreOptions::default()).expect("open");
+    let opts = store::StoreOptions {
+        sync_writes: std::env::var(UNSYNCED_ENV).as_deref() != Ok("1"),
+        ..store::StoreOptions::default()
+    };
+    let (mut log, mut sm) = store::open(dir.as_ref(), &opts).expect("open");
     let state = log.get_log_state().await.expect("log state");
     let mut next = state.last_log_id.map_or(1, |l| l.index() + 1);
     let mut term = log
@@ -93,14 +167,19 @@ async fn child_main(dir: String) {
     let mut rng = Rng::seeded();
 
     // Acknowledgements are printed in order by one task, each after its
-    // callback fired.
-    let (ack_tx, mut ack_rx) = tokio::sync::mpsc::channel::<(u64, AckReceiver)>(32);
+    // callback fired: `A <last index> <WAL syncs so far>`, preceded by
+    // `U <last index>` when no completed WAL sync covered the append.
+    let (ack_tx, mut ack_rx) = tokio::sync::mpsc::channel::<(u64, u64, AckReceiver)>(32);
     let printer_acked = acked.clone();
     tokio::spawn(async move {
-        while let Some((last, rx)) = ack_rx.recv().await {
+        while let Some((last, append, rx)) = ack_rx.recv().await {
             match rx.await {
                 Ok(Ok(())) => {
-                    println!("A {last}");
+                    let covered = wal_syncs::COVERED.load(Ordering::SeqCst);
+                    if covered < append {
+                        println!("U {last} append {append}, WAL synced through append {covered}");
+                    }
+                    println!("A {last} {}", wal_syncs::SYNCS.load(Ordering::SeqCst));
                     let _ = std::io::stdout().flush();
                     printer_acked.store(last, Ordering::SeqCst);
                 }
@@ -121,11 +200,15 @@ async fn child_main(dir: String) {
         let n = 1 + rng.below(8);
         let entries: Vec<_> = (next..next + n).map(|i| entry(term, i)).collect();
         let (tx, rx) = TypeConfig::oneshot();
+        let append = wal_syncs::STARTED.fetch_add(1, Ordering::SeqCst) + 1;
         log.append(entries, IOFlushed::signal(tx))
             .await
             .expect("append");
         next += n;
-        ack_tx.send((next - 1, rx)).await.expect("printer alive");
+        ack_tx
+            .send((next - 1, append, rx))
+            .await
+            .expect("printer alive");
 
         let upto = acked.load(Ordering::SeqCst);
         if upto > applied && rng.below(4) == 0 {
@@ -147,44 +230,43 @@ async fn child_main(dir: String) {
 #[test]
 fn acknowledged_writes_survive_sigkill() {
     let dir = TempDir::new("crash").expect("temp dir");
-    let exe = std::env::current_exe().expect("test binary");
     let mut rng = Rng::seeded();
     let mut last_acked = 0u64;
     let mut last_vote = 0u64;
+    let (mut batches, mut syncs) = (0u64, 0u64);
     let started = Instant::now();
 
     for round in 0..KILLS {
-        let mut child = Process::new(&exe)
-            .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn child");
-        let stdout = child.stdout.take().expect("child stdout");
-        let lines = std::thread::spawn(move || {
-            BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-                .collect::<Vec<_>>()
-        });
-        // Let it open the store, then run for a random while.
-        std::thread::sleep(Duration::from_millis(150 + rng.below(400)));
-        child.kill().expect("SIGKILL child");
-        let _ = child.wait();
-        let lines = lines.join().expect("reader thread");
-
+        let mut child = ChildProcess::spawn("crash_child", &[(CHILD_ENV, dir.path().as_os_str())]);
         assert!(
-            lines.iter().any(|l| l.ends_with("READY")),
+            child
+                .wait_for(Duration::from_secs(60), |l| l.ends_with("READY"))
+                .is_some(),
             "round {round}: child never became ready"
         );
+        // Kill it at a random moment of its run.
+        std::thread::sleep(Duration::from_millis(100 + rng.below(400)));
+        let lines = child.kill();
+
+        let mut round_syncs = 0;
         for line in &lines {
-            if let Some(i) = line.strip_prefix("A ") {
+            if let Some(ack) = line.strip_prefix("A ") {
+                let (i, s) = ack.split_once(' ').expect("A <index> <syncs>");
                 last_acked = last_acked.max(i.parse().expect("ack index"));
+                round_syncs = s.parse().expect("sync count");
+                batches += 1;
             } else if let Some(t) = line.strip_prefix("V ") {
                 last_vote = last_vote.max(t.parse().expect("vote term"));
             }
         }
+        syncs += round_syncs;
+        let unsynced: Vec<&String> = lines.iter().filter(|l| l.starts_with("U ")).collect();
+        assert!(
+            unsynced.is_empty(),
+            "round {round}: {} appends were acknowledged before a WAL sync covered them, e.g. {}",
+            unsynced.len(),
+            unsynced[0]
+        );
         let applied = check_store(&dir, last_acked, last_vote);
         eprintln!(
             "round {round}: acknowledged up to {last_acked}, vote term {last_vote}, applied {applied}"
@@ -194,7 +276,33 @@ fn acknowledged_writes_survive_sigkill() {
         last_acked > 100,
         "the child made too little progress: {last_acked}"
     );
-    eprintln!("{KILLS} kills in {:?}", started.elapsed());
+    eprintln!(
+        "{KILLS} kills in {:?}: {batches} acknowledged appends, {syncs} WAL syncs",
+        started.elapsed()
+    );
+}
+
+/// The check above is sharp: a store that acknowledges appends without
+/// syncing the WAL (`sync_writes = false`) is reported at once.
+#[test]
+fn unsynced_acknowledgements_are_caught() {
+    let dir = TempDir::new("crash-unsynced").expect("temp dir");
+    let mut child = ChildProcess::spawn(
+        "crash_child",
+        &[
+            (CHILD_ENV, dir.path().as_os_str()),
+            (UNSYNCED_ENV, "1".as_ref()),
+        ],
+    );
+    let caught = child.wait_for(Duration::from_secs(60), |l| l.starts_with("U "));
+    let lines = child.kill();
+    assert!(
+        caught.is_some(),
+        "an unsynced store's acknowledgements went unnoticed; the child printed {} lines, the last: {:?}",
+        lines.len(),
+        lines.last()
+    );
+    eprintln!("caught: {}", caught.unwrap_or_default());
 }
 
 /// Reopens the store and checks it; returns the last applied index.

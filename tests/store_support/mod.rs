@@ -155,3 +155,85 @@ pub fn digest(sm: &StateMachine) -> (u64, u64) {
         }
     }
 }
+
+/// A child process (this test binary re-run for one test) whose stdout
+/// lines arrive as they are printed.
+pub struct ChildProcess {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    /// Every line received so far.
+    pub seen: Vec<String>,
+}
+
+impl ChildProcess {
+    /// Runs the test `name` of this binary with `env` set.
+    pub fn spawn(name: &str, env: &[(&str, &std::ffi::OsStr)]) -> ChildProcess {
+        use std::io::BufRead;
+        let exe = std::env::current_exe().expect("test binary");
+        let mut cmd = std::process::Command::new(exe);
+        cmd.args(["--exact", name, "--nocapture", "--test-threads=1"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn child");
+        let stdout = child.stdout.take().expect("child stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        ChildProcess {
+            child,
+            lines,
+            reader: Some(reader),
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits until the child prints a line for which `pred` holds and
+    /// returns it; `None` if it exits first or `within` passes.
+    pub fn wait_for(
+        &mut self,
+        within: std::time::Duration,
+        mut pred: impl FnMut(&str) -> bool,
+    ) -> Option<String> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = self.lines.recv_timeout(left).ok()?;
+            self.seen.push(line.clone());
+            if pred(&line) {
+                return Some(line);
+            }
+        }
+    }
+
+    /// SIGKILLs the child and returns every line it printed.
+    pub fn kill(mut self) -> Vec<String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(reader) = self.reader.take() {
+            reader.join().expect("reader thread");
+        }
+        let rest: Vec<String> = self.lines.try_iter().collect();
+        self.seen.extend(rest);
+        std::mem::take(&mut self.seen)
+    }
+}
+
+impl Drop for ChildProcess {
+    /// A failing test does not leave its child running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
