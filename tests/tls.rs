@@ -574,27 +574,6 @@ cert_roles = [
     }
 }
 
-/// Reads until the server closes; false when `within` passes first.
-fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
-    let deadline = std::time::Instant::now() + within;
-    let mut buf = [0u8; 4096];
-    while std::time::Instant::now() < deadline {
-        s.set_read_timeout(Some(Duration::from_millis(500)))
-            .unwrap();
-        match s.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => return true,
-        }
-    }
-    false
-}
-
 /// Acceptance: a TLS handshake that never finishes is closed within
 /// `network.header_timeout` on both listeners, and so is a gRPC client that
 /// finishes it but never sends the HTTP/2 preface.
@@ -618,7 +597,7 @@ fn unfinished_handshakes_are_closed_within_the_handshake_timeout() {
     for (port, addr) in &addrs {
         let mut silent = TcpStream::connect(addr).unwrap();
         assert!(
-            closed_within(&mut silent, within),
+            common::closed_within(&mut silent, within),
             "{port} port kept a client that never started its handshake"
         );
         // A record header announcing a 512-byte ClientHello, and 40 bytes of it.
@@ -629,7 +608,7 @@ fn unfinished_handshakes_are_closed_within_the_handshake_timeout() {
         hello.extend([7u8; 29]);
         half.write_all(&hello).unwrap();
         assert!(
-            closed_within(&mut half, within),
+            common::closed_within(&mut half, within),
             "{port} port kept a client that sent half a ClientHello"
         );
     }
