@@ -633,7 +633,8 @@ impl Node {
         self.linearize(consistency).await?;
         self.inner
             .reader
-            .get(key)
+            .get_async(key.to_string())
+            .await
             .map_err(|e| self.storage_error(e))
     }
 
@@ -659,7 +660,8 @@ impl Node {
         self.linearize(consistency).await?;
         self.inner
             .reader
-            .list(prefix, start_after, limit)
+            .list_async(prefix.to_string(), start_after.map(str::to_string), limit)
+            .await
             .map_err(|e| self.storage_error(e))
     }
 

@@ -18,6 +18,12 @@
 //! the log (appends, truncations and purges change it under the same lock as
 //! RocksDB), so a read it can serve returns exactly what RocksDB would.
 //!
+//! No RocksDB call waits on a tokio worker, so a write stall or a slow fsync
+//! delays only the storage call, not the heartbeats and requests sharing the
+//! runtime: log writes are tried on the worker with RocksDB told not to wait
+//! and are made on the blocking pool only if it would have ([`super::Wait`]);
+//! the vote (synced) and reads the cache cannot serve always run there.
+//!
 //! A failed write or fsync poisons the store: the failing callbacks complete
 //! with an error and every later append is refused, because after a failed
 //! fsync the kernel may have dropped the dirty pages and retrying would lie.
@@ -49,14 +55,15 @@ use openraft::storage::IOFlushed;
 use openraft::storage::RaftLogStorage;
 use rocksdb::DB;
 use rocksdb::WriteBatch;
-use rocksdb::WriteOptions;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::CF_LOGS;
 use super::CF_META;
 use super::Error;
+use super::Wait;
 use super::cf;
+use super::off_runtime;
 use crate::raft::codec;
 use crate::raft::types::TypeConfig;
 
@@ -65,6 +72,8 @@ const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_LAST_PURGED: &[u8] = b"last_purged";
 
 type Callback = IOFlushed<TypeConfig>;
+/// A log entry with the size of its encoded form.
+type CachedEntry = (EntryOf<TypeConfig>, usize);
 
 /// TEST ONLY. When this environment variable names a file at start-up, every
 /// WAL sync fails while that file exists, exactly as a failed fsync would
@@ -277,6 +286,11 @@ impl LogStore {
         self.flusher.state.wal_sync_nanos.load(Ordering::Relaxed) as f64 / 1e9
     }
 
+    #[cfg(test)]
+    pub(crate) fn db_for_tests(&self) -> Arc<DB> {
+        self.db.clone()
+    }
+
     fn reader(&self) -> LogReader {
         LogReader {
             db: self.db.clone(),
@@ -285,38 +299,69 @@ impl LogStore {
     }
 
     fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), Error> {
-        let mut opts = WriteOptions::default();
+        self.write_with(batch, sync, Wait::Allowed)
+    }
+
+    fn write_with(&self, batch: WriteBatch, sync: bool, wait: Wait) -> Result<(), Error> {
+        let mut opts = wait.write_options();
         opts.set_sync(sync && self.sync_writes);
         self.db.write_opt(batch, &opts).map_err(|e| {
-            self.flusher.state.poison(format!("write failed: {e}"));
-            Error::Rocks(e)
+            let e = Error::Rocks(e);
+            if !e.would_block() {
+                self.flusher.state.poison(format!("write failed: {e}"));
+            }
+            e
         })
     }
 
-    fn append_entries<I>(&self, entries: I) -> Result<(), Error>
+    /// Writes `batch` unsynced and then brings the cache in line with
+    /// `update`, under the cache lock: RocksDB and the cache change together,
+    /// so a reader never sees one without the other.
+    ///
+    /// The write is tried on the caller's thread first, with RocksDB told
+    /// not to wait; only if it would have (a write stall) is it made on the
+    /// blocking pool. Holding the cache lock here is safe: openraft makes
+    /// one log write at a time, and readers hold the lock only to copy
+    /// entries out.
+    async fn write_logs<F>(&self, batch: WriteBatch, update: F) -> Result<(), Error>
+    where
+        F: FnOnce(&mut EntryCache, &Result<(), Error>) + Send + 'static,
+    {
+        {
+            let mut cache = self.lock_cache();
+            let done = self.write_with(WriteBatch::from_data(batch.data()), false, Wait::Never);
+            if !done.as_ref().is_err_and(Error::would_block) {
+                update(&mut cache, &done);
+                return done;
+            }
+        }
+        let store = self.clone();
+        off_runtime(move || {
+            let mut cache = store.lock_cache();
+            let done = store.write(batch, false);
+            update(&mut cache, &done);
+            done
+        })
+        .await
+    }
+
+    /// The write batch of `entries` and the entries with their encoded sizes.
+    fn encode_entries<I>(&self, entries: I) -> Result<(WriteBatch, Vec<CachedEntry>), Error>
     where
         I: IntoIterator<Item = EntryOf<TypeConfig>>,
     {
-        self.flusher.state.check()?;
         let logs = cf(&self.db, CF_LOGS)?;
         let mut batch = WriteBatch::default();
-        let mut written = Vec::new();
+        let mut encoded = Vec::new();
         let mut buf = Vec::with_capacity(256);
         for entry in entries {
             buf.clear();
             codec::encode_entry(&entry, &mut buf)
                 .map_err(|e| Error::Corrupt(format!("cannot encode log entry: {e}")))?;
             batch.put_cf(logs, entry.index().to_be_bytes(), &buf);
-            written.push((entry, buf.len()));
+            encoded.push((entry, buf.len()));
         }
-        // RocksDB and the cache change under one lock: a reader never sees
-        // one without the other.
-        let mut cache = self.lock_cache();
-        self.write(batch, false)?;
-        for (entry, size) in written {
-            cache.push(entry, size);
-        }
-        Ok(())
+        Ok((batch, encoded))
     }
 
     fn lock_cache(&self) -> std::sync::MutexGuard<'_, EntryCache> {
@@ -403,21 +448,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogReader;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
-        let last_purged: Option<LogIdOf<TypeConfig>> = read_meta(&self.db, KEY_LAST_PURGED)?;
-        let logs = cf(&self.db, CF_LOGS)?;
-        let mut it = self.db.raw_iterator_cf(logs);
-        it.seek_to_last();
-        let last = match it.value() {
-            Some(bytes) => Some(decode_entry(bytes)?.log_id()),
-            None => {
-                it.status().map_err(Error::from)?;
-                None
-            }
-        };
-        Ok(LogState {
-            last_log_id: last.or(last_purged),
-            last_purged_log_id: last_purged,
-        })
+        let db = self.db.clone();
+        Ok(off_runtime(move || log_state(&db)).await?)
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -425,10 +457,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &VoteOf<TypeConfig>) -> Result<(), io::Error> {
-        self.flusher.state.check()?;
-        let mut batch = WriteBatch::default();
-        batch.put_cf(cf(&self.db, CF_META)?, KEY_VOTE, encode(vote)?);
-        self.write(batch, true)?;
+        let vote = encode(vote)?;
+        let store = self.clone();
+        off_runtime(move || {
+            store.flusher.state.check()?;
+            let mut batch = WriteBatch::default();
+            batch.put_cf(cf(&store.db, CF_META)?, KEY_VOTE, vote);
+            store.write(batch, true)
+        })
+        .await?;
         Ok(())
     }
 
@@ -442,12 +479,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Some(c) => batch.put_cf(meta, KEY_COMMITTED, encode(&c)?),
             None => batch.delete_cf(meta, KEY_COMMITTED),
         }
-        self.write(batch, false)?;
+        self.write_logs(batch, |_, _| {}).await?;
         Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogIdOf<TypeConfig>>, io::Error> {
-        Ok(read_meta(&self.db, KEY_COMMITTED)?)
+        let db = self.db.clone();
+        Ok(off_runtime(move || read_meta(&db, KEY_COMMITTED)).await?)
     }
 
     async fn append<I>(
@@ -459,7 +497,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = EntryOf<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        self.append_entries(entries)?;
+        self.flusher.state.check()?;
+        let (batch, encoded) = self.encode_entries(entries)?;
+        self.write_logs(batch, |cache, done| {
+            if done.is_ok() {
+                for (entry, size) in encoded {
+                    cache.push(entry, size);
+                }
+            }
+        })
+        .await?;
         self.flusher
             .tx
             .as_ref()
@@ -480,14 +527,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             from.to_be_bytes(),
             u64::MAX.to_be_bytes(),
         );
-        let mut cache = self.lock_cache();
-        match self.write(batch, false) {
+        self.write_logs(batch, move |cache, done| match done {
             Ok(()) => cache.truncate_from(from),
-            Err(e) => {
-                cache.clear();
-                return Err(e.into());
-            }
-        }
+            Err(_) => cache.clear(),
+        })
+        .await?;
         Ok(())
     }
 
@@ -501,10 +545,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             0u64.to_be_bytes(),
             log_id.index().saturating_add(1).to_be_bytes(),
         );
-        let mut cache = self.lock_cache();
-        let written = self.write(batch, false);
-        cache.purge_to(log_id.index());
-        written?;
+        let upto = log_id.index();
+        self.write_logs(batch, move |cache, _| cache.purge_to(upto))
+            .await?;
         Ok(())
     }
 }
@@ -524,16 +567,40 @@ impl RaftLogReader<TypeConfig> for LogReader {
             Bound::Excluded(&e) => Some(e),
             Bound::Unbounded => None,
         };
-        let mut entries = Vec::new();
         if end.is_some_and(|e| e <= start) {
-            return Ok(entries);
+            return Ok(Vec::new());
         }
+        // The newest entries come from memory without leaving the runtime,
+        // unless a log write holds the cache (it may be in a write stall).
+        if let Ok(cache) = self.cache.try_lock()
+            && let Some(cached) = cache.get(start, end)
+        {
+            return Ok(cached);
+        }
+        let reader = self.clone();
+        Ok(off_runtime(move || reader.read_entries(start, end)).await?)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<VoteOf<TypeConfig>>, io::Error> {
+        let db = self.db.clone();
+        Ok(off_runtime(move || read_meta(&db, KEY_VOTE)).await?)
+    }
+}
+
+impl LogReader {
+    /// The entries in `start..end`, from the cache or else from RocksDB.
+    fn read_entries(
+        &self,
+        start: u64,
+        end: Option<u64>,
+    ) -> Result<Vec<EntryOf<TypeConfig>>, Error> {
         if let Some(cached) = lock(&self.cache).get(start, end) {
             return Ok(cached);
         }
         let logs = cf(&self.db, CF_LOGS)?;
         let mut it = self.db.raw_iterator_cf(logs);
         it.seek(start.to_be_bytes());
+        let mut entries = Vec::new();
         while let (Some(key), Some(value)) = (it.key(), it.value()) {
             let index = decode_index(key)?;
             if end.is_some_and(|e| index >= e) {
@@ -542,13 +609,28 @@ impl RaftLogReader<TypeConfig> for LogReader {
             entries.push(decode_entry(value)?);
             it.next();
         }
-        it.status().map_err(Error::from)?;
+        it.status()?;
         Ok(entries)
     }
+}
 
-    async fn read_vote(&mut self) -> Result<Option<VoteOf<TypeConfig>>, io::Error> {
-        Ok(read_meta(&self.db, KEY_VOTE)?)
-    }
+/// The last purged and the last present log id.
+fn log_state(db: &DB) -> Result<LogState<TypeConfig>, Error> {
+    let last_purged: Option<LogIdOf<TypeConfig>> = read_meta(db, KEY_LAST_PURGED)?;
+    let logs = cf(db, CF_LOGS)?;
+    let mut it = db.raw_iterator_cf(logs);
+    it.seek_to_last();
+    let last = match it.value() {
+        Some(bytes) => Some(decode_entry(bytes)?.log_id()),
+        None => {
+            it.status()?;
+            None
+        }
+    };
+    Ok(LogState {
+        last_log_id: last.or(last_purged),
+        last_purged_log_id: last_purged,
+    })
 }
 
 fn read_meta<T: DeserializeOwned>(db: &DB, key: &[u8]) -> Result<Option<T>, Error> {

@@ -18,7 +18,8 @@
 //!
 //! This module knows nothing about HTTP. It must never acknowledge something
 //! that is not on disk: when a write or an fsync fails, the error is returned
-//! (never a panic) and the log store refuses further appends.
+//! (never a panic) and the log store refuses further appends. Nor must it
+//! make a tokio worker wait on the disk (see [`Wait`]).
 
 mod log;
 mod snapshot;
@@ -118,6 +119,21 @@ pub enum Error {
     /// An earlier fsync or write failed; the log store no longer acknowledges
     /// anything until the process is restarted and recovers from disk.
     Poisoned(String),
+    /// A call made with [`Wait::Never`] would have had to wait; it has had
+    /// no effect and is made again where it may wait.
+    WouldBlock,
+}
+
+impl Error {
+    /// Whether a call made with [`Wait::Never`] failed only because it
+    /// would have had to wait (RocksDB answers `Incomplete` then).
+    pub(crate) fn would_block(&self) -> bool {
+        match self {
+            Error::WouldBlock => true,
+            Error::Rocks(e) => e.kind() == rocksdb::ErrorKind::Incomplete,
+            _ => false,
+        }
+    }
 }
 
 impl fmt::Display for Error {
@@ -130,6 +146,7 @@ impl fmt::Display for Error {
                 f,
                 "storage failed earlier and stopped acknowledging writes ({msg}); restart the node"
             ),
+            Error::WouldBlock => write!(f, "a storage call would have had to wait"),
         }
     }
 }
@@ -163,6 +180,62 @@ impl From<Error> for io::Error {
             Error::Corrupt(_) => io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
             other => io::Error::other(other.to_string()),
         }
+    }
+}
+
+/// Whether a storage call may wait: on the disk, on a RocksDB write stall,
+/// on a lock held by a slow call.
+///
+/// A RocksDB call can block for as long as a write stall or a compaction
+/// lasts. On a runtime worker that would also stall every task queued behind
+/// it there: heartbeats, peer RPCs, client requests. So the hot calls
+/// (appends, applies, point reads) first run on the worker with
+/// [`Wait::Never`], where RocksDB refuses to wait (`no_slowdown` on writes,
+/// the block-cache tier on reads) and locks are only tried; only when that
+/// fails with [`Error::WouldBlock`] do they run again with [`Wait::Allowed`]
+/// on the blocking pool ([`off_runtime`]). The hop to the pool costs more
+/// than a memtable write or a cached read, so it is paid only when needed.
+/// What an inline write still does on the worker is the memtable insert, the
+/// WAL `write()` into the page cache and, once per full memtable, the switch
+/// to a new one; the WAL fsync is the flusher thread's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Wait {
+    Never,
+    Allowed,
+}
+
+impl Wait {
+    /// Write options for an unsynced write in this mode.
+    pub(crate) fn write_options(self) -> rocksdb::WriteOptions {
+        let mut opts = rocksdb::WriteOptions::default();
+        opts.set_no_slowdown(self == Wait::Never);
+        opts
+    }
+
+    /// Read options for this mode.
+    pub(crate) fn read_options(self) -> rocksdb::ReadOptions {
+        let mut opts = rocksdb::ReadOptions::default();
+        if self == Wait::Never {
+            opts.set_read_tier(rocksdb::ReadTier::BlockCache);
+        }
+        opts
+    }
+}
+
+/// Runs a RocksDB call (a write, an fsync, a scan) on tokio's blocking pool
+/// and waits for it without holding a runtime worker. Outside a tokio
+/// runtime `f` simply runs here.
+pub(crate) async fn off_runtime<T, F>(f: F) -> Result<T, Error>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, Error> + Send + 'static,
+{
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => runtime
+            .spawn_blocking(f)
+            .await
+            .map_err(|e| Error::Io(io::Error::other(format!("storage task failed: {e}"))))?,
+        Err(_) => f(),
     }
 }
 
@@ -231,4 +304,226 @@ pub fn open(dir: &Path, opts: &StoreOptions) -> Result<(LogStore, StateMachine),
     let log_store = LogStore::new(db.clone(), opts.sync_writes)?;
     let state_machine = StateMachine::open(db, snapshot_dir, cf_opts)?;
     Ok((log_store, state_machine))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    //! A storage call that has to wait (here: for a RocksDB write stall)
+    //! must not hold a runtime worker: on a runtime with one worker, other
+    //! tasks (heartbeats, peer RPCs, requests) still run meanwhile.
+
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use openraft::EntryPayload;
+    use openraft::RaftLogReader;
+    use openraft::alias::EntryOf;
+    use openraft::alias::LogIdOf;
+    use openraft::alias::VoteOf;
+    use openraft::impls::leader_id_adv::LeaderId;
+    use openraft::storage::IOFlushed;
+    use openraft::storage::RaftLogStorage;
+    use openraft::storage::RaftStateMachine;
+    use openraft::type_config::TypeConfigExt;
+
+    use super::*;
+    use crate::raft::types::Command;
+    use crate::raft::types::TypeConfig;
+
+    /// Generous bound for something that takes microseconds.
+    const DEADLINE: Duration = Duration::from_secs(20);
+
+    /// A fresh directory under the system temp dir, removed when dropped
+    /// (also when the test fails).
+    pub(crate) struct TempDir(std::path::PathBuf);
+
+    impl TempDir {
+        pub(crate) fn new(label: &str) -> Self {
+            let path = std::env::temp_dir().join(format!("ferrium-{label}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&path);
+            TempDir(path)
+        }
+
+        pub(crate) fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn entry(index: u64, key: &str) -> EntryOf<TypeConfig> {
+        EntryOf::<TypeConfig> {
+            log_id: LogIdOf::<TypeConfig>::new(
+                LeaderId {
+                    term: 1,
+                    node_id: 1,
+                },
+                index,
+            ),
+            payload: EntryPayload::Normal(Command::Set {
+                key: key.into(),
+                value: "v".into(),
+            }),
+        }
+    }
+
+    /// RocksDB's flushes and compactions stopped (the thread pools of its
+    /// default environment, shared by every database of the process, set
+    /// to no threads) until dropped.
+    struct BackgroundWorkStopped(rocksdb::Env);
+
+    impl BackgroundWorkStopped {
+        fn new() -> Self {
+            let mut env = rocksdb::Env::new().expect("rocksdb default env");
+            env.set_background_threads(0);
+            env.set_high_priority_background_threads(0);
+            BackgroundWorkStopped(env)
+        }
+    }
+
+    impl Drop for BackgroundWorkStopped {
+        fn drop(&mut self) {
+            self.0.set_background_threads(1);
+            self.0.set_high_priority_background_threads(1);
+        }
+    }
+
+    /// Writes to `db` until RocksDB stops writes: its memtables are full and
+    /// cannot be flushed while background work is stopped.
+    fn fill_until_write_stall(db: &DB) {
+        let value = vec![b'x'; 1024];
+        let mut no_wait = rocksdb::WriteOptions::default();
+        no_wait.set_no_slowdown(true);
+        for i in 0..100_000u32 {
+            let key = format!("fill-{i:08}");
+            match db.put_cf_opt(cf(db, CF_DATA).expect("data cf"), key, &value, &no_wait) {
+                Ok(()) => {}
+                Err(e) if e.kind() == rocksdb::ErrorKind::Incomplete => return,
+                Err(e) => panic!("fill write failed: {e}"),
+            }
+        }
+        panic!("no write stall after 100,000 writes");
+    }
+
+    /// A runtime with one worker: a storage call that blocks it stops
+    /// every other task.
+    fn one_worker_runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    /// Whether a task spawned on `rt` runs.
+    fn runs_other_tasks(rt: &tokio::runtime::Runtime) -> bool {
+        let (tx, rx) = mpsc::channel();
+        rt.spawn(async move {
+            let _ = tx.send(());
+        });
+        rx.recv_timeout(DEADLINE).is_ok()
+    }
+
+    /// Spawns `call` on `rt` and returns once it has started (it is then
+    /// inside the storage call, or past it: it does not yield before).
+    fn start<F>(rt: &tokio::runtime::Runtime, call: F) -> mpsc::Receiver<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let (started_tx, started) = mpsc::channel();
+        let (done_tx, done) = mpsc::channel();
+        rt.spawn(async move {
+            let _ = started_tx.send(());
+            call.await;
+            let _ = done_tx.send(());
+        });
+        started.recv_timeout(DEADLINE).expect("task started");
+        done
+    }
+
+    #[test]
+    fn storage_calls_in_a_write_stall_leave_the_runtime_free() {
+        let dir = TempDir::new("stall");
+        let opts = StoreOptions {
+            write_buffer_bytes: 64 << 10,
+            ..StoreOptions::default()
+        };
+        let (log, sm) = open(dir.path(), &opts).expect("open store");
+        let stopped = BackgroundWorkStopped::new();
+        fill_until_write_stall(&log.db_for_tests());
+
+        // Each call on a runtime of its own, so that each is checked alone.
+        let mut blocked = Vec::new();
+        let mut waiting = Vec::new();
+
+        let rt_append = one_worker_runtime();
+        let (flushed_tx, flushed) = TypeConfig::oneshot();
+        let mut appender = log.clone();
+        let appended = start(&rt_append, async move {
+            let callback = IOFlushed::signal(flushed_tx);
+            appender
+                .append([entry(1, "a")], callback)
+                .await
+                .expect("append");
+        });
+        if !runs_other_tasks(&rt_append) {
+            blocked.push("append");
+        }
+        waiting.push(("append", appended));
+
+        let rt_vote = one_worker_runtime();
+        let mut voter = log.clone();
+        let voted = start(&rt_vote, async move {
+            voter
+                .save_vote(&VoteOf::<TypeConfig>::new_committed(1, 1))
+                .await
+                .expect("save vote");
+        });
+        if !runs_other_tasks(&rt_vote) {
+            blocked.push("vote");
+        }
+        waiting.push(("vote", voted));
+
+        let rt_apply = one_worker_runtime();
+        let mut applier = sm;
+        let applied = start(&rt_apply, async move {
+            let items = vec![Ok((entry(1, "a"), None))];
+            applier
+                .apply(futures_util::stream::iter(items))
+                .await
+                .expect("apply");
+        });
+        if !runs_other_tasks(&rt_apply) {
+            blocked.push("apply");
+        }
+        waiting.push(("apply", applied));
+
+        // Flushes run again: the stall ends and every call completes.
+        drop(stopped);
+        for (what, done) in waiting {
+            done.recv_timeout(DEADLINE)
+                .unwrap_or_else(|_| panic!("{what} completes once the stall ends"));
+        }
+        assert!(
+            blocked.is_empty(),
+            "waiting for a write stall, these held the runtime's only worker: {blocked:?}"
+        );
+        let flushed = rt_append
+            .block_on(async { tokio::time::timeout(DEADLINE, flushed).await })
+            .expect("append flushed in time")
+            .expect("flush callback");
+        assert!(flushed.is_ok(), "append flushed: {flushed:?}");
+        let mut reader = rt_append.block_on(log.clone().get_log_reader());
+        let entries = rt_append
+            .block_on(reader.try_get_log_entries(1..2))
+            .expect("read log");
+        assert_eq!(entries.len(), 1);
+
+        drop((rt_append, rt_vote, rt_apply));
+        drop(log);
+    }
 }

@@ -9,6 +9,11 @@
 //! entries it came from are durable and are applied again after a crash.
 //! Responses are sent only after the batch is written.
 //!
+//! No RocksDB call made for openraft or for an async caller waits on a
+//! runtime worker: applies and point reads run there only as long as they
+//! need no waiting ([`super::Wait`]), and go to the blocking pool otherwise;
+//! listings and the rest always run on the blocking pool.
+//!
 //! ## Data generations
 //!
 //! Every data key is stored as `generation (u64, big-endian) ++ user key`;
@@ -34,6 +39,7 @@ use futures_util::TryStreamExt;
 use openraft::EntryPayload;
 use openraft::OptionalSend;
 use openraft::RaftSnapshotBuilder;
+use openraft::alias::EntryOf;
 use openraft::alias::LogIdOf;
 use openraft::alias::SnapshotMetaOf;
 use openraft::alias::SnapshotOf;
@@ -42,14 +48,17 @@ use openraft::entry::RaftEntry;
 use openraft::storage::EntryResponder;
 use openraft::storage::RaftStateMachine;
 use rocksdb::DB;
+use rocksdb::ReadOptions;
 use rocksdb::WriteBatch;
 
 use super::CF_DATA;
 use super::CF_SM_META;
 use super::Error;
+use super::Wait;
 use super::cf;
 use super::log::decode;
 use super::log::encode;
+use super::off_runtime;
 use super::snapshot;
 use super::snapshot::SnapshotFile;
 use super::snapshot::SnapshotReceiver;
@@ -60,6 +69,11 @@ use crate::raft::types::TypeConfig;
 pub(crate) const KEY_LAST_APPLIED: &[u8] = b"last_applied";
 pub(crate) const KEY_MEMBERSHIP: &[u8] = b"last_membership";
 pub(crate) const KEY_GENERATION: &[u8] = b"data_generation";
+
+/// Most entries applied in one write batch. A longer apply (a restart
+/// replaying the log, a follower catching up) is written in several batches,
+/// each the result of a longer prefix of the log.
+const APPLY_CHUNK: usize = 1024;
 
 /// Leading byte of every stored value: the encoding below.
 const VALUE_FORMAT_V1: u8 = 1;
@@ -175,6 +189,16 @@ pub(crate) fn data_key(generation: u64, key: &[u8]) -> Vec<u8> {
     k
 }
 
+/// A chunk of entries being applied: its write batch so far, the keys it
+/// changed (`(create_revision, version)`, `None` once deleted), how it reads
+/// and the data generation it writes.
+struct Chunk {
+    batch: WriteBatch,
+    pending: HashMap<String, Option<(u64, u64)>>,
+    read: ReadOptions,
+    generation: u64,
+}
+
 /// The state machine handed to openraft.
 pub struct StateMachine {
     shared: Arc<Shared>,
@@ -234,13 +258,79 @@ impl StateMachine {
         SnapshotReceiver::create(&self.shared.snapshot_dir)
     }
 
+    /// Applies entries as one write batch (their data changes,
+    /// `last_applied` and the last membership among them) and returns each
+    /// entry's result. With [`Wait::Never`] it fails with nothing written
+    /// when a read or the write would have to wait.
+    fn apply_chunk(
+        &self,
+        entries: &[EntryOf<TypeConfig>],
+        wait: Wait,
+    ) -> Result<Vec<CommandResult>, Error> {
+        // Apply and install both take `&mut` on the state machine, so the
+        // generation cannot change while this batch is built.
+        let generation = match wait {
+            Wait::Never => *self
+                .shared
+                .generation
+                .try_read()
+                .map_err(|_| Error::WouldBlock)?,
+            Wait::Allowed => self.shared.generation()?,
+        };
+        let mut chunk = Chunk {
+            batch: WriteBatch::default(),
+            pending: HashMap::new(),
+            read: wait.read_options(),
+            generation,
+        };
+        let mut results = Vec::with_capacity(entries.len());
+        let mut last_applied = None;
+        let mut membership = None;
+
+        for entry in entries {
+            let log_id = entry.log_id();
+            let index = log_id.index();
+            let result = match &entry.payload {
+                EntryPayload::Normal(command) => self.apply_command(&mut chunk, index, command)?,
+                EntryPayload::Membership(m) => {
+                    membership = Some(StoredMembershipOf::<TypeConfig>::new(
+                        Some(log_id),
+                        m.clone(),
+                    ));
+                    CommandResult {
+                        revision: index,
+                        ..CommandResult::default()
+                    }
+                }
+                EntryPayload::Blank => CommandResult {
+                    revision: index,
+                    ..CommandResult::default()
+                },
+            };
+            last_applied = Some(log_id);
+            results.push(result);
+        }
+
+        let Some(last_applied) = last_applied else {
+            return Ok(results);
+        };
+        let db = &self.shared.db;
+        let sm_meta = cf(db, CF_SM_META)?;
+        let mut batch = chunk.batch;
+        batch.put_cf(sm_meta, KEY_LAST_APPLIED, encode(&last_applied)?);
+        if let Some(m) = &membership {
+            batch.put_cf(sm_meta, KEY_MEMBERSHIP, encode(m)?);
+        }
+        db.write_opt(batch, &wait.write_options())?;
+        self.shared.set_last_applied(Some(last_applied));
+        Ok(results)
+    }
+
     fn apply_command(
         &self,
-        batch: &mut WriteBatch,
-        pending: &mut HashMap<String, Option<(u64, u64)>>,
-        generation: u64,
+        chunk: &mut Chunk,
         index: u64,
-        command: Command,
+        command: &Command,
     ) -> Result<CommandResult, Error> {
         let mut result = CommandResult {
             revision: index,
@@ -249,70 +339,61 @@ impl StateMachine {
         };
         match command {
             Command::Set { key, value } => {
-                self.put(batch, pending, generation, index, key, value)?;
+                self.put(chunk, index, key, value)?;
                 result.count = 1;
             }
             Command::Delete { key } => {
-                let existed = self.current(pending, generation, &key)?.is_some();
+                let existed = self.current(chunk, key)?.is_some();
                 if existed {
-                    batch.delete_cf(
+                    chunk.batch.delete_cf(
                         cf(&self.shared.db, CF_DATA)?,
-                        data_key(generation, key.as_bytes()),
+                        data_key(chunk.generation, key.as_bytes()),
                     );
                     result.count = 1;
                 }
-                pending.insert(key, None);
+                chunk.pending.insert(key.clone(), None);
                 result.existed = Some(existed);
             }
             Command::BatchSet { pairs } => {
                 result.count = u32::try_from(pairs.len()).unwrap_or(u32::MAX);
                 for (key, value) in pairs {
-                    self.put(batch, pending, generation, index, key, value)?;
+                    self.put(chunk, index, key, value)?;
                 }
             }
         }
         Ok(result)
     }
 
-    fn put(
-        &self,
-        batch: &mut WriteBatch,
-        pending: &mut HashMap<String, Option<(u64, u64)>>,
-        generation: u64,
-        index: u64,
-        key: String,
-        value: String,
-    ) -> Result<(), Error> {
-        let prev = self.current(pending, generation, &key)?;
+    fn put(&self, chunk: &mut Chunk, index: u64, key: &str, value: &str) -> Result<(), Error> {
+        let prev = self.current(chunk, key)?;
         let stored = StoredValue {
-            value,
+            value: value.to_string(),
             create_revision: prev.map_or(index, |(create, _)| create),
             mod_revision: index,
             version: prev.map_or(1, |(_, version)| version.saturating_add(1)),
             expires_at_ms: None,
         };
-        batch.put_cf(
+        chunk.batch.put_cf(
             cf(&self.shared.db, CF_DATA)?,
-            data_key(generation, key.as_bytes()),
+            data_key(chunk.generation, key.as_bytes()),
             stored.encode(),
         );
-        pending.insert(key, Some((stored.create_revision, stored.version)));
+        chunk.pending.insert(
+            key.to_string(),
+            Some((stored.create_revision, stored.version)),
+        );
         Ok(())
     }
 
     /// `(create_revision, version)` of `key` as seen by the entry being
     /// applied: earlier entries of the same batch first, then the database.
-    fn current(
-        &self,
-        pending: &HashMap<String, Option<(u64, u64)>>,
-        generation: u64,
-        key: &str,
-    ) -> Result<Option<(u64, u64)>, Error> {
-        if let Some(p) = pending.get(key) {
+    fn current(&self, chunk: &Chunk, key: &str) -> Result<Option<(u64, u64)>, Error> {
+        if let Some(p) = chunk.pending.get(key) {
             return Ok(*p);
         }
         let db = &self.shared.db;
-        match db.get_pinned_cf(cf(db, CF_DATA)?, data_key(generation, key.as_bytes()))? {
+        let key = data_key(chunk.generation, key.as_bytes());
+        match db.get_pinned_cf_opt(cf(db, CF_DATA)?, key, &chunk.read)? {
             Some(bytes) => {
                 let v = StoredValue::decode(&bytes)?;
                 Ok(Some((v.create_revision, v.version)))
@@ -332,13 +413,25 @@ impl StateReader {
 
     /// The value of `key`, if present.
     pub fn get(&self, key: &str) -> Result<Option<StoredValue>, Error> {
-        let guard = self
-            .shared
-            .generation
-            .read()
-            .map_err(|_| Error::Poisoned("generation lock poisoned".into()))?;
+        self.get_with(key, Wait::Allowed)
+    }
+
+    fn get_with(&self, key: &str, wait: Wait) -> Result<Option<StoredValue>, Error> {
+        let guard = match wait {
+            Wait::Never => self
+                .shared
+                .generation
+                .try_read()
+                .map_err(|_| Error::WouldBlock)?,
+            Wait::Allowed => self
+                .shared
+                .generation
+                .read()
+                .map_err(|_| Error::Poisoned("generation lock poisoned".into()))?,
+        };
         let db = &self.shared.db;
-        let found = db.get_pinned_cf(cf(db, CF_DATA)?, data_key(*guard, key.as_bytes()))?;
+        let key = data_key(*guard, key.as_bytes());
+        let found = db.get_pinned_cf_opt(cf(db, CF_DATA)?, key, &wait.read_options())?;
         found.map(|b| StoredValue::decode(&b)).transpose()
     }
 
@@ -385,6 +478,30 @@ impl StateReader {
         }
         it.status()?;
         Ok((out, false))
+    }
+
+    /// [`StateReader::get`] for async callers, whose runtime worker must not
+    /// wait: served here from the memtables and the block cache, else read
+    /// on the blocking pool.
+    pub async fn get_async(&self, key: String) -> Result<Option<StoredValue>, Error> {
+        match self.get_with(&key, Wait::Never) {
+            Err(e) if e.would_block() => {
+                let reader = self.clone();
+                off_runtime(move || reader.get(&key)).await
+            }
+            done => done,
+        }
+    }
+
+    /// [`StateReader::list`] on the blocking pool, as [`StateReader::get_async`].
+    pub async fn list_async(
+        &self,
+        prefix: String,
+        start_after: Option<String>,
+        limit: usize,
+    ) -> Result<(Vec<(String, StoredValue)>, bool), Error> {
+        let reader = self.clone();
+        off_runtime(move || reader.list(&prefix, start_after.as_deref(), limit)).await
     }
 
     /// The log id of the last entry applied to the state machine.
@@ -517,63 +634,45 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn applied_state(
         &mut self,
     ) -> Result<(Option<LogIdOf<TypeConfig>>, StoredMembershipOf<TypeConfig>), io::Error> {
-        Ok(read_applied_state(&self.shared.db)?)
+        let db = self.shared.db.clone();
+        Ok(off_runtime(move || read_applied_state(&db)).await?)
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
     where
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
-        // Apply and install both take `&mut self`, so the generation cannot
-        // change while this batch is built.
-        let generation = self.shared.generation()?;
-        let mut batch = WriteBatch::default();
-        let mut pending = HashMap::new();
-        let mut replies = Vec::new();
-        let mut last_applied = None;
-        let mut membership = None;
-
-        while let Some((entry, responder)) = entries.try_next().await? {
-            let log_id = entry.log_id();
-            let index = log_id.index();
-            let result = match entry.payload {
-                EntryPayload::Normal(command) => {
-                    self.apply_command(&mut batch, &mut pending, generation, index, command)?
+        // A chunk at a time, each one write batch: applied here when that
+        // needs no waiting (the common case: keys in memory, no write
+        // stall), else on the blocking pool.
+        loop {
+            let mut chunk = Vec::new();
+            while chunk.len() < APPLY_CHUNK {
+                match entries.try_next().await? {
+                    Some(item) => chunk.push(item),
+                    None => break,
                 }
-                EntryPayload::Membership(m) => {
-                    membership = Some(StoredMembershipOf::<TypeConfig>::new(Some(log_id), m));
-                    CommandResult {
-                        revision: index,
-                        ..CommandResult::default()
-                    }
+            }
+            let more = chunk.len() == APPLY_CHUNK;
+            let (entries, responders): (Vec<_>, Vec<_>) = chunk.into_iter().unzip();
+            let results = match self.apply_chunk(&entries, Wait::Never) {
+                Err(e) if e.would_block() => {
+                    let applier = StateMachine {
+                        shared: self.shared.clone(),
+                    };
+                    off_runtime(move || applier.apply_chunk(&entries, Wait::Allowed)).await?
                 }
-                EntryPayload::Blank => CommandResult {
-                    revision: index,
-                    ..CommandResult::default()
-                },
+                done => done?,
             };
-            last_applied = Some(log_id);
-            if let Some(r) = responder {
-                replies.push((r, result));
+            for (responder, result) in responders.into_iter().zip(results) {
+                if let Some(r) = responder {
+                    r.send(result);
+                }
+            }
+            if !more {
+                return Ok(());
             }
         }
-
-        let Some(last_applied) = last_applied else {
-            return Ok(());
-        };
-        let db = &self.shared.db;
-        let sm_meta = cf(db, CF_SM_META).map_err(io::Error::from)?;
-        batch.put_cf(sm_meta, KEY_LAST_APPLIED, encode(&last_applied)?);
-        if let Some(m) = &membership {
-            batch.put_cf(sm_meta, KEY_MEMBERSHIP, encode(m)?);
-        }
-        db.write(batch).map_err(Error::from)?;
-        self.shared.set_last_applied(Some(last_applied));
-
-        for (responder, result) in replies {
-            responder.send(result);
-        }
-        Ok(())
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
@@ -598,11 +697,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<SnapshotOf<TypeConfig, SnapshotFile>>, io::Error> {
-        // Blocking: it may have to build a snapshot to replace a damaged one.
+        // Off the runtime: it may have to build a snapshot to replace a damaged one.
         let shared = self.shared.clone();
-        let current = tokio::task::spawn_blocking(move || snapshot::current(&shared))
-            .await
-            .map_err(|e| io::Error::other(format!("snapshot lookup task failed: {e}")))??;
+        let current = off_runtime(move || snapshot::current(&shared)).await?;
         Ok(
             current.map(|(meta, file)| SnapshotOf::<TypeConfig, SnapshotFile> {
                 meta,
@@ -615,6 +712,66 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 #[cfg(test)]
 mod tests {
     use super::StoredValue;
+
+    /// A read that has to wait must not hold a runtime worker. The wait here
+    /// is the generation lock, taken for writing by a snapshot install: the
+    /// writer waits for readers already inside (a long listing), and new
+    /// readers wait behind it. On a runtime with one worker, other tasks
+    /// must still run meanwhile.
+    #[test]
+    fn reads_waiting_for_the_generation_lock_leave_the_runtime_free() {
+        use std::sync::mpsc;
+        use std::time::Duration;
+        const DEADLINE: Duration = Duration::from_secs(20);
+
+        let dir = crate::store::tests::TempDir::new("read-wait");
+        let (_log, sm) = super::super::open(dir.path(), &super::super::StoreOptions::default())
+            .expect("open store");
+        let install = sm.shared.generation.write().expect("generation lock");
+
+        // Each read on a runtime of its own, so that each is checked alone.
+        let mut blocked = Vec::new();
+        let mut waiting = Vec::new();
+        for what in ["read", "listing"] {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let (started_tx, started) = mpsc::channel();
+            let (done_tx, done) = mpsc::channel();
+            let reader = sm.reader();
+            rt.spawn(async move {
+                let _ = started_tx.send(());
+                let found = match what {
+                    "read" => reader.get_async("k".into()).await.map(|_| ()),
+                    _ => reader.list_async("k".into(), None, 10).await.map(|_| ()),
+                };
+                let _ = done_tx.send(found.is_ok());
+            });
+            started.recv_timeout(DEADLINE).expect("read started");
+            let (tx, rx) = mpsc::channel();
+            rt.spawn(async move {
+                let _ = tx.send(());
+            });
+            if rx.recv_timeout(DEADLINE).is_err() {
+                blocked.push(what);
+            }
+            waiting.push((what, done, rt));
+        }
+
+        drop(install);
+        for (what, done, rt) in waiting {
+            let ok = done.recv_timeout(DEADLINE).expect("read completes");
+            assert!(ok, "{what} succeeds once the lock is free");
+            drop(rt);
+        }
+        assert!(
+            blocked.is_empty(),
+            "waiting for the generation lock, these held the runtime's only worker: {blocked:?}"
+        );
+        drop(sm);
+    }
 
     #[test]
     fn stored_value_round_trips_and_rejects_unknown_formats() {
