@@ -953,6 +953,7 @@ where
         if let Some(v) = f().await {
             return Some(v);
         }
+        // Polling, until the deadline.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     None

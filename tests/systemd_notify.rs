@@ -105,6 +105,7 @@ fn server_started_like_the_unit_notifies_ready_and_stopping() {
             let _ = child.kill();
             panic!("ferrium-server did not exit within 30 s of SIGTERM");
         }
+        // Polling: the server is still draining.
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "clean shutdown exits 0, got {status}");

@@ -564,6 +564,7 @@ impl Cluster {
             if self.call(id, "GET", "/health", None).is_ok() {
                 return;
             }
+            // Polling: the node is still starting.
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!(
@@ -579,6 +580,7 @@ impl Cluster {
             if let Some(l) = self.current_leader() {
                 return l;
             }
+            // Polling: an election may be under way.
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("no leader within {timeout:?}");
@@ -633,6 +635,7 @@ impl Cluster {
                 let _ = child.wait();
                 return None;
             }
+            // Polling: the node is still draining.
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -681,6 +684,7 @@ impl Cluster {
             match self.set(id, key, value) {
                 Ok(r) if r.status != 503 || Instant::now() > deadline => return r,
                 Err(e) if Instant::now() > deadline => panic!("write {key} via node {id}: {e}"),
+                // A client's pause before it tries again.
                 _ => std::thread::sleep(Duration::from_millis(100)),
             }
         }
@@ -694,6 +698,7 @@ impl Cluster {
             match self.get(id, key, consistency) {
                 Ok(r) if r.status != 503 || Instant::now() > deadline => return r,
                 Err(e) if Instant::now() > deadline => panic!("read {key} via node {id}: {e}"),
+                // A client's pause before it tries again.
                 _ => std::thread::sleep(Duration::from_millis(100)),
             }
         }
@@ -771,6 +776,7 @@ pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Opt
         if Instant::now() > deadline {
             return None;
         }
+        // Polling, until the deadline.
         std::thread::sleep(Duration::from_millis(50));
     }
 }

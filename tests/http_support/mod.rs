@@ -312,6 +312,7 @@ pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Opt
         if Instant::now() > deadline {
             return None;
         }
+        // Polling, until the deadline.
         std::thread::sleep(Duration::from_millis(20));
     }
 }
