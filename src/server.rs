@@ -19,6 +19,7 @@ use crate::raft::rpc;
 use crate::raft::types::Node as NodeInfo;
 use crate::store::{self, StoreOptions};
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::os::unix::fs::DirBuilderExt;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -137,34 +138,62 @@ fn http_config(c: &Config) -> ServerConfig {
     }
 }
 
+/// Binds one listener (SO_REUSEADDR is set, as tokio does on Unix, so that
+/// a restarted node can bind its port again at once).
+async fn bind(addr: &config::Address, key: &str) -> Result<tokio::net::TcpListener, String> {
+    tokio::net::TcpListener::bind(addr.to_string()).await.map_err(|e| {
+        format!("cannot listen on {addr} ({key}): {e}; fix: stop whatever uses the port or choose another address")
+    })
+}
+
+fn local_addr(listener: &tokio::net::TcpListener, key: &str) -> Result<SocketAddr, String> {
+    listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the address bound for {key}: {e}"))
+}
+
+/// The configuration with the ports the listeners actually bound, which
+/// differ from the configured ones only where those were 0. The host stays
+/// as written, so a node bound on `localhost:0` advertises `localhost:PORT`.
+fn with_bound_ports(cfg: &Config, http: SocketAddr, grpc: SocketAddr) -> Config {
+    let mut bound = cfg.clone();
+    bound.node.http_addr.port = http.port();
+    bound.node.grpc_addr.port = grpc.port();
+    bound
+}
+
+/// Says who may read and write every key when no client authentication is
+/// configured: a warning, naming the addresses, when the node listens beyond
+/// loopback.
+fn warn_open_access(cfg: &Config, bound: &[SocketAddr], tls: Option<&Tls>) {
+    if cfg.security.auth_method != config::AuthMethod::None {
+        return;
+    }
+    let exposed: Vec<String> = bound
+        .iter()
+        .filter(|a| !a.ip().is_loopback())
+        .map(|a| a.to_string())
+        .collect();
+    let who = if tls.is_some_and(|t| t.server.requires_client_cert()) {
+        "any client with a certificate from security.ca_file"
+    } else {
+        "any client that reaches this node"
+    };
+    if exposed.is_empty() {
+        log::info!(
+            "security.auth_method = \"none\": {who} on this host may read and write every key"
+        );
+    } else {
+        log::warn!(
+            "security.auth_method = \"none\" while listening beyond loopback on {}: {who} may read and write every key; set security.auth_method = \"token\" or \"certificate\" (see CONFIG.md), or bind 127.0.0.1",
+            exposed.join(" and ")
+        );
+    }
+}
+
 async fn serve(cfg: Config, reload: Reloader) -> Result<(), String> {
     let tls = Tls::from_config(&cfg)?;
     let auth = Arc::new(Auth::from_config(&cfg.security, &cfg.cluster.name)?);
-    if cfg.security.auth_method == config::AuthMethod::None {
-        let exposed: Vec<String> = [&cfg.node.http_addr, &cfg.node.grpc_addr]
-            .into_iter()
-            .filter(|a| !a.is_loopback())
-            .map(|a| a.to_string())
-            .collect();
-        let who = if tls
-            .as_ref()
-            .is_some_and(|t| t.server.requires_client_cert())
-        {
-            "any client with a certificate from security.ca_file"
-        } else {
-            "any client that reaches this node"
-        };
-        if exposed.is_empty() {
-            log::info!(
-                "security.auth_method = \"none\": {who} on this host may read and write every key"
-            );
-        } else {
-            log::warn!(
-                "security.auth_method = \"none\" while listening beyond loopback on {}: {who} may read and write every key; set security.auth_method = \"token\" or \"certificate\" (see CONFIG.md), or bind 127.0.0.1",
-                exposed.join(" and ")
-            );
-        }
-    }
     if auth.signer().is_none() && !cfg.security.enable_mtls {
         log::warn!(
             "no security.cluster_secret_file: peer routes under /raft/ accept any caller; set one on every member"
@@ -214,13 +243,25 @@ async fn serve(cfg: Config, reload: Reloader) -> Result<(), String> {
         .map_err(|e| format!("cannot start Raft: {e}"))?;
     tokio::spawn(rebuild_damaged_snapshots(raft.clone(), damaged_snapshots));
 
+    // Bound once the store and Raft are up: while the store recovers,
+    // connections are refused rather than left waiting in the backlog. With
+    // port 0 the kernel picks the port, and the bound address is the one
+    // used from now on: advertised (unless node.advertise_*_addr says
+    // otherwise) and logged.
+    let listener = bind(&cfg.node.http_addr, "node.http_addr").await?;
+    let grpc_listener = bind(&cfg.node.grpc_addr, "node.grpc_addr").await?;
+    let bound_http = local_addr(&listener, "node.http_addr")?;
+    let bound_grpc = local_addr(&grpc_listener, "node.grpc_addr")?;
+    let bound = with_bound_ports(&cfg, bound_http, bound_grpc);
+    warn_open_access(&cfg, &[bound_http, bound_grpc], tls.as_ref());
+
     let me = NodeInfo {
-        rpc_addr: cfg.node.advertised_http_addr().to_string(),
-        api_addr: cfg.node.advertised_http_addr().to_string(),
-        grpc_addr: cfg.node.advertised_grpc_addr().to_string(),
+        rpc_addr: bound.node.advertised_http_addr().to_string(),
+        api_addr: bound.node.advertised_http_addr().to_string(),
+        grpc_addr: bound.node.advertised_grpc_addr().to_string(),
     };
     let node = Node::new(
-        &cfg,
+        &bound,
         raft.clone(),
         reader.clone(),
         client,
@@ -228,10 +269,6 @@ async fn serve(cfg: Config, reload: Reloader) -> Result<(), String> {
         auth.signer(),
     );
 
-    let http_addr = cfg.node.http_addr.to_string();
-    let listener = tokio::net::TcpListener::bind(&http_addr).await.map_err(|e| {
-        format!("cannot listen on {http_addr} (node.http_addr): {e}; fix: stop whatever uses the port or choose another address")
-    })?;
     let open_connections = Arc::new(AtomicUsize::new(0));
     let sources = metrics::Sources {
         log_store: log_handle,
@@ -247,13 +284,13 @@ async fn serve(cfg: Config, reload: Reloader) -> Result<(), String> {
         sources,
     );
     let router = rpc::routes(router, node.clone(), reader);
-    let grpc_server = grpc::GrpcServer::bind(
+    let grpc_server = grpc::GrpcServer::new(
+        grpc_listener,
         &cfg,
         node.clone(),
         auth.clone(),
         tls.as_ref().map(|t| t.server.clone()),
-    )
-    .await?;
+    );
     let mut server = Server::from_listener(
         listener,
         http_config(&cfg),
@@ -271,15 +308,18 @@ async fn serve(cfg: Config, reload: Reloader) -> Result<(), String> {
     let shutdown = server.shutdown_handle();
     let serving = tokio::spawn(server.run());
     let grpc_serving = grpc_server.spawn();
-    let scheme = if tls.is_some() { "HTTPS" } else { "HTTP" };
+    // The first line is for programs (tests, scripts) that start a node on
+    // port 0 and need to know where it listens; its form is documented in
+    // CONFIG.md and stays stable.
+    log::info!("listening http={bound_http} grpc={bound_grpc}");
     log::info!(
-        "node {} ({}) serving {scheme} on {http_addr} (advertised {}), data in {}",
-        id,
+        "node {id} ({}) serving {} and gRPC, advertised as {} (gRPC {}), data in {}",
         cfg.node.display_name(),
+        if tls.is_some() { "HTTPS" } else { "HTTP" },
         me.api_addr,
+        me.grpc_addr,
         data_dir.display()
     );
-    log::info!("node {id} serving gRPC on {}", cfg.node.grpc_addr);
     // Handlers go in before READY=1 (a service manager may stop the unit as
     // soon as it is ready) and before bootstrap, so that an early SIGTERM
     // still drains instead of killing the process.

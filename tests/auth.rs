@@ -53,7 +53,7 @@ fn call(
 #[test]
 fn roles_allow_what_they_may_and_refuse_the_rest() {
     let c = start("roles");
-    let leader = c.wait_leader(Duration::from_secs(10));
+    let leader = c.wait_leader(Duration::from_secs(30));
     let follower = c.ids().into_iter().find(|i| *i != leader).unwrap();
     let write = r#"{"Set":{"key":"k","value":"v"}}"#;
     let read = r#"{"key":"k"}"#;
@@ -196,7 +196,7 @@ fn peer_call(c: &Cluster, to: u64, path: &str, body: &str, extra: (&str, &str)) 
 #[test]
 fn peer_routes_refuse_unsigned_and_wrongly_signed_requests() {
     let c = start("peers");
-    let leader = c.wait_leader(Duration::from_secs(10));
+    let leader = c.wait_leader(Duration::from_secs(30));
     let write = r#"{"Set":{"key":"forged","value":"x"}}"#;
     let signed = |secret: &[u8], path: &str| {
         ferrium::auth::PeerSigner::new(secret.to_vec(), "test").sign(
@@ -256,7 +256,7 @@ fn peer_routes_refuse_unsigned_and_wrongly_signed_requests() {
 #[test]
 fn peer_signatures_cover_the_body_and_cannot_be_replayed() {
     let c = start("replay");
-    let leader = c.wait_leader(Duration::from_secs(10));
+    let leader = c.wait_leader(Duration::from_secs(30));
     let follower = c.ids().into_iter().find(|i| *i != leader).unwrap();
     let sign = |secret: &[u8], body: &str| {
         ferrium::auth::PeerSigner::new(secret.to_vec(), "test").sign(
@@ -414,7 +414,7 @@ fn grpc_calls_need_a_token_with_the_right_role() {
     use tonic::Code;
 
     let c = start("grpc");
-    let leader = c.wait_leader(Duration::from_secs(10));
+    let leader = c.wait_leader(Duration::from_secs(30));
     let grpc = c.node(leader).grpc_addr();
     let http_port = c.addr(leader);
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -513,7 +513,7 @@ fn sighup_rereads_the_token_file() {
     // WRITE is revoked, ADDED is issued.
     std::fs::write(&file, format!("{READ} read\n{ADDED} write\n")).unwrap();
     common::signal(c.node(1).pid().unwrap(), "HUP");
-    let accepted = common::eventually(Duration::from_secs(10), || {
+    let accepted = common::eventually(Duration::from_secs(30), || {
         (read_status(&c, ADDED) == 200).then_some(())
     });
     assert!(
@@ -529,7 +529,7 @@ fn sighup_rereads_the_token_file() {
     // A file that no longer loads keeps the tokens in force.
     std::fs::write(&file, format!("{READ} read\nshort write\n")).unwrap();
     common::signal(c.node(1).pid().unwrap(), "HUP");
-    let refused = common::eventually(Duration::from_secs(10), || {
+    let refused = common::eventually(Duration::from_secs(30), || {
         c.log_tail(1)
             .contains("keeping the running configuration")
             .then_some(())

@@ -394,6 +394,39 @@ fn bad_configurations_are_rejected_with_file_key_and_fix() {
     );
     assert!(err.contains("ports.toml"), "{err}");
 
+    // Port 0 binds (the kernel picks the port), but is never advertised or
+    // listed as a member's address, and a member listed in initial_members
+    // needs a port its peers can know.
+    let err = rejected(
+        &s,
+        "advertise-zero.toml",
+        "[node]\nadvertise_http_addr = \"127.0.0.1:0\"\n",
+        "node.advertise_http_addr",
+        &[],
+    );
+    assert!(err.contains("port 0"), "{err}");
+    let err = rejected(
+        &s,
+        "member-zero.toml",
+        "[node]\nhttp_addr = \"127.0.0.1:0\"\n[cluster]\ninitial_members = [{ id = 1, http_addr = \"127.0.0.1:8001\" }, { id = 2, http_addr = \"127.0.0.1:0\" }]\n",
+        "cluster.initial_members",
+        &[],
+    );
+    assert!(
+        err.contains("port 0") && err.contains("learns its port only when it starts"),
+        "{err}"
+    );
+    let zero = s.write(
+        "zero.toml",
+        "[node]\nhttp_addr = \"127.0.0.1:0\"\ngrpc_addr = \"127.0.0.1:0\"\n",
+    );
+    let out = server(
+        &s.0,
+        &["--config", zero.to_str().unwrap(), "--validate-config"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
     let err = rejected(
         &s,
         "tls.toml",

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Bootstrap, Cluster, free_port};
+use common::{Bootstrap, Cluster, ReservedPort, reserve_port};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -54,9 +54,10 @@ fn ok(endpoints: &str, args: &[&str]) -> Run {
     r
 }
 
-/// An address nothing listens on.
-fn dead() -> String {
-    format!("127.0.0.1:{}", free_port())
+/// A port nothing listens on (connections are refused), reserved while the
+/// guard lives; its address is `.addr()`.
+fn dead() -> ReservedPort {
+    reserve_port()
 }
 
 /// A stand-in node that answers every request with `status` and `body`, or
@@ -106,7 +107,8 @@ fn key_value_commands_status_health_and_fail_over() {
     let mut c = Cluster::start("ctl-kv", 3, Bootstrap::Static);
     let leader = c.wait_leader(Duration::from_secs(30));
     // The first endpoint is down on purpose: every command must fail over.
-    let eps = format!("{},{},{},{}", dead(), c.addr(1), c.addr(2), c.addr(3));
+    let dead = dead();
+    let eps = format!("{},{},{},{}", dead.addr(), c.addr(1), c.addr(2), c.addr(3));
 
     let put = ok(&eps, &["put", "app/a", "one"]);
     assert!(put.stdout.starts_with("OK revision "), "{}", put.stdout);
@@ -149,7 +151,7 @@ fn key_value_commands_status_health_and_fail_over() {
     let table = ok(&eps, &["status"]).stdout;
     assert_eq!(table.lines().count(), 4, "{table}");
     assert!(table.lines().next().unwrap().contains("APPLIED"));
-    let status = common::eventually(Duration::from_secs(10), || {
+    let status = common::eventually(Duration::from_secs(30), || {
         let s = ok(&eps, &["-o", "json", "status"]).json();
         let rows = s["members"].as_array()?.clone();
         rows.iter().all(|r| r["lag"] == 0).then_some(rows)
@@ -206,7 +208,7 @@ fn key_value_commands_status_health_and_fail_over() {
     assert!(h.stdout.contains("unreachable"), "{}", h.stdout);
 
     // Nothing reachable: exit 3, with advice.
-    let nowhere = ctl(&format!("{},{}", dead(), c.addr(down)), &["get", "k"]);
+    let nowhere = ctl(&format!("{},{}", dead.addr(), c.addr(down)), &["get", "k"]);
     assert_eq!(nowhere.code, 3);
     assert!(nowhere.stderr.contains("--endpoints"), "{}", nowhere.stderr);
     assert_eq!(ctl(&c.addr(down), &["health"]).code, 3);
@@ -214,7 +216,8 @@ fn key_value_commands_status_health_and_fail_over() {
 
 #[test]
 fn usage_errors_exit_2() {
-    let ep = dead();
+    let dead = dead();
+    let ep = dead.addr();
     for args in [
         &["frobnicate"][..],
         &[],
@@ -240,7 +243,8 @@ fn member_add_promote_remove() {
     let mut c = Cluster::start("ctl-members", 1, Bootstrap::Static);
     c.wait_leader(Duration::from_secs(30));
     let new = c.add_node();
-    let eps = format!("{},{}", dead(), c.addr(1));
+    let dead = dead();
+    let eps = format!("{},{}", dead.addr(), c.addr(1));
     let new_id = new.to_string();
     let new_addr = c.addr(new);
 
@@ -379,11 +383,12 @@ fn a_write_moves_to_the_next_endpoint_only_after_a_definite_refusal() {
 #[test]
 fn grpc_key_value_commands() {
     let c = Cluster::start("ctl-grpc", 3, Bootstrap::Static);
-    let leader = c.wait_leader(Duration::from_secs(10));
+    let leader = c.wait_leader(Duration::from_secs(30));
     let follower = c.ids().into_iter().find(|i| *i != leader).unwrap();
     // A dead endpoint first, then a follower's gRPC port; then an HTTP port.
+    let dead = dead();
     for target in [c.node(follower).grpc_addr(), c.addr(follower)] {
-        let eps = format!("{},{target}", dead());
+        let eps = format!("{},{target}", dead.addr());
         let r = ok(&eps, &["--grpc", "put", "g-key", "g-value"]);
         assert!(r.stdout.starts_with("OK revision"), "{}", r.stdout);
         let r = ok(&eps, &["--grpc", "get", "g-key"]);
@@ -400,5 +405,5 @@ fn grpc_key_value_commands() {
         assert_eq!(ctl(&eps, &["--grpc", "put", "", "x"]).code, 1);
         assert_eq!(ctl(&eps, &["--grpc", "status"]).code, 2);
     }
-    assert_eq!(ctl(&dead(), &["--grpc", "get", "k"]).code, 3);
+    assert_eq!(ctl(&dead.addr(), &["--grpc", "get", "k"]).code, 3);
 }

@@ -138,7 +138,7 @@ fn scrape(c: &Cluster, id: u64) -> BTreeMap<String, f64> {
 #[test]
 fn prometheus_metrics_parse_and_counters_move() {
     let c = Cluster::start("metrics", 3, Bootstrap::Static);
-    let leader = c.wait_leader(Duration::from_secs(10));
+    let leader = c.wait_leader(Duration::from_secs(30));
     let before = scrape(&c, leader);
     let writes = "ferrium_http_requests_total{route=\"/write\",method=\"POST\",status=\"200\"}";
     let n0 = before.get(writes).copied().unwrap_or(0.0);
@@ -176,7 +176,7 @@ fn prometheus_metrics_parse_and_counters_move() {
 fn ready_follows_the_quorum() {
     let mut c = Cluster::start("ready", 3, Bootstrap::Static);
     for id in c.ids() {
-        let ok = eventually(Duration::from_secs(10), || {
+        let ok = eventually(Duration::from_secs(30), || {
             (http(&c.addr(id), "GET", "/ready", None).ok()?.status == 200).then_some(())
         });
         assert!(ok.is_some(), "node {id} never became ready");
@@ -184,7 +184,7 @@ fn ready_follows_the_quorum() {
     // Cut node 1 off from its quorum by pausing the two others.
     c.pause(2);
     c.pause(3);
-    let r = eventually(Duration::from_secs(15), || {
+    let r = eventually(Duration::from_secs(30), || {
         let r = http(&c.addr(1), "GET", "/ready", None).ok()?;
         (r.status == 503).then_some(r)
     });
@@ -193,7 +193,7 @@ fn ready_follows_the_quorum() {
     println!("not ready: {}", r.body);
     c.resume(2);
     c.resume(3);
-    let ok = eventually(Duration::from_secs(20), || {
+    let ok = eventually(Duration::from_secs(30), || {
         (http(&c.addr(1), "GET", "/ready", None).ok()?.status == 200).then_some(())
     });
     assert!(
@@ -221,7 +221,7 @@ fn sighup_reloads_the_log_level_and_survives_a_bad_file() {
     )
     .unwrap();
     signal(pid, "HUP");
-    let applied = eventually(Duration::from_secs(5), || {
+    let applied = eventually(Duration::from_secs(30), || {
         log()
             .contains("applied logging.level: info -> debug")
             .then_some(())
@@ -231,7 +231,7 @@ fn sighup_reloads_the_log_level_and_survives_a_bad_file() {
         http(&c.addr(1), "GET", "/health", None).unwrap().status,
         200
     );
-    let debug = eventually(Duration::from_secs(5), || {
+    let debug = eventually(Duration::from_secs(30), || {
         log().contains("DEBUG").then_some(())
     });
     assert!(
@@ -243,7 +243,7 @@ fn sighup_reloads_the_log_level_and_survives_a_bad_file() {
     // A broken file: the node keeps running on the old settings and says why.
     std::fs::write(&node.config, format!("{original}\n[raft]\nheartbeat = 5\n")).unwrap();
     signal(pid, "HUP");
-    let refused = eventually(Duration::from_secs(5), || {
+    let refused = eventually(Duration::from_secs(30), || {
         log()
             .contains("keeping the running configuration")
             .then_some(())
@@ -264,7 +264,7 @@ fn sighup_reloads_the_log_level_and_survives_a_bad_file() {
     )
     .unwrap();
     signal(pid, "HUP");
-    let named = eventually(Duration::from_secs(5), || {
+    let named = eventually(Duration::from_secs(30), || {
         log()
             .contains("only after a restart: raft.snapshot_threshold")
             .then_some(())
@@ -280,8 +280,9 @@ fn sighup_reloads_the_log_level_and_survives_a_bad_file() {
 fn start_up_warns_about_exposed_secrets_and_open_listeners() {
     use std::os::unix::fs::PermissionsExt;
     let scratch = common::Scratch::new("safe-defaults");
-    let port = common::free_port();
-    let grpc = common::free_port();
+    let http_port = common::reserve_port();
+    let grpc_port = common::reserve_port();
+    let (port, grpc) = (http_port.port(), grpc_port.port());
     let data_dir = scratch.path.join("fresh/data");
     let secret = scratch.path.join("cluster-secret");
     std::fs::write(&secret, "0123456789abcdef0123456789abcdef\n").unwrap();
@@ -327,4 +328,175 @@ fn start_up_warns_about_exposed_secrets_and_open_listeners() {
         text.contains(&format!("0.0.0.0:{port}")) && text.contains("auth_method = \"none\""),
         "no warning naming the open listener: {text}"
     );
+}
+
+/// The harness's port reservation ([`common::reserve_port`]): while it is
+/// held, a plain bind of the port fails, a listener that sets SO_REUSEADDR
+/// (as the node's do: tokio sets it on Unix) binds and serves, and once that
+/// listener is gone a connection is refused, as on a closed port.
+#[test]
+fn a_reserved_port_is_kept_from_other_binds_but_a_node_can_listen_on_it() {
+    use socket2::{Domain, Socket, Type};
+    let reserved = common::reserve_port();
+    let addr: std::net::SocketAddr = reserved.addr().parse().expect("a socket address");
+
+    let plain = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    let err = plain
+        .bind(&addr.into())
+        .expect_err("a bind without SO_REUSEADDR took the reserved port");
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{err}");
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .expect("a SO_REUSEADDR listener binds the reserved port");
+        let client = tokio::net::TcpStream::connect(addr);
+        let (connected, accepted) = tokio::join!(client, listener.accept());
+        connected.expect("connect to the listener");
+        accepted.expect("accept");
+    });
+    let refused = std::net::TcpStream::connect(addr).expect_err("connected to a closed listener");
+    assert_eq!(
+        refused.kind(),
+        std::io::ErrorKind::ConnectionRefused,
+        "{refused}"
+    );
+}
+
+/// The addresses in the `listening http=... grpc=...` line of a node's log.
+fn reported_addrs(log: &std::path::Path) -> Option<(String, String)> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let line = text.lines().find(|l| l.contains(" listening http="))?;
+    let fields = line.split_once(" listening ")?.1;
+    let mut http = None;
+    let mut grpc = None;
+    for field in fields.split_whitespace() {
+        match field.split_once('=') {
+            Some(("http", a)) => http = Some(a.to_string()),
+            Some(("grpc", a)) => grpc = Some(a.to_string()),
+            _ => {}
+        }
+    }
+    Some((http?, grpc?))
+}
+
+/// `--http-addr 127.0.0.1:0 --grpc-addr 127.0.0.1:0`: the kernel picks both
+/// ports, the node reports them in its log and advertises them, and serves
+/// writes and reads (REST) and gRPC on them.
+#[test]
+fn a_node_on_port_zero_reports_and_advertises_the_ports_it_got() {
+    use ferrium::api::proto::health::HealthCheckRequest;
+    use ferrium::api::proto::health::health_check_response::ServingStatus;
+    use ferrium::api::proto::health::health_client::HealthClient;
+    use ferrium::api::proto::kv::GetRequest;
+    use ferrium::api::proto::kv::kv_service_client::KvServiceClient;
+
+    let scratch = common::Scratch::new("port-zero");
+    let config = scratch.path.join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\nid = 1\ndata_dir = \"{}\"\n\n[logging]\nlevel = \"info\"\nenable_colors = false\n\n[cluster]\nname = \"test\"\n",
+            scratch.path.join("data").display()
+        ),
+    )
+    .unwrap();
+    let log_path = scratch.path.join("node.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = std::process::Command::new(common::server_bin())
+        .args(["--config", common::path_str(&config)])
+        .args(["--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let _node = KillOnDrop(child);
+    let (http_addr, grpc_addr) = eventually(Duration::from_secs(60), || reported_addrs(&log_path))
+        .unwrap_or_else(|| {
+            panic!(
+                "the node never logged where it listens: {}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            )
+        });
+    for addr in [&http_addr, &grpc_addr] {
+        let a: std::net::SocketAddr = addr.parse().expect("a socket address");
+        assert!(a.ip().is_loopback() && a.port() != 0, "{addr}");
+    }
+    assert_ne!(http_addr, grpc_addr);
+
+    let r = http(&http_addr, "POST", "/init", None).unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let leader = eventually(Duration::from_secs(60), || {
+        let r = http(&http_addr, "GET", "/leader", None).ok()?;
+        r.json()["leader"].as_u64().is_some().then(|| r.json())
+    })
+    .expect("the node never became leader of its one-node cluster");
+    // What the node tells peers and clients is the bound address.
+    assert_eq!(leader["api_addr"], serde_json::json!(http_addr), "{leader}");
+    assert_eq!(
+        leader["grpc_addr"],
+        serde_json::json!(grpc_addr),
+        "{leader}"
+    );
+
+    let write = r#"{"Set":{"key":"zero","value":"picked by the kernel"}}"#;
+    let w = eventually(Duration::from_secs(60), || {
+        let r = http(&http_addr, "POST", "/write", Some(write)).ok()?;
+        (r.status == 200).then_some(r)
+    })
+    .expect("the write was never acknowledged");
+    assert!(w.json()["revision"].as_u64().is_some(), "{}", w.body);
+    let r = http(
+        &http_addr,
+        "POST",
+        "/read",
+        Some(r#"{"key":"zero","consistency":"linearizable"}"#),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["value"], serde_json::json!("picked by the kernel"));
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let channel = tonic::transport::Channel::from_shared(format!("http://{grpc_addr}"))
+            .expect("endpoint")
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("connect to {grpc_addr}: {e}"));
+        let health = HealthClient::new(channel.clone())
+            .check(HealthCheckRequest::default())
+            .await
+            .expect("health check")
+            .into_inner();
+        assert_eq!(health.status, ServingStatus::Serving as i32);
+        let got = KvServiceClient::new(channel)
+            .get(GetRequest {
+                key: "zero".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("get")
+            .into_inner();
+        assert!(got.found);
+        assert_eq!(got.value, "picked by the kernel");
+    });
+}
+
+/// Kills the child process when the test ends, passing or failing.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -179,14 +179,14 @@ fn refused(c: &Cluster, to: u64, u: &Upload, want_status: u16, want_code: &str, 
 #[test]
 fn hostile_snapshot_uploads_are_refused_and_leave_the_node_serving() {
     let c = start("uploads", RAFT);
-    let leader = c.wait_leader(Duration::from_secs(10));
+    let leader = c.wait_leader(Duration::from_secs(30));
     let f = c.ids().into_iter().find(|i| *i != leader).unwrap();
     fill(&c, leader, "a", 40);
     let real = std::fs::read(stable_snapshot_file(&c, leader)).unwrap();
     let real_meta = file_meta(&real);
     // Wait until the follower has applied past the leader's snapshot.
     let snap_index = real_meta["last_log_id"]["index"].as_u64().unwrap();
-    eventually(Duration::from_secs(10), || {
+    eventually(Duration::from_secs(30), || {
         (status(&c, f)["last_applied"].as_u64()? >= snap_index).then_some(())
     })
     .expect("the follower never caught up");
@@ -351,7 +351,7 @@ fn hostile_snapshot_uploads_are_refused_and_leave_the_node_serving() {
     s.write_all(head.as_bytes()).unwrap();
     s.write_all(&good[..good.len() / 2]).unwrap();
     drop(s);
-    let cleaned = eventually(Duration::from_secs(10), || {
+    let cleaned = eventually(Duration::from_secs(30), || {
         files(&snapshot_dir(&c, f), ".part")
             .is_empty()
             .then_some(())
@@ -372,7 +372,7 @@ fn hostile_snapshot_uploads_are_refused_and_leave_the_node_serving() {
         assert!(meta["last_log_id"]["index"].as_u64().unwrap() <= applied + 1000);
     }
     assert_eq!(c.set_retrying(leader, "after", "1").status, 200);
-    let seen = eventually(Duration::from_secs(10), || {
+    let seen = eventually(Duration::from_secs(30), || {
         let r = c.get(f, "after", "stale").ok()?;
         (r.json()["value"] == "1").then_some(())
     });
@@ -436,7 +436,7 @@ fn join_and_catch_up(c: &mut Cluster, leader: u64, key: &str) -> u64 {
 #[test]
 fn a_damaged_snapshot_on_the_leader_is_rebuilt_not_sent() {
     let mut c = start("leader-file", RAFT);
-    let leader = c.wait_leader(Duration::from_secs(10));
+    let leader = c.wait_leader(Duration::from_secs(30));
     fill(&c, leader, "b", 40);
     eventually(Duration::from_secs(30), || {
         (status(&c, leader)["purged"].as_u64()? > 0).then_some(())

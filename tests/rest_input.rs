@@ -222,7 +222,7 @@ fn readme_examples_work_against_a_single_node() {
     let r = http(&a, "GET", "/metrics", None).unwrap();
     assert_eq!(r.json()["state"], json!("Leader"));
     // Ready once the write just made has been applied (a moment at most).
-    let ready = common::eventually(std::time::Duration::from_secs(5), || {
+    let ready = common::eventually(std::time::Duration::from_secs(30), || {
         (http(&a, "GET", "/ready", None).ok()?.status == 200).then_some(())
     });
     assert!(ready.is_some(), "node never became ready");

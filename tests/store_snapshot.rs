@@ -1,11 +1,10 @@
 //! Snapshots end to end: a million keys built, streamed and installed into an
 //! empty store; damaged files rejected without touching the store; reopening
-//! a large store is fast.
+//! a large store reads its metadata, not its keys.
 
 mod store_support;
 
 use std::io::Read;
-use std::time::Duration;
 use std::time::Instant;
 
 use ferrium::store;
@@ -35,7 +34,7 @@ fn transfer(file: &SnapshotFile, to: &StateMachine) -> SnapshotFile {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn million_keys_build_transfer_install_and_fast_reopen() {
+async fn million_keys_build_transfer_install_and_reopen_without_a_key_scan() {
     const KEYS: u64 = 1_000_000;
     let src_dir = TempDir::new("snap-src").expect("temp dir");
     let dst_dir = TempDir::new("snap-dst").expect("temp dir");
@@ -71,8 +70,10 @@ async fn million_keys_build_transfer_install_and_fast_reopen() {
         .expect("memory usage")
         .block_cache;
     eprintln!("reopened a {KEYS}-key store in {reopen:?}, block cache holds {cached} bytes");
-    assert!(reopen < Duration::from_secs(2), "reopen took {reopen:?}");
-    assert!(cached < 8 << 20, "reopen read {cached} bytes of blocks");
+    assert!(
+        cached < 8 << 20,
+        "reopening read {cached} bytes of blocks: it scanned the keys"
+    );
     assert_eq!(
         src.applied_state().await.expect("applied").0,
         snap.meta.last_log_id

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Scratch, free_port, http, server_bin, signal};
+use common::{Scratch, http, reserve_port, server_bin, signal};
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -44,8 +44,8 @@ fn unit_declares_notify_service_with_sandbox() {
 #[test]
 fn server_started_like_the_unit_notifies_ready_and_stopping() {
     let scratch = Scratch::new("notify");
-    let http_addr = format!("127.0.0.1:{}", free_port());
-    let grpc_addr = format!("127.0.0.1:{}", free_port());
+    let (http_port, grpc_port) = (reserve_port(), reserve_port());
+    let (http_addr, grpc_addr) = (http_port.addr(), grpc_port.addr());
     let data_dir = scratch.path.join("state");
     let config = scratch.path.join("config.toml");
     let text = PACKAGED_CONFIG
@@ -105,6 +105,7 @@ fn server_started_like_the_unit_notifies_ready_and_stopping() {
             let _ = child.kill();
             panic!("ferrium-server did not exit within 30 s of SIGTERM");
         }
+        // Polling: the server is still draining.
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "clean shutdown exits 0, got {status}");

@@ -18,6 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(10);
+/// How long to wait for something that should happen.
+const WAIT: Duration = Duration::from_secs(30);
 
 /// Makes a client certificate named `cn`, signed by `ca` (a file stem in
 /// `dir`), valid for `days` (negative: already expired).
@@ -107,7 +109,7 @@ fn mtls_cluster_replicates_forwards_and_admits_only_certificates_it_should() {
     let extra = tls_config(&dir, CERT_ROLES);
     let client = client_config(&dir, "ca.crt", Some("client"));
     let c = Cluster::start_tls(scratch, 3, &extra, client);
-    let leader = c.wait_leader(T * 3);
+    let leader = c.wait_leader(WAIT);
     let follower = c.ids().into_iter().find(|i| *i != leader).unwrap();
 
     // Replication and forwarding: a write through a follower.
@@ -116,7 +118,7 @@ fn mtls_cluster_replicates_forwards_and_admits_only_certificates_it_should() {
     for id in c.ids() {
         let r = c.get_retrying(id, "greeting", "linearizable");
         assert_eq!(r.json()["value"], "hello", "node {id}: {}", r.body);
-        let seen = eventually(T, || {
+        let seen = eventually(WAIT, || {
             let r = c.get(id, "greeting", "stale").ok()?;
             (r.json()["value"] == "hello").then_some(())
         });
@@ -401,7 +403,7 @@ fn sighup_rotates_certificates_without_dropping_connections() {
          mv new.key node1.key && mv new.crt node1.crt",
     );
     signal(c.node(1).pid().unwrap(), "HUP");
-    let rotated = eventually(T, || {
+    let rotated = eventually(WAIT, || {
         let conn = TlsConn::open(&addr, client.clone(), T).ok()?;
         conn.server_names()
             .contains(&"rotated.ferrium.internal".to_string())
@@ -428,7 +430,7 @@ fn sighup_rotates_certificates_without_dropping_connections() {
     std::fs::write(dir.join("node1.crt"), "not a certificate\n").unwrap();
     signal(c.node(1).pid().unwrap(), "HUP");
     // (Validation of the reloaded configuration catches it, naming the file.)
-    let logged = eventually(T, || {
+    let logged = eventually(WAIT, || {
         let log = c.log_tail(1);
         (log.contains("holds no PEM certificate") && log.contains("keeping the running"))
             .then_some(())

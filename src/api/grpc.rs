@@ -793,19 +793,16 @@ pub struct RunningGrpc {
 }
 
 impl GrpcServer {
-    /// Binds `node.grpc_addr` and builds the services with the message size
-    /// limit of `network.max_message_size`. With `tls`, the listener serves
-    /// only TLS with ALPN `h2`.
-    pub async fn bind(
+    /// The gRPC server on `listener` (bound to `node.grpc_addr`), with the
+    /// message size limit of `network.max_message_size`. With `tls`, the
+    /// listener serves only TLS with ALPN `h2`.
+    pub fn new(
+        listener: TcpListener,
         cfg: &Config,
         node: Node,
         auth: Arc<Auth>,
         tls: Option<Arc<ServerTls>>,
-    ) -> Result<GrpcServer, String> {
-        let addr = cfg.node.grpc_addr.to_string();
-        let listener = TcpListener::bind(&addr).await.map_err(|e| {
-            format!("cannot listen on {addr} (node.grpc_addr): {e}; fix: stop whatever uses the port or choose another address")
-        })?;
+    ) -> GrpcServer {
         let max = usize::try_from(cfg.network.max_message_size.bytes()).unwrap_or(usize::MAX);
         let routes = Routes::new(
             KvServiceServer::new(KvApi { node: node.clone() })
@@ -819,7 +816,7 @@ impl GrpcServer {
         )
         .add_service(HealthServer::new(HealthApi { node }));
         let (sender, receiver) = mpsc::channel(PENDING_CONNECTIONS);
-        Ok(GrpcServer {
+        GrpcServer {
             auth,
             tls,
             limits: Limits::from_config(cfg),
@@ -827,7 +824,7 @@ impl GrpcServer {
             routes,
             sender,
             receiver,
-        })
+        }
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {

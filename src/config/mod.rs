@@ -478,22 +478,22 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
         path: "node.http_addr",
         ty: KeyType::Address,
-        doc: "Address the HTTP listener (REST API, admin and Raft peer routes) binds to.",
+        doc: "Address the HTTP listener (REST API, admin and Raft peer routes) binds to; port 0 lets the kernel pick a free port, which the node logs and advertises.",
     },
     KeyDoc {
         path: "node.grpc_addr",
         ty: KeyType::Address,
-        doc: "Address the gRPC listener binds to.",
+        doc: "Address the gRPC listener binds to; port 0 lets the kernel pick a free port, which the node logs and advertises.",
     },
     KeyDoc {
         path: "node.advertise_http_addr",
         ty: KeyType::Address,
-        doc: "HTTP address peers and clients are told to use (default http_addr; required when binding 0.0.0.0).",
+        doc: "HTTP address peers and clients are told to use (default http_addr, with the port actually bound when that is 0; required when binding 0.0.0.0; never port 0).",
     },
     KeyDoc {
         path: "node.advertise_grpc_addr",
         ty: KeyType::Address,
-        doc: "gRPC address clients are told to use (default grpc_addr; required when binding 0.0.0.0).",
+        doc: "gRPC address clients are told to use (default grpc_addr, with the port actually bound when that is 0; required when binding 0.0.0.0; never port 0).",
     },
     KeyDoc {
         path: "node.data_dir",

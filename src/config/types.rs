@@ -8,7 +8,9 @@ use std::fmt;
 use std::time::Duration;
 
 /// A `host:port` address. Host names are kept as written and resolved when
-/// used, so a configuration can name hosts that are not up yet.
+/// used, so a configuration can name hosts that are not up yet. Port 0 parses
+/// (a listener bound on it gets a port from the kernel); validation refuses
+/// it where an address is advertised or dialled.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Address {
     pub host: String,
@@ -51,13 +53,10 @@ impl Address {
         if !valid_host {
             return Err(format!("\"{s}\" has an invalid host name; {hint}"));
         }
-        let port: u16 = match port.parse() {
-            Ok(p) if p > 0 => p,
-            _ => {
-                return Err(format!(
-                    "\"{s}\" has an invalid port (1-65535 expected); {hint}"
-                ));
-            }
+        let Ok(port) = port.parse::<u16>() else {
+            return Err(format!(
+                "\"{s}\" has an invalid port (0-65535 expected); {hint}"
+            ));
         };
         Ok(Address {
             host: host.to_string(),
@@ -316,7 +315,7 @@ mod tests {
         assert_eq!(Address::parse("[::1]:80"), Ok(Address::new("::1", 80)));
         assert_eq!(Address::new("::1", 80).to_string(), "[::1]:80");
         assert!(Address::parse("localhost").is_err());
-        assert!(Address::parse("host:0").is_err());
+        assert_eq!(Address::parse("host:0"), Ok(Address::new("host", 0)));
         assert!(Address::parse("host:99999").is_err());
         assert!(Address::parse(":80").is_err());
         assert!(Address::parse("::1:80").is_err());

@@ -49,7 +49,10 @@ impl Validator<'_> {
                 "give every node a distinct id from 1 upwards",
             );
         }
-        if n.http_addr.port == n.grpc_addr.port && hosts_overlap(&n.http_addr, &n.grpc_addr) {
+        if n.http_addr.port != 0
+            && n.http_addr.port == n.grpc_addr.port
+            && hosts_overlap(&n.http_addr, &n.grpc_addr)
+        {
             self.fail(
                 "node.grpc_addr",
                 format!(
@@ -89,6 +92,13 @@ impl Validator<'_> {
                         key,
                         format!("{addr} cannot be advertised: nobody can connect to it"),
                         "advertise a routable address or host name of this node",
+                    );
+                }
+                if addr.port == 0 {
+                    self.fail(
+                        key,
+                        format!("{addr} cannot be advertised: nobody listens on port 0"),
+                        "advertise the port this node is reached at, or leave the key unset to advertise the port the listener is given",
                     );
                 }
             }
@@ -307,6 +317,18 @@ impl Validator<'_> {
                     "list each member's advertised address",
                 );
             }
+            for addr in std::iter::once(&m.http_addr).chain(&m.grpc_addr) {
+                if addr.port == 0 {
+                    self.fail(
+                        "cluster.initial_members",
+                        format!(
+                            "member {} has the address {addr}: nobody listens on port 0",
+                            m.id
+                        ),
+                        "list the port each member listens on",
+                    );
+                }
+            }
         }
         for (i, a) in members.iter().enumerate() {
             for b in &members[i + 1..] {
@@ -327,6 +349,14 @@ impl Validator<'_> {
                 "cluster.initial_members",
                 format!("this node (node.id = {}) is not in the list", c.node.id),
                 "add this node to initial_members, or remove initial_members and add the node with POST /add-learner",
+            ),
+            Some(_) if c.node.advertised_http_addr().port == 0 => self.fail(
+                "cluster.initial_members",
+                format!(
+                    "this node binds {} and so learns its port only when it starts, but its entry must name that port",
+                    c.node.http_addr
+                ),
+                "give node.http_addr a fixed port, or set node.advertise_http_addr to the address peers reach this node at",
             ),
             Some(me) if me.http_addr != c.node.advertised_http_addr() => self.fail(
                 "cluster.initial_members",

@@ -1195,10 +1195,6 @@ mod tests {
         let bases = samples();
         let (mut heads, mut errors, mut incomplete, mut chunked) = (0, 0, 0, 0);
         for round in 0..rounds {
-            assert!(
-                started.elapsed() < std::time::Duration::from_secs(60),
-                "fuzzing too slow at round {round} (seed {seed})"
-            );
             let base = &bases[rng.below(bases.len())];
             let input = mutate(&mut rng, base);
             let whole = parse_whole(&input);

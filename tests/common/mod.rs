@@ -14,7 +14,7 @@ pub mod tls;
 
 use proxy::Net;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -27,19 +27,51 @@ pub fn server_bin() -> String {
     std::env::var("FERRIUM_SERVER_BIN").unwrap_or_else(|_| SERVER.to_string())
 }
 
-/// A loopback port that was free a moment ago and that this test process
-/// has not handed out before (the kernel may offer the same ephemeral port
-/// again once its listener is closed, and parallel tests would then clash).
-pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    loop {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-        let port = l.local_addr().expect("local addr").port();
-        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
-        }
+/// A loopback port the kernel assigned, reserved for as long as this guard
+/// lives: a TCP socket with SO_REUSEADDR bound to `127.0.0.1:0` and never
+/// listening. While it exists Linux hands the port to no other `bind` to
+/// port 0 and never picks it as the source port of an outgoing connection,
+/// so parallel tests cannot collide on it; a node process can still bind and
+/// listen on it, because its listeners set SO_REUSEADDR too (as tokio and
+/// std do on Unix). A connection to the port when no node listens is
+/// refused, as it would be on a closed port.
+pub struct ReservedPort {
+    port: u16,
+    _socket: socket2::Socket,
+}
+
+impl ReservedPort {
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+/// Reserves a loopback port; see [`ReservedPort`].
+pub fn reserve_port() -> ReservedPort {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))
+        .expect("a TCP socket can be created");
+    socket
+        .set_reuse_address(true)
+        .expect("SO_REUSEADDR can be set");
+    let any: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
+    socket
+        .bind(&any.into())
+        .expect("the kernel assigns a loopback port");
+    let port = socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .map(|a| a.port())
+        .expect("a bound socket has a port");
+    ReservedPort {
+        port,
+        _socket: socket,
     }
 }
 
@@ -221,6 +253,9 @@ pub struct NodeProc {
     pub proxy_port: Option<u16>,
     child: Option<Child>,
     paused: bool,
+    /// The node's ports, held for the cluster's lifetime so that no other
+    /// test takes one while the node is down.
+    _ports: [ReservedPort; 2],
 }
 
 impl NodeProc {
@@ -398,22 +433,23 @@ impl Cluster {
 
     /// Allocates ports and files for node `id` (and starts its proxy).
     fn push_node(&mut self, id: u64) {
-        let http_port = free_port();
-        let proxy_port = self.net.as_ref().map(|net| {
-            let p = free_port();
-            net.spawn_proxy(id, p, http_port);
-            p
-        });
+        let http = reserve_port();
+        let grpc = reserve_port();
+        let proxy_port = self
+            .net
+            .as_ref()
+            .map(|net| net.spawn_proxy(id, http.port()));
         self.nodes.push(NodeProc {
             id,
-            http_port,
-            grpc_port: free_port(),
+            http_port: http.port(),
+            grpc_port: grpc.port(),
             config: self.scratch.path.join(format!("node{id}.toml")),
             data_dir: self.scratch.path.join(format!("data{id}")),
             log: self.scratch.path.join(format!("node{id}.log")),
             proxy_port,
             child: None,
             paused: false,
+            _ports: [http, grpc],
         });
     }
 
@@ -528,6 +564,7 @@ impl Cluster {
             if self.call(id, "GET", "/health", None).is_ok() {
                 return;
             }
+            // Polling: the node is still starting.
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!(
@@ -543,6 +580,7 @@ impl Cluster {
             if let Some(l) = self.current_leader() {
                 return l;
             }
+            // Polling: an election may be under way.
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("no leader within {timeout:?}");
@@ -597,6 +635,7 @@ impl Cluster {
                 let _ = child.wait();
                 return None;
             }
+            // Polling: the node is still draining.
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -645,6 +684,7 @@ impl Cluster {
             match self.set(id, key, value) {
                 Ok(r) if r.status != 503 || Instant::now() > deadline => return r,
                 Err(e) if Instant::now() > deadline => panic!("write {key} via node {id}: {e}"),
+                // A client's pause before it tries again.
                 _ => std::thread::sleep(Duration::from_millis(100)),
             }
         }
@@ -658,6 +698,7 @@ impl Cluster {
             match self.get(id, key, consistency) {
                 Ok(r) if r.status != 503 || Instant::now() > deadline => return r,
                 Err(e) if Instant::now() > deadline => panic!("read {key} via node {id}: {e}"),
+                // A client's pause before it tries again.
                 _ => std::thread::sleep(Duration::from_millis(100)),
             }
         }
@@ -735,6 +776,7 @@ pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Opt
         if Instant::now() > deadline {
             return None;
         }
+        // Polling, until the deadline.
         std::thread::sleep(Duration::from_millis(50));
     }
 }

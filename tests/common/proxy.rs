@@ -83,11 +83,15 @@ impl Net {
         v.join(" ")
     }
 
-    /// Starts the proxy of node `to`: listens on `listen_port`, forwards to
-    /// `target_port`.
-    pub fn spawn_proxy(&self, to: u64, listen_port: u16, target_port: u16) {
-        let listener =
-            TcpListener::bind(("127.0.0.1", listen_port)).expect("bind the proxy port of a node");
+    /// Starts the proxy of node `to`, forwarding to `target_port`, on a
+    /// port the kernel picks; returns that port. The proxy keeps its
+    /// listener until [`Net::shutdown`].
+    pub fn spawn_proxy(&self, to: u64, target_port: u16) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy port of a node");
+        let port = listener
+            .local_addr()
+            .expect("a bound listener has an address")
+            .port();
         listener
             .set_nonblocking(true)
             .expect("nonblocking proxy listener");
@@ -99,10 +103,13 @@ impl Net {
                         let net = net.clone();
                         std::thread::spawn(move || net.serve(down, to, target_port));
                     }
+                    // Nonblocking accept, so that the loop sees `stop`: a
+                    // short pause between polls.
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
             }
         });
+        port
     }
 
     /// Stops accepting and closes every proxied connection.
@@ -172,6 +179,7 @@ impl Net {
                 };
                 match mode {
                     LinkMode::Pass => {}
+                    // The slow link itself.
                     LinkMode::Delay(d) => std::thread::sleep(d),
                     LinkMode::Blackhole => held = true,
                     LinkMode::Drop => break,

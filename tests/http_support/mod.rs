@@ -6,7 +6,9 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use ferrium::http::{
     Body, Method, Request, Response, Router, Server, ServerConfig, ShutdownHandle,
@@ -34,7 +36,25 @@ pub fn pattern(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i * 31 % 251) as u8).collect()
 }
 
-pub fn router() -> Router {
+/// The requests in flight of the shutdown tests: `/held` answers once the
+/// test releases it, `/forever` never does.
+pub struct InFlight {
+    /// Requests that reached the handler of `/held` or `/forever`.
+    started: AtomicUsize,
+    release: tokio::sync::Semaphore,
+}
+
+impl Default for InFlight {
+    fn default() -> Self {
+        InFlight {
+            started: AtomicUsize::new(0),
+            release: tokio::sync::Semaphore::new(0),
+        }
+    }
+}
+
+pub fn router(in_flight: Arc<InFlight>) -> Router {
+    let forever = in_flight.clone();
     Router::new()
         .route(Method::Get, "/hello", |_req: Request| async {
             Response::with_body(200, "application/json", HELLO)
@@ -102,13 +122,19 @@ pub fn router() -> Router {
             }
             Response::new(200)
         })
-        .route(Method::Get, "/slow", |_req: Request| async {
-            tokio::time::sleep(Duration::from_millis(400)).await;
-            Response::with_body(200, "text/plain", "slow done")
+        .route(Method::Get, "/held", move |_req: Request| {
+            let in_flight = in_flight.clone();
+            in_flight.started.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if let Ok(permit) = in_flight.release.acquire().await {
+                    permit.forget();
+                }
+                Response::with_body(200, "text/plain", "held done")
+            }
         })
-        .route(Method::Get, "/forever", |_req: Request| async {
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-            Response::new(200)
+        .route(Method::Get, "/forever", move |_req: Request| {
+            forever.started.fetch_add(1, Ordering::SeqCst);
+            std::future::pending::<Response>()
         })
         .route(Method::Get, "/close", |_req: Request| async {
             Response::with_body(200, "text/plain", "bye").header("connection", "close")
@@ -144,6 +170,7 @@ pub fn quick_idle_config() -> ServerConfig {
 pub struct TestServer {
     pub addr: SocketAddr,
     pub stop: ShutdownHandle,
+    in_flight: Arc<InFlight>,
     thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
 }
 
@@ -154,13 +181,15 @@ impl TestServer {
 
     pub fn start_with(config: ServerConfig) -> TestServer {
         let (tx, rx) = std::sync::mpsc::channel();
+        let in_flight = Arc::new(InFlight::default());
+        let routes = router(in_flight.clone());
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
             rt.block_on(async move {
-                let server = Server::bind("127.0.0.1:0", config, router()).await?;
+                let server = Server::bind("127.0.0.1:0", config, routes).await?;
                 tx.send((server.local_addr()?, server.shutdown_handle()))
                     .map_err(|_| std::io::Error::other("test harness gone"))?;
                 server.run().await
@@ -170,8 +199,26 @@ impl TestServer {
         TestServer {
             addr,
             stop,
+            in_flight,
             thread: Some(thread),
         }
+    }
+
+    /// Waits until `n` requests have reached the handler of `/held` or
+    /// `/forever`: they are in flight.
+    pub fn wait_until_in_flight(&self, n: usize) {
+        let started = eventually(Duration::from_secs(30), || {
+            (self.in_flight.started.load(Ordering::SeqCst) >= n).then_some(())
+        });
+        assert!(
+            started.is_some(),
+            "the requests in flight never reached their handler"
+        );
+    }
+
+    /// Lets `n` requests to `/held` answer.
+    pub fn release(&self, n: usize) {
+        self.in_flight.release.add_permits(n);
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -252,6 +299,21 @@ pub fn read_to_close(s: &mut TcpStream) -> Reply {
                 return Reply { bytes, closed };
             }
         }
+    }
+}
+
+/// Polls `f` until it returns Some or `timeout` passes.
+pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        // Polling, until the deadline.
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
