@@ -328,6 +328,34 @@ impl Cluster {
         Cluster::start_inner(name, n, Bootstrap::Static, extra, None, true)
     }
 
+    /// Like [`Cluster::start_proxied`], with authenticated peers, in
+    /// `scratch`: the harness sends `token` (for token authentication, with
+    /// the cluster secret set in `extra`), or speaks TLS with `tls` to an
+    /// mTLS cluster whose certificates are in `scratch`; the proxies then
+    /// terminate TLS with the nodes' own certificates ([`Net::with_tls`]).
+    pub fn start_proxied_secure(
+        scratch: Scratch,
+        n: u64,
+        extra: &str,
+        token: Option<&str>,
+        tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    ) -> Cluster {
+        let net = match tls {
+            Some(_) => Net::with_tls(scratch.path.clone()),
+            None => Net::default(),
+        };
+        Cluster::start_in_net(
+            scratch,
+            n,
+            Bootstrap::Static,
+            extra,
+            token,
+            Some(net),
+            tls,
+            &[],
+        )
+    }
+
     /// Like [`Cluster::start_with`] (static bootstrap), with `env` set for
     /// every node process (`{id}` in a value is the node's id, `{dir}` the
     /// scratch directory).
@@ -397,13 +425,28 @@ impl Cluster {
         tls: Option<std::sync::Arc<rustls::ClientConfig>>,
         env: &[(&str, &str)],
     ) -> Cluster {
+        let net = proxied.then(Net::default);
+        Cluster::start_in_net(scratch, n, bootstrap, extra, token, net, tls, env)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start_in_net(
+        scratch: Scratch,
+        n: u64,
+        bootstrap: Bootstrap,
+        extra: &str,
+        token: Option<&str>,
+        net: Option<Net>,
+        tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+        env: &[(&str, &str)],
+    ) -> Cluster {
         let dir = scratch.path.display().to_string();
         let mut cluster = Cluster {
             nodes: Vec::new(),
             scratch,
             extra_config: extra.to_string(),
             token: token.map(str::to_string),
-            net: proxied.then(Net::default),
+            net,
             tls,
             env: env
                 .iter()

@@ -8,10 +8,19 @@
 //! directed link: requests travel on link A->B, answers on link B->A. That is
 //! enough for one-way and two-way partitions, bridges and slow links without
 //! root or kernel features.
+//!
+//! Between TLS peers the header is encrypted, so a proxy made with
+//! [`Net::with_tls`] terminates TLS like a load balancer that holds the
+//! nodes' keys: it presents node B's own certificate to the caller, requires
+//! a client certificate and learns the source from its member name
+//! (`node<id>.ferrium.internal`), then calls B with the caller's own
+//! certificate. Both ends still verify real certificates: A checks B's
+//! server name, B checks that A's certificate names a member.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,9 +44,21 @@ pub struct Net {
     rules: Arc<Mutex<HashMap<(u64, u64), LinkMode>>>,
     stop: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<TcpStream>>>,
+    /// The folder with `ca.crt` and `node<id>.crt`/`.key` when the peers
+    /// speak TLS.
+    tls: Option<PathBuf>,
 }
 
 impl Net {
+    /// Proxies for TLS peers whose certificates (made with the documented
+    /// commands) are in `dir`.
+    pub fn with_tls(dir: PathBuf) -> Net {
+        Net {
+            tls: Some(dir),
+            ..Net::default()
+        }
+    }
+
     pub fn mode(&self, from: u64, to: u64) -> LinkMode {
         *self
             .rules
@@ -101,7 +122,10 @@ impl Net {
                 match listener.accept() {
                     Ok((down, _)) => {
                         let net = net.clone();
-                        std::thread::spawn(move || net.serve(down, to, target_port));
+                        std::thread::spawn(move || match net.tls.clone() {
+                            Some(dir) => net.serve_tls(&dir, down, to, target_port),
+                            None => net.serve(down, to, target_port),
+                        });
                     }
                     // Nonblocking accept, so that the loop sees `stop`: a
                     // short pause between polls.
@@ -211,6 +235,198 @@ impl Net {
         let _ = src.shutdown(Shutdown::Both);
         let _ = dst.shutdown(Shutdown::Both);
     }
+
+    /// One accepted TLS connection: handshake as `to`, learn the source
+    /// from the caller's certificate, call `to` as the source, then pump
+    /// plaintext both ways under the links' rules.
+    fn serve_tls(&self, dir: &std::path::Path, mut down: TcpStream, to: u64, target_port: u16) {
+        let _ = down.set_nonblocking(false);
+        self.track(&down);
+        let handshake = Some(Duration::from_secs(10));
+        let _ = down.set_read_timeout(handshake);
+        let _ = down.set_write_timeout(handshake);
+        let Ok(server) = rustls::ServerConnection::new(super::tls::server_config(
+            dir,
+            "ca.crt",
+            &format!("node{to}"),
+        )) else {
+            return;
+        };
+        let mut server = rustls::Connection::from(server);
+        while server.is_handshaking() {
+            if server.complete_io(&mut down).is_err() {
+                let _ = down.shutdown(Shutdown::Both);
+                return;
+            }
+        }
+        let from = server
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(member_id);
+        let Some(from) = from else {
+            // Only members call through a proxy; anything else is refused.
+            let _ = down.shutdown(Shutdown::Both);
+            return;
+        };
+        let Ok(mut up) = TcpStream::connect(("127.0.0.1", target_port)) else {
+            let _ = down.shutdown(Shutdown::Both);
+            return;
+        };
+        self.track(&up);
+        let _ = up.set_read_timeout(handshake);
+        let _ = up.set_write_timeout(handshake);
+        let name =
+            rustls::pki_types::ServerName::IpAddress(std::net::IpAddr::from([127, 0, 0, 1]).into());
+        let config = super::tls::client_config(dir, "ca.crt", Some(&format!("node{from}")));
+        let Ok(client) = rustls::ClientConnection::new(config, name) else {
+            return;
+        };
+        let mut client = rustls::Connection::from(client);
+        while client.is_handshaking() {
+            if client.complete_io(&mut up).is_err() {
+                let _ = up.shutdown(Shutdown::Both);
+                let _ = down.shutdown(Shutdown::Both);
+                return;
+            }
+        }
+        let (Ok(down2), Ok(up2)) = (down.try_clone(), up.try_clone()) else {
+            return;
+        };
+        let down = Arc::new(TlsSide {
+            conn: Mutex::new(server),
+            sock: down,
+        });
+        let up = Arc::new(TlsSide {
+            conn: Mutex::new(client),
+            sock: up,
+        });
+        let net = self.clone();
+        let (d, u) = (down.clone(), up.clone());
+        let back = std::thread::spawn(move || net.pump_tls(up2, u, d, to, from));
+        self.pump_tls(down2, down, up, from, to);
+        let _ = back.join();
+    }
+
+    /// Like [`Net::pump`], for the plaintext inside two TLS sessions: what
+    /// `src` decrypts from `raw` (its socket) is sent encrypted on `dst`.
+    fn pump_tls(
+        &self,
+        mut raw: TcpStream,
+        src: Arc<TlsSide>,
+        dst: Arc<TlsSide>,
+        from: u64,
+        to: u64,
+    ) {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut held = false;
+        let _ = raw.set_read_timeout(Some(Duration::from_millis(200)));
+        // What the session decrypted during the handshake comes first.
+        let mut pending = src.receive(&[]);
+        while let Ok((chunk, closed)) = pending {
+            if !chunk.is_empty() && !held {
+                match self.mode(from, to) {
+                    LinkMode::Pass => {}
+                    LinkMode::Delay(d) => std::thread::sleep(d),
+                    LinkMode::Blackhole => held = true,
+                    LinkMode::Drop => break,
+                }
+                if !held && dst.send(&chunk).is_err() {
+                    break;
+                }
+            }
+            if closed || self.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            pending = match raw.read(&mut buf) {
+                Ok(0) => break,
+                // A held link swallows what it is sent.
+                Ok(_) if held => Ok((Vec::new(), false)),
+                Ok(n) => src.receive(&buf[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if held && !matches!(self.mode(from, to), LinkMode::Blackhole) {
+                        break;
+                    }
+                    Ok((Vec::new(), false))
+                }
+                Err(_) => break,
+            };
+        }
+        let _ = src.sock.shutdown(Shutdown::Both);
+        let _ = dst.sock.shutdown(Shutdown::Both);
+    }
+}
+
+/// One end of a terminated TLS connection: the session, shared by the two
+/// pump threads (each holds the lock only to move bytes, never to wait for
+/// the network), and its socket.
+struct TlsSide {
+    conn: Mutex<rustls::Connection>,
+    sock: TcpStream,
+}
+
+impl TlsSide {
+    fn lock(&self) -> std::sync::MutexGuard<'_, rustls::Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Feeds bytes read from the socket to the session, sends whatever the
+    /// session has to say back (e.g. a key update), and returns the
+    /// plaintext decrypted so far and whether the peer closed the session.
+    fn receive(&self, mut bytes: &[u8]) -> std::io::Result<(Vec<u8>, bool)> {
+        let mut conn = self.lock();
+        let mut out = Vec::new();
+        let mut closed = Self::drain(&mut conn, &mut out)?;
+        while !bytes.is_empty() && !closed {
+            conn.read_tls(&mut bytes)?;
+            conn.process_new_packets().map_err(std::io::Error::other)?;
+            closed = Self::drain(&mut conn, &mut out)?;
+        }
+        Self::flush(&mut conn, &self.sock)?;
+        Ok((out, closed))
+    }
+
+    /// Moves the decrypted plaintext to `out`; true once the peer closed.
+    fn drain(conn: &mut rustls::Connection, out: &mut Vec<u8>) -> std::io::Result<bool> {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match conn.reader().read(&mut buf) {
+                Ok(0) => return Ok(true),
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Encrypts `data` and writes it to the socket.
+    fn send(&self, data: &[u8]) -> std::io::Result<()> {
+        let mut conn = self.lock();
+        conn.writer().write_all(data)?;
+        Self::flush(&mut conn, &self.sock)
+    }
+
+    fn flush(conn: &mut rustls::Connection, mut sock: &TcpStream) -> std::io::Result<()> {
+        while conn.wants_write() {
+            conn.write_tls(&mut sock)?;
+        }
+        Ok(())
+    }
+}
+
+/// The member id a peer certificate names (`node<id>.ferrium.internal`).
+fn member_id(cert: &rustls::pki_types::CertificateDer<'_>) -> Option<u64> {
+    let names = ferrium::auth::certs::CertNames::parse(cert)?;
+    names.dns_names().find_map(|n| {
+        n.strip_prefix("node")?
+            .strip_suffix(".ferrium.internal")?
+            .parse()
+            .ok()
+    })
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {

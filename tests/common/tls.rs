@@ -5,7 +5,7 @@
 use super::{Reply, parse_reply, request_text};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, StreamOwned};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -77,6 +77,33 @@ pub fn client_config(dir: &Path, ca: &str, identity: Option<&str>) -> Arc<Client
         }
         None => builder.with_no_client_auth(),
     };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// A server that presents `dir/<identity>.crt` and requires a client
+/// certificate signed by `dir/<ca>` (HTTP/1.1 only, as the nodes' peer
+/// client speaks it).
+pub fn server_config(dir: &Path, ca: &str, identity: &str) -> Arc<ServerConfig> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(dir.join(ca)).expect("CA file") {
+        roots.add(cert.expect("CA cert")).expect("add CA");
+    }
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .expect("client verifier");
+    let certs: Vec<_> = CertificateDer::pem_file_iter(dir.join(format!("{identity}.crt")))
+        .expect("server cert")
+        .map(|c| c.expect("a certificate"))
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(dir.join(format!("{identity}.key"))).expect("key");
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .expect("server certificate");
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Arc::new(config)
 }

@@ -5,8 +5,9 @@
 //! restore membership), so the run ends with a whole cluster.
 
 use super::rng::Rng;
+use super::workload::Api;
+use crate::common::Cluster;
 use crate::common::proxy::LinkMode;
-use crate::common::{Cluster, http_with_timeout};
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,13 +45,45 @@ pub const ALL: &[Fault] = &[
     Fault::Membership,
 ];
 
-/// A named schedule: cluster size and the faults it draws from.
+/// How the members authenticate each other (and clients them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Security {
+    /// No authentication.
+    Open,
+    /// Peer requests signed with `security.cluster_secret_file`; clients
+    /// send a bearer token.
+    Secret,
+    /// TLS with client certificates everywhere; peers are known by
+    /// `security.peer_names`, clients by `security.cert_roles`.
+    Mtls,
+}
+
+/// A named schedule: cluster size, the faults it draws from, and how its
+/// members authenticate.
 #[derive(Clone, Debug)]
 pub struct Schedule {
     pub name: &'static str,
     pub nodes: u64,
     pub faults: Vec<Fault>,
     pub seed: u64,
+    pub security: Security,
+    /// Runs for 3/5 of the usual length in the short suite.
+    pub short: bool,
+}
+
+/// What the nemesis did.
+#[derive(Default)]
+pub struct Report {
+    /// One line per fault injected.
+    pub faults: Vec<String>,
+    /// How many times the Membership fault was drawn.
+    pub membership_faults: usize,
+    /// Voters removed, as the cluster confirmed (200).
+    pub removed: usize,
+    /// Removed voters added back, as the cluster confirmed.
+    pub re_added: usize,
+    /// Nodes that could not be added back.
+    pub not_re_added: Vec<u64>,
 }
 
 /// What has to be undone when a fault ends.
@@ -58,12 +91,13 @@ enum Undo {
     Restart(u64),
     Resume(u64),
     HealNet,
-    ReAdd(u64),
+    /// Add the node back; `true` when its removal was confirmed.
+    ReAdd(u64, bool),
 }
 
-/// Injects faults until `deadline`; returns the list of faults injected.
-pub fn run(c: &mut Cluster, rng: &mut Rng, faults: &[Fault], deadline: Instant) -> Vec<String> {
-    let mut log = Vec::new();
+/// Injects faults until `deadline`; returns what it did.
+pub fn run(c: &mut Cluster, rng: &mut Rng, faults: &[Fault], deadline: Instant) -> Report {
+    let mut report = Report::default();
     while Instant::now() < deadline {
         std::thread::sleep(rng.millis(500, 2000));
         if Instant::now() >= deadline {
@@ -72,11 +106,15 @@ pub fn run(c: &mut Cluster, rng: &mut Rng, faults: &[Fault], deadline: Instant) 
         let fault = rng.pick(faults);
         let (undo, what) = inject(c, rng, fault);
         eprintln!("[nemesis] {what}");
-        log.push(what);
+        report.faults.push(what);
+        if let Undo::ReAdd(_, removed) = undo {
+            report.membership_faults += 1;
+            report.removed += usize::from(removed);
+        }
         std::thread::sleep(rng.millis(1000, 4000));
-        heal(c, undo);
+        heal(c, undo, &mut report);
     }
-    log
+    report
 }
 
 fn leader_or_random(c: &Cluster, rng: &mut Rng) -> u64 {
@@ -155,28 +193,44 @@ fn inject(c: &mut Cluster, rng: &mut Rng, fault: Fault) -> (Undo, String) {
         Fault::Membership => {
             let id = leader_or_random(c, rng);
             let voters: Vec<u64> = ids.iter().copied().filter(|i| *i != id).collect();
-            let via = rng.pick(&voters);
-            let r = change_membership(c, via, &voters);
+            // Right after an earlier fault healed the cluster may still be
+            // electing a leader: try again for a few seconds, so that the
+            // fault is really injected.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let (via, r) = loop {
+                let via = rng.pick(&voters);
+                let r = change_membership(c, via, &voters);
+                if r.starts_with("200") || Instant::now() > deadline {
+                    break (via, r);
+                }
+                std::thread::sleep(Duration::from_millis(300));
+            };
             (
-                Undo::ReAdd(id),
+                Undo::ReAdd(id, r.starts_with("200")),
                 format!("remove node {id} (via {via}): {r}"),
             )
         }
     }
 }
 
-fn heal(c: &mut Cluster, undo: Undo) {
+fn heal(c: &mut Cluster, undo: Undo, report: &mut Report) {
     match undo {
         Undo::Restart(id) => c.restart(id),
         Undo::Resume(id) => c.resume(id),
         Undo::HealNet => c.net().heal(),
-        Undo::ReAdd(id) => re_add(c, id),
+        Undo::ReAdd(id, removed) => {
+            if re_add(c, id) {
+                report.re_added += usize::from(removed);
+            } else {
+                report.not_re_added.push(id);
+            }
+        }
     }
 }
 
 fn change_membership(c: &Cluster, via: u64, voters: &[u64]) -> String {
     let body = serde_json::to_string(voters).expect("ids serialise");
-    match http_with_timeout(
+    match Api::of(c).send(
         &c.addr(via),
         "POST",
         "/change-membership",
@@ -189,7 +243,8 @@ fn change_membership(c: &Cluster, via: u64, voters: &[u64]) -> String {
 }
 
 /// Adds `id` back as a learner, then as a voter; retries for a while.
-pub fn re_add(c: &Cluster, id: u64) {
+/// False when the cluster did not confirm it within a minute.
+pub fn re_add(c: &Cluster, id: u64) -> bool {
     let node = c.node(id);
     let learner = serde_json::json!({
         "node_id": id,
@@ -205,7 +260,7 @@ pub fn re_add(c: &Cluster, id: u64) {
     while Instant::now() < deadline {
         let via = others[attempt % others.len()];
         attempt += 1;
-        let added = http_with_timeout(
+        let added = Api::of(c).send(
             &c.addr(via),
             "POST",
             "/add-learner",
@@ -214,11 +269,12 @@ pub fn re_add(c: &Cluster, id: u64) {
         );
         let ok = matches!(&added, Ok(r) if r.status == 200);
         if ok && change_membership(c, via, &all).starts_with("200") {
-            return;
+            return true;
         }
         std::thread::sleep(Duration::from_millis(300));
     }
     eprintln!("[nemesis] could not add node {id} back within 60s");
+    false
 }
 
 /// Heals everything a run may have left behind.

@@ -10,7 +10,7 @@
 
 use super::history::{Kind, Op, Outcome};
 use super::rng::Rng;
-use crate::common::{Reply, http_with_timeout};
+use crate::common::{Cluster, Reply, request, tls};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,6 +20,45 @@ use std::time::{Duration, Instant};
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(6);
 
 pub const REGISTERS: u32 = 8;
+
+/// How clients reach a cluster's API: plain HTTP, with the harness's
+/// bearer token when it has one, over TLS with its client certificate when
+/// the cluster speaks TLS.
+#[derive(Clone, Default)]
+pub struct Api {
+    pub token: Option<String>,
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Api {
+    /// What the harness of `c` uses for its own requests.
+    pub fn of(c: &Cluster) -> Api {
+        Api {
+            token: c.token.clone(),
+            tls: c.tls.clone(),
+        }
+    }
+
+    /// One request on a fresh connection.
+    pub fn send(
+        &self,
+        addr: &str,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        timeout: Duration,
+    ) -> std::io::Result<Reply> {
+        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+        match &self.tls {
+            Some(config) => {
+                tls::request(addr, config.clone(), method, path, body, &headers, timeout)
+            }
+            None => request(addr, method, path, body, &headers, timeout),
+        }
+    }
+}
 
 /// One add of the set workload.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -67,6 +106,7 @@ pub fn classify(reply: &std::io::Result<Reply>) -> Outcome {
 
 /// Runs `clients` threads against `addrs` (id, address) until `stop`.
 pub fn run(
+    api: Api,
     seed: u64,
     clients: u32,
     addrs: Vec<(u64, String)>,
@@ -77,6 +117,7 @@ pub fn run(
     let mut threads = Vec::new();
     for client in 0..clients {
         let addrs = addrs.clone();
+        let api = api.clone();
         let stop = stop.clone();
         let out = out.clone();
         threads.push(std::thread::spawn(move || {
@@ -87,7 +128,7 @@ pub fn run(
             while !stop.load(Ordering::SeqCst) {
                 n += 1;
                 let (node, addr) = &addrs[rng.below(addrs.len() as u64) as usize];
-                let failed = step(&mut rng, client, n, *node, addr, clock, &mut mine);
+                let failed = step(&api, &mut rng, client, n, *node, addr, clock, &mut mine);
                 if failed {
                     // A down member refuses at once; do not spin on it.
                     std::thread::sleep(Duration::from_millis(20));
@@ -106,7 +147,9 @@ pub fn run(
     rec
 }
 
+#[allow(clippy::too_many_arguments)]
 fn step(
+    api: &Api,
     rng: &mut Rng,
     client: u32,
     n: u64,
@@ -119,7 +162,7 @@ fn step(
     if dice < 15 {
         let key = format!("s/{client}/{n}");
         let body = serde_json::json!({"Set": {"key": key, "value": "x"}}).to_string();
-        let reply = http_with_timeout(addr, "POST", "/write", Some(&body), CLIENT_TIMEOUT);
+        let reply = api.send(addr, "POST", "/write", Some(&body), CLIENT_TIMEOUT);
         let outcome = classify(&reply);
         out.adds.push(Add { key, outcome });
         return outcome != Outcome::Ok;
@@ -127,7 +170,7 @@ fn step(
     let key = format!("r/{}", rng.below(REGISTERS as u64));
     if dice < 60 {
         let consistency = if dice < 38 { "linearizable" } else { "lease" };
-        let op = read(client, node, addr, &key, consistency, clock);
+        let op = read(api, client, node, addr, &key, consistency, clock);
         let failed = op.outcome != Outcome::Ok;
         out.ops.push(op);
         return failed;
@@ -140,7 +183,7 @@ fn step(
         (Some(v), body)
     };
     let call = clock.now();
-    let reply = http_with_timeout(
+    let reply = api.send(
         addr,
         "POST",
         "/write",
@@ -164,10 +207,18 @@ fn step(
 
 /// A read at `consistency` (`linearizable` or `lease`: both must be
 /// linearizable), recorded.
-pub fn read(client: u32, node: u64, addr: &str, key: &str, consistency: &str, clock: Clock) -> Op {
+pub fn read(
+    api: &Api,
+    client: u32,
+    node: u64,
+    addr: &str,
+    key: &str,
+    consistency: &str,
+    clock: Clock,
+) -> Op {
     let body = serde_json::json!({"key": key, "consistency": consistency}).to_string();
     let call = clock.now();
-    let reply = http_with_timeout(addr, "POST", "/read", Some(&body), CLIENT_TIMEOUT);
+    let reply = api.send(addr, "POST", "/read", Some(&body), CLIENT_TIMEOUT);
     let ret = clock.now();
     let mut outcome = classify(&reply);
     let mut value = None;
