@@ -24,14 +24,13 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
 
 use super::Error;
-use super::body::{Body, ChunkedDecoder, ConnReader, Decoder, Incoming};
-use super::request::{
-    Framing, HeadKind, HeadParser, Headers, Limits, Method, RawHead, Version, check_status_line,
-    content_length_of,
+use super::body::{Body, ConnReader, Decoder, Incoming};
+use super::encode::{header_is_safe, is_framing_header, push_hex, push_u64};
+use super::framing::{ChunkedDecoder, Framing, response_framing};
+use super::head::{
+    HeadError, HeadKind, HeadParser, Headers, Limits, Method, RawHead, Version, check_status_line,
 };
-use super::response::{
-    HeaderText, header_is_safe, is_framing_header, push_hex, push_u64, status_has_no_body,
-};
+use super::response::HeaderText;
 use super::tls::ClientTls;
 
 /// How long to look for an early answer after the server stopped taking a
@@ -497,7 +496,9 @@ impl Client {
             let parsed = if reader.buffered().is_empty() {
                 None
             } else {
-                parser.parse(reader.buffered())?
+                parser
+                    .parse(reader.buffered())
+                    .map_err(HeadError::in_response)?
             };
             let Some((raw, n)) = parsed else {
                 if reader.fill().await? == 0 {
@@ -506,7 +507,8 @@ impl Client {
                 continue;
             };
             reader.consume(n);
-            let (version, status) = check_status_line(raw.first_line())?;
+            let (version, status) =
+                check_status_line(raw.first_line()).map_err(HeadError::in_response)?;
             if status == 101 {
                 return Err(Error::BadResponse("unexpected protocol switch"));
             }
@@ -634,33 +636,6 @@ impl Client {
 fn is_closed(reader: &mut ConnReader) -> bool {
     let mut cx = Context::from_waker(Waker::noop());
     !matches!(reader.poll_fill(&mut cx), Poll::Pending)
-}
-
-/// How a response body is delimited (RFC 9112 6.3).
-fn response_framing(method: &Method, status: u16, headers: &Headers) -> Result<Framing, Error> {
-    if *method == Method::Head || status_has_no_body(status) {
-        return Ok(Framing::None);
-    }
-    let te = headers.get_all("transfer-encoding").next().is_some();
-    let cl =
-        content_length_of(headers).map_err(|_| Error::BadResponse("invalid Content-Length"))?;
-    if te {
-        if cl.is_some() {
-            return Err(Error::BadResponse(
-                "both Content-Length and Transfer-Encoding",
-            ));
-        }
-        return Ok(if headers.has_token("transfer-encoding", "chunked") {
-            Framing::Chunked
-        } else {
-            Framing::UntilClose
-        });
-    }
-    Ok(match cl {
-        Some(0) => Framing::None,
-        Some(n) => Framing::Length(n),
-        None => Framing::UntilClose,
-    })
 }
 
 #[cfg(test)]

@@ -4,12 +4,19 @@
 //! curl, load balancers, scanners and hostile input on a public port while
 //! carrying every replicated byte between peers. It owns:
 //!
-//! - [`request`]: the incremental head parser (request line, header fields,
-//!   framing rules and their smuggling defences) and the [`Request`] a handler sees;
+//! - [`head`]: message heads in either direction: the incremental parser
+//!   (request and status lines, header fields, the smuggling defences), the
+//!   method, version and header types, and a typed [`head::HeadError`] that
+//!   each side turns into its own error;
+//! - [`framing`]: body lengths (`Content-Length`, chunked, until close) for
+//!   requests and responses, and the chunked decoder;
+//! - [`encode`]: writing heads: status lines, framing headers, numbers and
+//!   the cached `Date`;
+//! - [`request`]: a request head checked for meaning (target, `Host`,
+//!   keep-alive, `Expect`) and the [`Request`] a handler sees;
 //! - [`body`]: message bodies, outgoing ([`Body`]: bytes or a stream) and
-//!   incoming ([`Incoming`]: streamed from the socket, or collected with a limit),
-//!   including the chunked decoder;
-//! - [`response`]: the [`Response`] a handler returns and its serialisation;
+//!   incoming ([`Incoming`]: streamed from the socket, or collected with a limit);
+//! - [`response`]: the [`Response`] a handler returns;
 //! - [`json`]: strict JSON decoding of request bodies (no array for an object);
 //! - [`router`]: exact path and method matching, 404 and 405 with `Allow`;
 //! - [`server`]: the listener, connection lifecycle, limits, graceful shutdown and
@@ -34,6 +41,9 @@
 
 pub mod body;
 pub mod client;
+pub mod encode;
+pub mod framing;
+pub mod head;
 pub mod json;
 pub mod request;
 pub mod response;

@@ -49,9 +49,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout, timeout_at};
 
-use super::body::{Body, BodyDeadline, BoxRead, ChunkedDecoder, ConnReader, Decoder, Incoming};
-use super::request::{Framing, HeadParser, Limits, Method, Request, RequestHead, Version};
-use super::response::{self, HeadLength, Response, push_hex, status_has_no_body, write_head};
+use super::body::{Body, BodyDeadline, BoxRead, ConnReader, Decoder, Incoming};
+use super::encode::{HeadLength, push_hex, status_has_no_body, write_head};
+use super::framing::{ChunkedDecoder, Framing};
+use super::head::{HeadParser, Limits, Method, Version};
+use super::request::{Request, RequestHead};
+use super::response::{self, Response};
 use super::tls::{BoxIo, PeerCert, ServerTls};
 use super::{Error, Handler};
 
@@ -685,7 +688,7 @@ impl Connection {
                         };
                     }
                     Ok(None) => {}
-                    Err(e) => return NextRequest::Reject(e),
+                    Err(e) => return NextRequest::Reject(e.in_request()),
                 }
                 if deadline.is_none() {
                     deadline = Some(Instant::now() + self.shared.config.header_timeout);
