@@ -2,7 +2,9 @@
 //! clients; a member certificate (mTLS) or a cluster secret for peers.
 //!
 //! Roles nest: `read` (reads, lists, leader, metrics, health), `write`
-//! (plus writes), `admin` (plus init and membership). Peer routes under
+//! (plus writes), `admin` (plus init and membership). Each REST route and
+//! gRPC method is registered with its operation ([`crate::api::op::Op`]),
+//! which says what it needs; [`Auth::allows`] is the one decision. Peer routes under
 //! `/raft/` accept only members: with mTLS, a connection whose verified
 //! certificate carries one of `security.peer_names`; with a cluster secret,
 //! a request signed with it. The secret itself never travels: each request
@@ -24,6 +26,7 @@
 pub mod certs;
 pub mod tokens;
 
+use crate::api::op::{Op, Required};
 use crate::config::{AuthMethod, Role, SecurityConfig};
 use crate::http::{Method, PeerCert, Request, Response};
 use crate::metrics::METRICS;
@@ -326,12 +329,38 @@ pub struct Auth {
     last_log_second: AtomicU64,
 }
 
-/// What a route needs.
+/// Who is calling, as far as a request shows it.
+#[derive(Clone, Copy, Default)]
+pub struct Identity<'a> {
+    /// The `Authorization` header or metadata.
+    pub authorization: Option<&'a str>,
+    /// The verified client certificate of the connection.
+    pub cert: Option<&'a PeerCert>,
+    /// The HTTP request, whose peer signature may prove membership.
+    pub signed: Option<&'a Request>,
+}
+
+/// Why a call was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Needs {
-    Nothing,
-    Role(Role),
-    Peer,
+pub enum Denial {
+    /// No valid credential for a client operation (401).
+    Unauthenticated,
+    /// A credential whose role is too low (403).
+    Forbidden,
+    /// A peer operation from a non-member or a replayed signature (401);
+    /// the text is the metrics label.
+    NotMember(&'static str),
+}
+
+impl Denial {
+    /// The label counted in `ferrium_auth_denied_total`.
+    fn kind(self) -> &'static str {
+        match self {
+            Denial::Unauthenticated => "unauthenticated",
+            Denial::Forbidden => "forbidden",
+            Denial::NotMember(kind) => kind,
+        }
+    }
 }
 
 fn rank(r: Role) -> u8 {
@@ -421,73 +450,67 @@ impl Auth {
         self.peers.clone()
     }
 
-    /// What `method path` needs under this policy.
-    pub fn needs(&self, method: &Method, path: &str) -> Needs {
-        if path.starts_with("/raft/") {
-            return if self.peers.is_some() || self.mtls {
-                Needs::Peer
-            } else {
-                Needs::Nothing
-            };
-        }
-        if self.method == AuthMethod::None {
-            return Needs::Nothing;
-        }
-        match path {
-            "/health" | "/ready" if self.open_health => Needs::Nothing,
-            "/write" => Needs::Role(Role::Write),
-            "/init" | "/add-learner" | "/change-membership" => Needs::Role(Role::Admin),
-            _ if matches!(method, Method::Get | Method::Head)
-                || path == "/read"
-                || path == "/list" =>
-            {
-                Needs::Role(Role::Read)
+    /// Whether `who` may ask for `op`; `reads` says whether the request
+    /// is read-only by its method ([`Op::required`]).
+    pub fn allows(&self, op: Op, reads: bool, who: &Identity<'_>) -> Result<(), Denial> {
+        let needed = match op.required(reads) {
+            Required::Peer => {
+                if self.peers.is_none() && !self.mtls {
+                    return Ok(());
+                }
+                if self.is_member(who.cert) {
+                    return Ok(());
+                }
+                let verdict = match (&self.peers, who.signed) {
+                    (Some(p), Some(req)) => p.verify(req),
+                    _ => Err(Refusal::Invalid),
+                };
+                return match verdict {
+                    Ok(()) => Ok(()),
+                    Err(Refusal::Invalid) => Err(Denial::NotMember("peer")),
+                    Err(Refusal::Replay) => Err(Denial::NotMember("peer_replay")),
+                };
             }
-            _ => Needs::Role(Role::Admin),
+            _ if self.method == AuthMethod::None => return Ok(()),
+            Required::Health(_) if self.open_health => return Ok(()),
+            Required::Health(role) | Required::Role(role) => role,
+        };
+        let role = self
+            .client_role(who.authorization, who.cert)
+            .ok_or(Denial::Unauthenticated)?;
+        if rank(role) >= rank(needed) {
+            Ok(())
+        } else {
+            Err(Denial::Forbidden)
         }
     }
 
-    /// Lets the request through or answers 401/403.
-    pub fn check(&self, req: &Request) -> Result<(), Response> {
-        match self.needs(req.method(), req.path()) {
-            Needs::Nothing => Ok(()),
-            Needs::Peer => {
-                if self.is_member(req.peer_cert()) {
-                    return Ok(());
-                }
-                let verdict = match &self.peers {
-                    Some(p) => p.verify(req),
-                    None => Err(Refusal::Invalid),
-                };
-                let kind = match verdict {
-                    Ok(()) => return Ok(()),
-                    Err(Refusal::Invalid) => "peer",
-                    Err(Refusal::Replay) => "peer_replay",
-                };
-                self.denied(kind, req);
-                Err(Response::error(
-                    401,
-                    "unauthenticated",
-                    "peer routes accept only cluster members",
-                ))
-            }
-            Needs::Role(needed) => {
-                let Some(role) = self.client_role(req.header("authorization"), req.peer_cert())
-                else {
-                    self.denied("unauthenticated", req);
-                    return Err(self.unauthenticated());
-                };
-                if rank(role) >= rank(needed) {
-                    return Ok(());
-                }
-                self.denied("forbidden", req);
-                Err(Response::error(
-                    403,
-                    "permission_denied",
-                    "this role does not allow the request",
-                ))
-            }
-        }
+    /// Lets an HTTP request for `op` through or answers 401/403.
+    pub fn check(&self, op: Op, req: &Request) -> Result<(), Response> {
+        let who = Identity {
+            authorization: req.header("authorization"),
+            cert: req.peer_cert(),
+            signed: Some(req),
+        };
+        let reads = matches!(req.method(), Method::Get | Method::Head);
+        let denial = match self.allows(op, reads, &who) {
+            Ok(()) => return Ok(()),
+            Err(d) => d,
+        };
+        self.denied(denial.kind(), req);
+        Err(match denial {
+            Denial::Unauthenticated => self.unauthenticated(),
+            Denial::Forbidden => Response::error(
+                403,
+                "permission_denied",
+                "this role does not allow the request",
+            ),
+            Denial::NotMember(_) => Response::error(
+                401,
+                "unauthenticated",
+                "peer routes accept only cluster members",
+            ),
+        })
     }
 
     fn unauthenticated(&self) -> Response {
@@ -533,48 +556,38 @@ impl Auth {
             .max_by_key(|r| rank(*r))
     }
 
-    /// Checks a gRPC call by its path (`/package.Service/Method`) and its
-    /// `authorization` metadata.
+    /// Lets a gRPC call for `op` (at `path`, for the log) through or
+    /// answers `UNAUTHENTICATED`/`PERMISSION_DENIED`.
     pub fn check_grpc(
         &self,
+        op: Op,
         path: &str,
         authorization: Option<&str>,
         cert: Option<&PeerCert>,
     ) -> Result<(), tonic::Status> {
-        if self.method == AuthMethod::None {
-            return Ok(());
-        }
-        let method = path.rsplit('/').next().unwrap_or("");
-        let needed = match (path.starts_with("/grpc.health.v1."), method) {
-            (true, _) | (_, "HealthCheck") if self.open_health => return Ok(()),
-            (_, "Set" | "Delete" | "BatchSet") => Role::Write,
-            (_, "Initialize" | "AddLearner" | "ChangeMembership") => Role::Admin,
-            (
-                _,
-                "Get" | "ListKeys" | "Exists" | "GetMetrics" | "GetLeader" | "HealthCheck"
-                | "Check" | "Watch",
-            ) => Role::Read,
-            _ => Role::Admin,
+        let who = Identity {
+            authorization,
+            cert,
+            signed: None,
         };
-        let Some(role) = self.client_role(authorization, cert) else {
-            METRICS.auth_denied("unauthenticated");
-            self.log_denial("unauthenticated", "gRPC", path);
-            return Err(tonic::Status::unauthenticated(
-                if self.method == AuthMethod::Certificate {
-                    "this client certificate has no role on this cluster"
-                } else {
-                    "a valid bearer token is required in the authorization metadata"
-                },
-            ));
+        // Every registered method is a call of its own operation; an
+        // unknown one is refused as the most privileged call would be.
+        let denial = match self.allows(op, op != Op::Unrouted, &who) {
+            Ok(()) => return Ok(()),
+            Err(d) => d,
         };
-        if rank(role) >= rank(needed) {
-            return Ok(());
-        }
-        METRICS.auth_denied("forbidden");
-        self.log_denial("forbidden", "gRPC", path);
-        Err(tonic::Status::permission_denied(
-            "this role does not allow the call",
-        ))
+        METRICS.auth_denied(denial.kind());
+        self.log_denial(denial.kind(), "gRPC", path);
+        Err(match denial {
+            Denial::Forbidden => {
+                tonic::Status::permission_denied("this role does not allow the call")
+            }
+            _ => tonic::Status::unauthenticated(if self.method == AuthMethod::Certificate {
+                "this client certificate has no role on this cluster"
+            } else {
+                "a valid bearer token is required in the authorization metadata"
+            }),
+        })
     }
 
     /// The role a client proves under this node's method: its bearer token

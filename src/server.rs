@@ -8,6 +8,7 @@
 //! node stops taking requests, lets the ones in flight finish, and stops
 //! Raft last so that everything acknowledged is on disk.
 
+use crate::api::op::{RestOps, Routes};
 use crate::api::{grpc, rest};
 use crate::auth::Auth;
 use crate::config::{self, CompactionStrategy, Config, LoadedConfig};
@@ -277,13 +278,13 @@ async fn serve(cfg: Config, reload: Reloader) -> Result<(), String> {
         reader: reader.clone(),
         tls: tls.as_ref().map(|t| t.server.clone()),
     };
-    let router = rest::routes(
-        Router::new(),
+    let routes = rest::routes(
+        Routes::new(),
         node.clone(),
         usize::try_from(cfg.network.max_message_size.bytes()).unwrap_or(usize::MAX),
         sources,
     );
-    let router = rpc::routes(router, node.clone(), reader);
+    let (router, ops) = rpc::routes(routes, node.clone(), reader).into_parts();
     let grpc_server = grpc::GrpcServer::new(
         grpc_listener,
         &cfg,
@@ -295,7 +296,8 @@ async fn serve(cfg: Config, reload: Reloader) -> Result<(), String> {
         listener,
         http_config(&cfg),
         Instrumented {
-            router: Arc::new(router),
+            router,
+            ops,
             auth: auth.clone(),
         },
     )
@@ -631,12 +633,13 @@ fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
 /// and times it.
 struct Instrumented {
     router: Arc<Router>,
+    ops: RestOps,
     auth: Arc<Auth>,
 }
 
 impl http::Handler for Instrumented {
     fn call(&self, req: http::Request) -> http::BoxFuture<http::Response> {
-        if let Err(denied) = self.auth.check(&req) {
+        if let Err(denied) = self.auth.check(self.ops.of(req.path()), &req) {
             return Box::pin(async move { denied });
         }
         let route = if self.router.has_path(req.path()) {

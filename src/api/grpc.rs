@@ -26,6 +26,7 @@
 //! or may not have been applied. The same code reports a write whose outcome
 //! is unknown for any other reason, with `x-ferrium-outcome: unknown`.
 
+use crate::api::op;
 use crate::api::proto::health::health_check_response::ServingStatus;
 use crate::api::proto::health::health_server::{Health, HealthServer};
 use crate::api::proto::health::{HealthCheckRequest, HealthCheckResponse};
@@ -537,24 +538,6 @@ impl Health for HealthApi {
     }
 }
 
-/// The RPC names of the services served here.
-const KNOWN_METHODS: &[&str] = &[
-    "Set",
-    "Get",
-    "Delete",
-    "BatchSet",
-    "ListKeys",
-    "Exists",
-    "Initialize",
-    "AddLearner",
-    "ChangeMembership",
-    "GetMetrics",
-    "HealthCheck",
-    "GetLeader",
-    "Check",
-    "Watch",
-];
-
 /// What every call goes through before and after its service:
 ///
 /// - The client's `grpc-timeout` is enforced: the call is answered
@@ -603,7 +586,11 @@ where
             .extensions()
             .get::<ConnectionPeer>()
             .and_then(|p| p.0.as_deref());
-        if let Err(status) = self.auth.check_grpc(req.uri().path(), authorization, cert) {
+        let (op, label) = op::grpc_op(req.uri().path());
+        if let Err(status) = self
+            .auth
+            .check_grpc(op, req.uri().path(), authorization, cert)
+        {
             return Box::pin(async move { Ok(status.into_http()) });
         }
         // Taken before tonic's own timer starts, so that ours fires first.
@@ -612,7 +599,6 @@ where
         if let Some(d) = deadline {
             req.extensions_mut().insert(Deadline(d));
         }
-        let path = req.uri().path().to_string();
         let started = Instant::now();
         let fut = self.inner.call(req);
         Box::pin(async move {
@@ -636,15 +622,8 @@ where
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse::<i32>().ok())
                     .map_or(Code::Ok, Code::from_i32);
-                // Only known method names become labels, so that clients
-                // cannot grow the number of series.
-                let method = path
-                    .rsplit('/')
-                    .next()
-                    .filter(|m| KNOWN_METHODS.contains(m))
-                    .unwrap_or("other");
                 crate::metrics::METRICS.grpc_request(
-                    method,
+                    label,
                     &format!("{code:?}"),
                     started.elapsed(),
                 );

@@ -2,6 +2,7 @@
 //! the node core. No business logic lives here.
 
 pub mod grpc;
+pub mod op;
 pub mod rest;
 
 /// Types and service stubs generated from `proto/` at build time.

@@ -1,8 +1,9 @@
 //! The REST API (API.md): thin translations of JSON requests into
 //! [`Node`] calls and of [`node::Error`] into statuses and JSON error bodies.
 
+use super::op::{Op, Routes};
 use crate::config::Millis;
-use crate::http::{Method, Request, Response, Router};
+use crate::http::{Method, Request, Response};
 use crate::metrics::{METRICS, Sources};
 use crate::node::{self, Node, ReadConsistency};
 use crate::raft::types::{Command, Node as NodeInfo};
@@ -12,60 +13,89 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Adds the client routes to `router`.
-pub fn routes(router: Router, node: Node, max_body: usize, sources: Sources) -> Router {
+/// Adds the client routes to `routes`, each with its operation.
+pub fn routes(routes: Routes, node: Node, max_body: usize, sources: Sources) -> Routes {
     let metrics_node = node.clone();
-    let router = router.route(Method::Get, "/metrics", move |req: Request| {
+    let routes = routes.route(Method::Get, "/metrics", Op::Metrics, move |req: Request| {
         let response = metrics(metrics_node.clone(), &sources, req);
         async move { response }
     });
-    let router = with(router, &node, Method::Post, "/write", max_body, write);
-    let router = with(router, &node, Method::Post, "/read", max_body, read);
-    let router = with(router, &node, Method::Post, "/list", max_body, list);
-    let router = with(router, &node, Method::Get, "/health", max_body, health);
-    let router = with(router, &node, Method::Get, "/ready", max_body, ready);
-    let router = with(router, &node, Method::Post, "/init", max_body, init);
-    let router = with(
-        router,
-        &node,
+    let n = &node;
+    let routes = with(
+        routes,
+        n,
+        Method::Post,
+        "/write",
+        Op::Write,
+        max_body,
+        write,
+    );
+    let routes = with(routes, n, Method::Post, "/read", Op::Read, max_body, read);
+    let routes = with(routes, n, Method::Post, "/list", Op::List, max_body, list);
+    let routes = with(
+        routes,
+        n,
+        Method::Get,
+        "/health",
+        Op::Health,
+        max_body,
+        health,
+    );
+    let routes = with(routes, n, Method::Get, "/ready", Op::Ready, max_body, ready);
+    let routes = with(routes, n, Method::Post, "/init", Op::Init, max_body, init);
+    let routes = with(
+        routes,
+        n,
         Method::Get,
         "/is-leader",
+        Op::IsLeader,
         max_body,
         is_leader,
     );
-    let router = with(router, &node, Method::Get, "/leader", max_body, leader);
-    let router = with(
-        router,
-        &node,
+    let routes = with(
+        routes,
+        n,
+        Method::Get,
+        "/leader",
+        Op::Leader,
+        max_body,
+        leader,
+    );
+    let routes = with(
+        routes,
+        n,
         Method::Post,
         "/add-learner",
+        Op::AddLearner,
         max_body,
         add_learner,
     );
     with(
-        router,
-        &node,
+        routes,
+        n,
         Method::Post,
         "/change-membership",
+        Op::ChangeMembership,
         max_body,
         change_membership,
     )
 }
 
 fn with<F, Fut>(
-    router: Router,
+    routes: Routes,
     node: &Node,
     method: Method,
     path: &str,
+    op: Op,
     max_body: usize,
     f: F,
-) -> Router
+) -> Routes
 where
     F: Fn(Node, Request, usize) -> Fut + Send + Sync + Copy + 'static,
     Fut: std::future::Future<Output = Response> + Send + 'static,
 {
     let node = node.clone();
-    router.route(method, path, move |req: Request| {
+    routes.route(method, path, op, move |req: Request| {
         let node = node.clone();
         f(node, req, max_body)
     })

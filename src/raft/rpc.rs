@@ -14,7 +14,8 @@
 //! [`crate::raft::codec`] (by its content type), which is what this version
 //! sends.
 
-use crate::http::{Method, Request, Response, Router};
+use crate::api::op::{Op, Routes};
+use crate::http::{Method, Request, Response};
 use crate::node::{self, AddLearnerRpc, Node, ReadConsistency};
 use crate::raft::codec;
 use crate::raft::network::{
@@ -37,7 +38,8 @@ const MAX_RPC_BODY: u64 = 256 * 1024 * 1024;
 const MAX_SNAPSHOT: u64 = 1 << 40;
 
 /// Adds the peer routes to `router`.
-pub fn routes(router: Router, node: Node, reader: StateReader) -> Router {
+pub fn routes(router: Routes, node: Node, reader: StateReader) -> Routes {
+    let router = router.prefix("/raft/", Op::Peer);
     let router = route(
         router,
         &node,
@@ -106,18 +108,24 @@ pub fn routes(router: Router, node: Node, reader: StateReader) -> Router {
         "/raft/change-membership",
         |n, voters: BTreeSet<u64>| async move { n.change_membership_local(voters).await },
     );
-    router.route_with_body_limit(Method::Post, "/raft/snapshot", MAX_SNAPSHOT, move |req| {
-        let n = node.clone();
-        let reader = reader.clone();
-        async move { snapshot(&n, &reader, req).await }
-    })
+    router.route_with_body_limit(
+        Method::Post,
+        "/raft/snapshot",
+        Op::Peer,
+        MAX_SNAPSHOT,
+        move |req| {
+            let n = node.clone();
+            let reader = reader.clone();
+            async move { snapshot(&n, &reader, req).await }
+        },
+    )
 }
 
 /// Decodes a request body, given its content type.
 type Decode<Req> = fn(Option<&str>, &[u8]) -> Result<Req, String>;
 
 /// Routes `POST path` to `f` through [`peer`]: JSON in, JSON out.
-fn json_route<Req, Out, F, Fut>(router: Router, node: &Node, path: &str, f: F) -> Router
+fn json_route<Req, Out, F, Fut>(router: Routes, node: &Node, path: &str, f: F) -> Routes
 where
     Req: DeserializeOwned + Send + 'static,
     Out: PeerReply + Send + 'static,
@@ -129,12 +137,12 @@ where
 
 /// Routes `POST path` to `f` through [`peer`], decoding with `decode`.
 fn route<Req, Out, F, Fut>(
-    router: Router,
+    router: Routes,
     node: &Node,
     path: &str,
     decode: Decode<Req>,
     f: F,
-) -> Router
+) -> Routes
 where
     Req: Send + 'static,
     Out: PeerReply + Send + 'static,
@@ -142,7 +150,7 @@ where
     Fut: std::future::Future<Output = Out> + Send + 'static,
 {
     let node = node.clone();
-    router.route_with_body_limit(Method::Post, path, MAX_RPC_BODY, move |req| {
+    router.route_with_body_limit(Method::Post, path, Op::Peer, MAX_RPC_BODY, move |req| {
         let n = node.clone();
         async move { peer(&n, req, decode, f).await }
     })

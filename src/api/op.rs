@@ -1,0 +1,242 @@
+//! One list of what a caller can ask of a node, whichever front end it
+//! comes through, and who may ask it.
+//!
+//! Every REST route and every gRPC method is registered with its [`Op`]
+//! ([`Routes::route`] for HTTP, [`grpc_op`] for gRPC); access control asks
+//! the operation what it needs ([`Op::required`]) and
+//! [`crate::auth::Auth::allows`] decides. No path or method name is matched
+//! anywhere else to decide who may call what.
+
+use crate::config::Role;
+use crate::http::{Handler, Method, Router};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// An operation a caller can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// Set, delete or batch (REST `/write`, gRPC `Set`, `Delete`, `BatchSet`).
+    Write,
+    /// Read one key (REST `/read`, gRPC `Get`, `Exists`).
+    Read,
+    /// List keys (REST `/list`, gRPC `ListKeys`).
+    List,
+    /// Liveness (REST `/health`, gRPC `HealthCheck` and `grpc.health.v1`).
+    Health,
+    /// Readiness (REST `/ready`).
+    Ready,
+    /// The metrics (REST `/metrics`, gRPC `GetMetrics`).
+    Metrics,
+    /// Whether this node leads (REST `/is-leader`).
+    IsLeader,
+    /// Who leads (REST `/leader`, gRPC `GetLeader`).
+    Leader,
+    /// Start a new cluster (REST `/init`, gRPC `Initialize`).
+    Init,
+    /// Add a learner (REST `/add-learner`, gRPC `AddLearner`).
+    AddLearner,
+    /// Change the voters (REST `/change-membership`, gRPC `ChangeMembership`).
+    ChangeMembership,
+    /// A peer-to-peer call: Raft RPCs, forwarded writes and reads, snapshots
+    /// (the routes under `/raft/`).
+    Peer,
+    /// Nothing registered answers this path or method (the front end then
+    /// answers 404, 405 or `UNIMPLEMENTED`).
+    Unrouted,
+}
+
+/// What a caller must prove for an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Required {
+    /// A client with at least this role.
+    Role(Role),
+    /// Nothing when `security.open_health` is on, else a client with this role.
+    Health(Role),
+    /// A cluster member (mTLS member certificate or cluster-secret signature),
+    /// when peers are authenticated at all.
+    Peer,
+}
+
+impl Op {
+    /// What a caller must prove. `reads` says whether the request is a
+    /// read-only one by its method (HTTP `GET` or `HEAD`; every gRPC call
+    /// of a registered method): operations that have no role of their own
+    /// need `read` then and `admin` otherwise, so an unknown method on a
+    /// known path is refused as the most privileged call would be.
+    pub fn required(self, reads: bool) -> Required {
+        let by_method = if reads { Role::Read } else { Role::Admin };
+        match self {
+            Op::Write => Required::Role(Role::Write),
+            Op::Read | Op::List => Required::Role(Role::Read),
+            Op::Init | Op::AddLearner | Op::ChangeMembership => Required::Role(Role::Admin),
+            Op::Health | Op::Ready => Required::Health(by_method),
+            Op::Metrics | Op::IsLeader | Op::Leader | Op::Unrouted => Required::Role(by_method),
+            Op::Peer => Required::Peer,
+        }
+    }
+}
+
+/// The operations of the HTTP listener's routes, by path.
+#[derive(Debug, Default, Clone)]
+pub struct RestOps {
+    by_path: HashMap<String, Op>,
+    /// Unregistered paths under a prefix (`/raft/`) keep the prefix's
+    /// operation, so an unknown peer path is still refused to non-members.
+    by_prefix: Vec<(String, Op)>,
+}
+
+impl RestOps {
+    /// The operation of a request for `path`.
+    pub fn of(&self, path: &str) -> Op {
+        if let Some(op) = self.by_path.get(path) {
+            return *op;
+        }
+        self.by_prefix
+            .iter()
+            .find(|(prefix, _)| path.starts_with(prefix.as_str()))
+            .map_or(Op::Unrouted, |(_, op)| *op)
+    }
+}
+
+/// A [`Router`] being built together with the operation of each route.
+#[derive(Default)]
+pub struct Routes {
+    router: Router,
+    ops: RestOps,
+}
+
+impl Routes {
+    pub fn new() -> Routes {
+        Routes::default()
+    }
+
+    /// Routes `method path` to `handler` as operation `op`.
+    pub fn route(self, method: Method, path: &str, op: Op, handler: impl Handler) -> Routes {
+        self.add(path, op, |r| r.route(method, path, handler))
+    }
+
+    /// Like [`Routes::route`], with its own request-body limit.
+    pub fn route_with_body_limit(
+        self,
+        method: Method,
+        path: &str,
+        op: Op,
+        max_body: u64,
+        handler: impl Handler,
+    ) -> Routes {
+        self.add(path, op, |r| {
+            r.route_with_body_limit(method, path, max_body, handler)
+        })
+    }
+
+    /// Every unregistered path under `prefix` is operation `op`.
+    pub fn prefix(mut self, prefix: &str, op: Op) -> Routes {
+        self.ops.by_prefix.push((prefix.to_string(), op));
+        self
+    }
+
+    fn add(mut self, path: &str, op: Op, register: impl FnOnce(Router) -> Router) -> Routes {
+        if let Some(before) = self.ops.by_path.insert(path.to_string(), op) {
+            assert_eq!(before, op, "{path} is registered as two operations");
+        }
+        self.router = register(self.router);
+        self
+    }
+
+    /// The router and the operations of its routes.
+    pub fn into_parts(self) -> (Arc<Router>, RestOps) {
+        (Arc::new(self.router), self.ops)
+    }
+}
+
+/// The gRPC methods served, by full path, with their operation and the
+/// label their metrics carry.
+const GRPC_METHODS: &[(&str, Op, &str)] = &[
+    ("/ferrium.kv.KvService/Set", Op::Write, "Set"),
+    ("/ferrium.kv.KvService/Get", Op::Read, "Get"),
+    ("/ferrium.kv.KvService/Delete", Op::Write, "Delete"),
+    ("/ferrium.kv.KvService/BatchSet", Op::Write, "BatchSet"),
+    ("/ferrium.kv.KvService/ListKeys", Op::List, "ListKeys"),
+    ("/ferrium.kv.KvService/Exists", Op::Read, "Exists"),
+    (
+        "/ferrium.management.ManagementService/Initialize",
+        Op::Init,
+        "Initialize",
+    ),
+    (
+        "/ferrium.management.ManagementService/AddLearner",
+        Op::AddLearner,
+        "AddLearner",
+    ),
+    (
+        "/ferrium.management.ManagementService/ChangeMembership",
+        Op::ChangeMembership,
+        "ChangeMembership",
+    ),
+    (
+        "/ferrium.management.ManagementService/GetMetrics",
+        Op::Metrics,
+        "GetMetrics",
+    ),
+    (
+        "/ferrium.management.ManagementService/HealthCheck",
+        Op::Health,
+        "HealthCheck",
+    ),
+    (
+        "/ferrium.management.ManagementService/GetLeader",
+        Op::Leader,
+        "GetLeader",
+    ),
+    ("/grpc.health.v1.Health/Check", Op::Health, "Check"),
+    ("/grpc.health.v1.Health/Watch", Op::Health, "Watch"),
+];
+
+/// The operation of a gRPC call by its path (`/package.Service/Method`) and
+/// the label of its metrics (`other` for an unknown method, so that clients
+/// cannot grow the number of series).
+pub fn grpc_op(path: &str) -> (Op, &'static str) {
+    GRPC_METHODS
+        .iter()
+        .find(|(p, _, _)| *p == path)
+        .map_or((Op::Unrouted, "other"), |(_, op, label)| (*op, *label))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_operation_needs_what_the_documented_roles_say() {
+        assert_eq!(Op::Write.required(false), Required::Role(Role::Write));
+        assert_eq!(Op::Read.required(false), Required::Role(Role::Read));
+        assert_eq!(Op::Init.required(false), Required::Role(Role::Admin));
+        assert_eq!(Op::Leader.required(true), Required::Role(Role::Read));
+        assert_eq!(Op::Unrouted.required(false), Required::Role(Role::Admin));
+        assert_eq!(Op::Health.required(true), Required::Health(Role::Read));
+        assert_eq!(Op::Peer.required(true), Required::Peer);
+    }
+
+    #[test]
+    fn grpc_paths_name_their_service() {
+        assert_eq!(grpc_op("/ferrium.kv.KvService/Set"), (Op::Write, "Set"));
+        assert_eq!(
+            grpc_op("/grpc.health.v1.Health/Check"),
+            (Op::Health, "Check")
+        );
+        assert_eq!(grpc_op("/other.Service/Set"), (Op::Unrouted, "other"));
+    }
+
+    #[test]
+    fn unregistered_paths_under_a_prefix_keep_its_operation() {
+        let (_, ops) = Routes::new()
+            .route(Method::Post, "/write", Op::Write, |_req| async {
+                crate::http::Response::json(200, &serde_json::json!({}))
+            })
+            .prefix("/raft/", Op::Peer)
+            .into_parts();
+        assert_eq!(ops.of("/write"), Op::Write);
+        assert_eq!(ops.of("/raft/nothing"), Op::Peer);
+        assert_eq!(ops.of("/nothing"), Op::Unrouted);
+    }
+}
