@@ -8,11 +8,11 @@
 //! node stops taking requests, lets the ones in flight finish, and stops
 //! Raft last so that everything acknowledged is on disk.
 
-use crate::api::op::{RestOps, Routes};
+use crate::api::op::Routes;
 use crate::api::{grpc, rest};
 use crate::auth::Auth;
 use crate::config::{self, CompactionStrategy, Config, LoadedConfig};
-use crate::http::{self, Router, Server, ServerConfig};
+use crate::http::{self, Server, ServerConfig};
 use crate::metrics;
 use crate::node::Node;
 use crate::raft::network::{PeerNetwork, rebuild_damaged_snapshots};
@@ -24,7 +24,6 @@ use std::net::SocketAddr;
 use std::os::unix::fs::DirBuilderExt;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
-use std::time::Instant;
 
 /// How long a stopping node keeps accepting connections, to refuse them
 /// with 503, before it closes its listeners.
@@ -295,11 +294,7 @@ async fn serve(cfg: Config, reload: Reloader) -> Result<(), String> {
     let mut server = Server::from_listener(
         listener,
         http_config(&cfg),
-        Instrumented {
-            router,
-            ops,
-            auth: auth.clone(),
-        },
+        rest::Edge::new(router, ops, auth.clone()),
     )
     .with_connection_counter(open_connections)
     .with_h2_handoff(grpc_server.handoff());
@@ -627,38 +622,4 @@ fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
     keys.sort();
     keys.dedup();
     keys
-}
-
-/// Checks access, then counts every request by route, method and status,
-/// and times it.
-struct Instrumented {
-    router: Arc<Router>,
-    ops: RestOps,
-    auth: Arc<Auth>,
-}
-
-impl http::Handler for Instrumented {
-    fn call(&self, req: http::Request) -> http::BoxFuture<http::Response> {
-        if let Err(denied) = self.auth.check(self.ops.of(req.path()), &req) {
-            return Box::pin(async move { denied });
-        }
-        let route = if self.router.has_path(req.path()) {
-            req.path().to_string()
-        } else {
-            "other".to_string()
-        };
-        let method = req.method().as_str().to_string();
-        let start = Instant::now();
-        let fut = self.router.call(req);
-        Box::pin(async move {
-            let resp = fut.await;
-            metrics::METRICS.http_request(&route, &method, resp.status(), start.elapsed());
-            log::debug!("http: {method} {route} -> {}", resp.status());
-            resp
-        })
-    }
-
-    fn body_limit(&self, method: &http::Method, path: &str) -> Option<u64> {
-        self.router.body_limit(method, path)
-    }
 }

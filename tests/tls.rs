@@ -8,9 +8,9 @@ mod common;
 
 use common::tls::{TlsConn, client_config, documented_setup, run_in};
 use common::{Bootstrap, Cluster, Scratch, eventually, signal};
-use ferrium::api::grpc::TlsConnector;
 use ferrium::api::proto::kv::kv_service_client::KvServiceClient;
 use ferrium::api::proto::kv::{GetRequest, SetRequest};
+use ferrium::http::TlsConnector;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;

@@ -1218,13 +1218,13 @@ mod grpc {
         Cli, Command, EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OUTCOME_UNKNOWN, EXIT_UNREACHABLE,
         EXIT_USAGE, Failure, Outcome, Output,
     };
-    use ferrium::api::grpc::TlsConnector;
     use ferrium::api::proto::health::HealthCheckRequest;
     use ferrium::api::proto::health::health_client::HealthClient;
     use ferrium::api::proto::kv::kv_service_client::KvServiceClient;
     use ferrium::api::proto::kv::{DeleteRequest, GetRequest, ListKeysRequest, SetRequest};
     use ferrium::api::proto::management::LeaderRequest;
     use ferrium::api::proto::management::management_service_client::ManagementServiceClient;
+    use ferrium::http::TlsConnector;
     use serde_json::json;
     use tonic::transport::Channel;
     use tonic::{Code, Status};

@@ -62,7 +62,7 @@ pub use request::{Headers, Method, Request, Version};
 pub use response::Response;
 pub use router::Router;
 pub use server::{H2Connection, H2Handoff, Server, ServerConfig, ShutdownHandle};
-pub use tls::{BoxIo, ClientTls, PeerCert, ServerTls, TlsFiles};
+pub use tls::{BoxIo, ClientTls, PeerCert, ServerTls, TlsConnector, TlsFiles};
 
 /// A boxed, sendable future: what a [`Handler`] returns.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;

@@ -364,3 +364,57 @@ pub async fn looks_like_plain_http(tcp: &TcpStream) -> bool {
     let mut first = [0u8; 1];
     matches!(tcp.peek(&mut first).await, Ok(1) if first[0].is_ascii_uppercase())
 }
+
+/// Opens TLS connections for a tonic client: TCP to `addr`, then our rustls
+/// client (offering `h2`: see [`ClientTls::new_h2`]), which
+/// verifies the server's certificate for `host`. Used with
+/// `Endpoint::connect_with_connector` by ferriumctl and the tests.
+#[derive(Clone)]
+pub struct TlsConnector {
+    pub tls: Arc<ClientTls>,
+    pub host: String,
+    pub addr: String,
+}
+
+impl TlsConnector {
+    /// A connector to `addr` (`host:port`, the host also naming the
+    /// certificate to expect).
+    pub fn new(tls: Arc<ClientTls>, addr: &str) -> TlsConnector {
+        let host = addr
+            .rsplit_once(':')
+            .map_or(addr, |(h, _)| h)
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        TlsConnector {
+            tls,
+            host,
+            addr: addr.to_string(),
+        }
+    }
+}
+
+type TlsIo = hyper_util::rt::TokioIo<BoxIo>;
+
+impl tonic::codegen::Service<tonic::codegen::http::Uri> for TlsConnector {
+    type Response = TlsIo;
+    type Error = std::io::Error;
+    type Future = tonic::codegen::BoxFuture<TlsIo, std::io::Error>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: tonic::codegen::http::Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let tcp = tokio::net::TcpStream::connect(&this.addr).await?;
+            let _ = tcp.set_nodelay(true);
+            let io = this.tls.connect(&this.host, tcp).await?;
+            Ok(hyper_util::rt::TokioIo::new(io))
+        })
+    }
+}
