@@ -2,7 +2,8 @@
 //!
 //! Module map (request flow from the outside in):
 //!
-//! - [`api`]: the generated protobuf types (and the REST and gRPC front ends).
+//! - [`api`]: where requests enter: the operations and their roles ([`api::op`]),
+//!   the REST and gRPC front ends side by side, and the generated protobuf types.
 //! - [`auth`]: bearer tokens and certificate names with roles for clients, member
 //!   certificates and the cluster secret for peers.
 //! - [`config`]: the TOML schema, its defaults, search paths, `FERRIUM_*` and

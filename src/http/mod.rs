@@ -27,8 +27,10 @@
 //!
 //! It never knows about Raft, keys, nodes or who may call what (the names in
 //! a client's certificate are read by `auth`): it could be lifted out as its
-//! own crate. Framework crates (hyper, axum) are deliberately not used; see
-//! ARCHITECTURE.md.
+//! own crate. Framework crates (hyper, axum) are deliberately not used: the
+//! parser's strictness, the limits and the streaming of snapshot bodies are
+//! ours to decide (README, "Hostile input"). The one exception is
+//! [`TlsConnector`], which adapts our TLS client to tonic's.
 //!
 //! In short: build a [`Router`] of `async fn(Request) -> Response` handlers,
 //! give it to [`Server::bind`], keep a [`ShutdownHandle`], and `run` the
@@ -141,7 +143,7 @@ impl Error {
         }
     }
 
-    /// The machine-readable `code` of the JSON error body (API.md).
+    /// The machine-readable `code` of the JSON error body (README, "REST API").
     pub fn code(&self) -> &'static str {
         match self {
             Error::BadRequest(_) | Error::Closed | Error::Io(_) | Error::InvalidUrl(_) => {

@@ -53,9 +53,9 @@ impl Response {
         }
     }
 
-    /// The JSON error body of API.md: `{"error":"...","code":"..."}`.
+    /// The JSON error body of the REST API (README, "REST API"): `{"error":"...","code":"..."}`.
     pub fn error(status: u16, code: &str, message: impl Display) -> Response {
-        // Written by hand to keep API.md's field order (serde_json sorts keys).
+        // Written by hand to keep the documented field order (serde_json sorts keys).
         let quote = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_string());
         let body = format!(
             "{{\"error\":{},\"code\":{}}}",

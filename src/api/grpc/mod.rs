@@ -1,4 +1,4 @@
-//! The gRPC API (API.md): `ferrium.kv.KvService`,
+//! The gRPC API (README, "gRPC API"): `ferrium.kv.KvService`,
 //! `ferrium.management.ManagementService` and the standard
 //! `grpc.health.v1.Health`, served by tonic. Like [`super::rest`], the
 //! handlers only translate protobuf messages into [`Node`] calls and

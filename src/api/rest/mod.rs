@@ -1,4 +1,4 @@
-//! The REST API (API.md): thin translations of JSON requests into
+//! The REST API (README, "REST API"): thin translations of JSON requests into
 //! [`Node`] calls and of [`node::Error`] into statuses and JSON error bodies.
 //!
 //! The rooms mirror the gRPC front end ([`super::grpc`]): [`kv`],
