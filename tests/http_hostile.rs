@@ -566,7 +566,8 @@ fn a_client_that_never_reads_is_dropped() {
         served.is_some(),
         "the server never let go of a connection whose client does not read"
     );
-    server.assert_healthy();
+    // The 200 above is the health check: with one connection allowed, a
+    // second probe could race the server's release of the first one.
     // The connection is gone on the server side: reading drains what was
     // buffered and then sees the close (or a reset).
     s.set_read_timeout(Some(Duration::from_secs(30))).ok();
