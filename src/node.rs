@@ -1224,20 +1224,7 @@ impl Node {
 /// A failed forward: if the leader certainly never got the request it is
 /// unavailable, otherwise the outcome is unknown.
 fn forward_failure(e: &http::Error, leader: u64, addr: &str) -> Error {
-    let never_sent = match e {
-        http::Error::Io(io) => matches!(
-            io.kind(),
-            std::io::ErrorKind::ConnectionRefused
-                | std::io::ErrorKind::AddrNotAvailable
-                | std::io::ErrorKind::NotFound
-                | std::io::ErrorKind::HostUnreachable
-                | std::io::ErrorKind::NetworkUnreachable
-        ),
-        http::Error::Timeout(what) => what.contains("connect"),
-        http::Error::InvalidUrl(_) => true,
-        _ => false,
-    };
-    if never_sent {
+    if e.is_never_sent() {
         Error::Unavailable(format!(
             "cannot reach the leader (node {leader} at {addr}): {e}"
         ))

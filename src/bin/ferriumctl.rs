@@ -524,7 +524,7 @@ impl Ctl {
         let (status, bytes) = match self.call_one(endpoint, method, path, body, None).await {
             Ok(r) => r,
             Err(e) => {
-                if write && !never_sent(&e) {
+                if write && !e.is_never_sent() {
                     return Err(Attempt::Stop(Failure::new(
                         EXIT_OUTCOME_UNKNOWN,
                         format!(
@@ -665,26 +665,6 @@ impl Ctl {
             "{}",
             serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
         );
-    }
-}
-
-/// True when `e` shows the request never left this machine (no connection,
-/// no address), so another endpoint can be tried even for a write.
-fn never_sent(e: &ferrium::http::Error) -> bool {
-    use ferrium::http::Error as E;
-    use std::io::ErrorKind as K;
-    match e {
-        E::Timeout("connect") | E::InvalidUrl(_) => true,
-        E::Io(io) => {
-            matches!(
-                io.kind(),
-                K::ConnectionRefused
-                    | K::HostUnreachable
-                    | K::NetworkUnreachable
-                    | K::AddrNotAvailable
-            ) || io.to_string().contains("lookup")
-        }
-        _ => false,
     }
 }
 

@@ -392,8 +392,14 @@ impl Client {
             })
         };
         match timeout(self.inner.config.connect_timeout, connect).await {
-            Ok(conn) => Ok(conn?),
-            Err(_) => Err(Error::Timeout("connect")),
+            Ok(conn) => conn.map_err(Error::Connect),
+            Err(_) => Err(Error::Connect(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "no connection within {} ms",
+                    self.inner.config.connect_timeout.as_millis()
+                ),
+            ))),
         }
     }
 
@@ -646,6 +652,46 @@ mod tests {
         ClientRequest::new(Method::Get, url)
             .ok()
             .map(|r| (r.host, r.port, r.path))
+    }
+
+    #[tokio::test]
+    async fn only_a_request_that_never_left_is_never_sent() {
+        let client = Client::new(ClientConfig::default());
+        // A port held by a socket that never listens: refused at connect.
+        let held = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        let any: std::net::SocketAddr = "127.0.0.1:0".parse().expect("address");
+        held.bind(&any.into()).expect("bind");
+        let addr = held
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .expect("bound address");
+        let refused = client
+            .get(&format!("http://{addr}/x"))
+            .await
+            .expect_err("nothing listens");
+        assert!(refused.is_never_sent(), "{refused}");
+        // A server that takes the request and closes: it may have run it.
+        let server = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = server.local_addr().expect("addr");
+        tokio::spawn(async move {
+            if let Ok((mut conn, _)) = server.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = tokio::io::AsyncReadExt::read(&mut conn, &mut buf).await;
+            }
+        });
+        let cut = client
+            .get(&format!("http://{addr}/x"))
+            .await
+            .expect_err("the server closes without answering");
+        assert!(!cut.is_never_sent(), "{cut}");
+        assert!(
+            !Error::Timeout("no response in time").is_never_sent()
+                && Error::InvalidUrl("x".into()).is_never_sent()
+        );
     }
 
     #[test]

@@ -124,6 +124,9 @@ pub enum Error {
     InvalidUrl(String),
     /// An I/O error on the socket.
     Io(io::Error),
+    /// A client could not open a connection (name lookup, TCP connect, TLS
+    /// handshake, or the connect timeout): the request was never sent.
+    Connect(io::Error),
 }
 
 impl Error {
@@ -138,7 +141,7 @@ impl Error {
             Error::VersionNotSupported => 505,
             Error::Timeout(_) => 408,
             Error::Closed | Error::Io(_) => 400,
-            Error::BadResponse(_) => 502,
+            Error::BadResponse(_) | Error::Connect(_) => 502,
             Error::InvalidUrl(_) => 400,
         }
     }
@@ -155,13 +158,20 @@ impl Error {
             Error::ExpectationFailed => "expectation_failed",
             Error::VersionNotSupported => "version_not_supported",
             Error::Timeout(_) => "request_timeout",
-            Error::BadResponse(_) => "bad_gateway",
+            Error::BadResponse(_) | Error::Connect(_) => "bad_gateway",
         }
     }
 
     /// The JSON error response for this error.
     pub fn to_response(&self) -> Response {
         Response::error(self.status(), self.code(), self)
+    }
+
+    /// Whether the request certainly never left this machine: no connection
+    /// could be opened, or the URL was unusable. Only then may a write be
+    /// sent elsewhere without risking that it is applied twice.
+    pub fn is_never_sent(&self) -> bool {
+        matches!(self, Error::Connect(_) | Error::InvalidUrl(_))
     }
 
     /// Whether this error means a connection could not be used at all (closed,
@@ -196,6 +206,7 @@ impl fmt::Display for Error {
             Error::BadResponse(why) => write!(f, "invalid HTTP response: {why}"),
             Error::InvalidUrl(url) => write!(f, "invalid URL {url:?}"),
             Error::Io(e) => write!(f, "I/O error: {e}"),
+            Error::Connect(e) => write!(f, "cannot connect: {e}"),
         }
     }
 }
@@ -203,7 +214,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Io(e) => Some(e),
+            Error::Io(e) | Error::Connect(e) => Some(e),
             _ => None,
         }
     }

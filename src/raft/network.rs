@@ -325,7 +325,8 @@ fn decode_reply<Resp: DeserializeOwned>(
 fn classify(e: &http::Error) -> CallError {
     match e {
         http::Error::Timeout(_) => CallError::Timeout,
-        http::Error::Io(io) => CallError::Unreachable(io.to_string()),
+        http::Error::Connect(io) if io.kind() == std::io::ErrorKind::TimedOut => CallError::Timeout,
+        http::Error::Io(io) | http::Error::Connect(io) => CallError::Unreachable(io.to_string()),
         http::Error::Closed => CallError::Unreachable("connection closed".to_string()),
         other => CallError::Network(other.to_string()),
     }
