@@ -11,6 +11,7 @@
 
 pub mod proxy;
 pub mod tls;
+mod wait;
 
 use proxy::Net;
 use std::io::{Read, Write};
@@ -809,20 +810,7 @@ pub fn signal(pid: u32, name: &str) {
         .status();
 }
 
-/// Polls `f` until it returns Some or the timeout passes.
-pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        // Polling, until the deadline.
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+pub use wait::eventually;
 
 pub fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")

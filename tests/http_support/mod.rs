@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ferrium::http::{
     Body, Method, Request, Response, Router, Server, ServerConfig, ShutdownHandle,
@@ -302,20 +302,9 @@ pub fn read_to_close(s: &mut TcpStream) -> Reply {
     }
 }
 
-/// Polls `f` until it returns Some or `timeout` passes.
-pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        // Polling, until the deadline.
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+#[path = "../common/wait.rs"]
+mod wait;
+pub use wait::eventually;
 
 /// The status code of the first response in `resp`, if any.
 pub fn status_of(resp: &[u8]) -> Option<u16> {
