@@ -31,24 +31,13 @@ const LAME_DUCK: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Re-reads the configuration the same way it was first read (file,
 /// environment, flags) and validates it; used on SIGHUP.
+/// Re-reads and validates the configuration (what SIGHUP does).
 pub type Reloader = Box<dyn Fn() -> Result<LoadedConfig, Vec<config::ConfigError>> + Send + Sync>;
-
-/// Runs the node until SIGTERM or SIGINT; returns an operator-facing message
-/// on failure. SIGHUP re-reads the configuration with `reload`.
-pub fn run(loaded: LoadedConfig, reload: Reloader) -> Result<(), String> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("ferrium")
-        .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    warn_exposed_files(&loaded);
-    runtime.block_on(serve(loaded.config, reload))
-}
 
 /// Warns about each file holding a secret (tokens, the cluster secret, the
 /// TLS key, a configuration with tokens in it) that other users of this host
 /// may read, naming the file and the command that fixes it.
-fn warn_exposed_files(loaded: &LoadedConfig) {
+pub fn warn_exposed_files(loaded: &LoadedConfig) {
     use std::os::unix::fs::PermissionsExt;
     let s = &loaded.config.security;
     let mut files: Vec<(&str, &std::path::Path)> = Vec::new();
@@ -191,7 +180,12 @@ fn warn_open_access(cfg: &Config, bound: &[SocketAddr], tls: Option<&Tls>) {
     }
 }
 
-async fn serve(cfg: Config, reload: Reloader) -> Result<(), String> {
+/// Starts a node from `cfg` (validated): opens the store, starts Raft,
+/// binds both listeners (port 0 gets a port from the kernel) and serves
+/// until [`RunningNode::shutdown`]. Signals are the caller's business
+/// (`ferrium-server` turns SIGTERM into a shutdown and SIGHUP into
+/// [`RunningNode::reload`]), so several nodes can run in one process.
+pub async fn start(cfg: Config) -> Result<RunningNode, String> {
     let tls = Tls::from_config(&cfg)?;
     let auth = Arc::new(Auth::from_config(&cfg.security, &cfg.cluster.name)?);
     if auth.signer().is_none() && !cfg.security.enable_mtls {
@@ -317,50 +311,98 @@ async fn serve(cfg: Config, reload: Reloader) -> Result<(), String> {
         me.grpc_addr,
         data_dir.display()
     );
-    // Handlers go in before READY=1 (a service manager may stop the unit as
-    // soon as it is ready) and before bootstrap, so that an early SIGTERM
-    // still drains instead of killing the process.
-    let signals = Signals::install();
     crate::systemd::notify("READY=1");
     bootstrap(&cfg, &node, &me).await;
+    Ok(RunningNode {
+        node,
+        http_addr: bound_http,
+        grpc_addr: bound_grpc,
+        cfg,
+        tls,
+        auth,
+        raft,
+        shutdown,
+        serving,
+        grpc_serving,
+    })
+}
 
-    wait_for_shutdown(signals, &cfg, &reload, tls.as_ref(), &auth).await;
-    crate::systemd::notify("STOPPING=1");
-    log::info!(
-        "shutting down: finishing requests in flight (up to {:?})",
-        cfg.network.shutdown_timeout.as_duration()
-    );
-    node.begin_shutdown();
-    let refusing_since = std::time::Instant::now();
-    // A stopping leader hands over first, while its listener still answers
-    // its peers, so that the cluster does not wait out an election timeout.
-    let hand_over = cfg
-        .raft
-        .election_timeout_max
-        .as_duration()
-        .saturating_mul(2)
-        .min(cfg.network.shutdown_timeout.as_duration());
-    node.hand_over_leadership(hand_over).await;
-    // Keep accepting for a moment, answering 503 "shutting down": clients
-    // that are connecting right now get that definite refusal and move to
-    // another member, instead of a reset from a closed listener's backlog
-    // that they could not tell from a failure after their request ran.
-    let lame_duck = LAME_DUCK.min(cfg.network.shutdown_timeout.as_duration());
-    tokio::time::sleep(lame_duck.saturating_sub(refusing_since.elapsed())).await;
-    shutdown.shutdown();
-    let grpc_stopping =
-        tokio::spawn(grpc_serving.shutdown(cfg.network.shutdown_timeout.as_duration()));
-    match serving.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => log::warn!("HTTP listener stopped with an error: {e}"),
-        Err(e) => log::warn!("HTTP listener task failed: {e}"),
+/// A started node: its handle, where it listens, and how to stop it.
+pub struct RunningNode {
+    /// The core the front ends call.
+    pub node: Node,
+    /// Where the HTTP listener is bound (the port the kernel gave for 0).
+    pub http_addr: SocketAddr,
+    /// Where the gRPC listener is bound.
+    pub grpc_addr: SocketAddr,
+    cfg: Config,
+    tls: Option<Tls>,
+    auth: Arc<Auth>,
+    raft: crate::node::FerriumRaft,
+    shutdown: http::ShutdownHandle,
+    serving: tokio::task::JoinHandle<std::io::Result<()>>,
+    grpc_serving: grpc::RunningGrpc,
+}
+
+impl RunningNode {
+    /// Applies a re-read configuration: what can change live (the log
+    /// level), the certificates and the tokens; names what needs a restart.
+    pub fn reload(&mut self, new: Config) {
+        apply_reload(&self.cfg, &new);
+        if let Some(tls) = &self.tls {
+            tls.reload(&new);
+        }
+        reload_tokens(&self.auth, &new);
+        self.cfg = new;
     }
-    let _ = grpc_stopping.await;
-    if let Err(e) = raft.shutdown().await {
-        log::warn!("Raft did not stop cleanly: {e}");
+
+    /// Stops the node: refuses new requests, hands leadership over, lets
+    /// the requests in flight finish for up to `grace`, closes the
+    /// listeners and stops Raft last, so that everything acknowledged is
+    /// on disk.
+    pub async fn shutdown(self, grace: std::time::Duration) {
+        let RunningNode {
+            node,
+            cfg,
+            raft,
+            shutdown,
+            serving,
+            grpc_serving,
+            ..
+        } = self;
+        let id = cfg.node.id;
+        crate::systemd::notify("STOPPING=1");
+        log::info!("shutting down: finishing requests in flight (up to {grace:?})");
+        node.begin_shutdown();
+        let refusing_since = std::time::Instant::now();
+        // A stopping leader hands over first, while its listener still answers
+        // its peers, so that the cluster does not wait out an election timeout.
+        let hand_over = cfg
+            .raft
+            .election_timeout_max
+            .as_duration()
+            .saturating_mul(2)
+            .min(grace);
+        node.hand_over_leadership(hand_over).await;
+        // Keep accepting for a moment, answering 503 "shutting down": clients
+        // that are connecting right now get that definite refusal and move to
+        // another member, instead of a reset from a closed listener's backlog
+        // that they could not tell from a failure after their request ran.
+        let lame_duck = LAME_DUCK.min(grace);
+        tokio::time::sleep(lame_duck.saturating_sub(refusing_since.elapsed())).await;
+        shutdown.shutdown();
+        let grpc_stopping = tokio::spawn(grpc_serving.shutdown(grace));
+        match serving.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => log::warn!("HTTP listener stopped with an error: {e}"),
+            Err(e) => log::warn!("HTTP listener task failed: {e}"),
+        }
+        let _ = grpc_stopping.await;
+        if let Err(e) = raft.shutdown().await {
+            log::warn!("Raft did not stop cleanly: {e}");
+        }
+        log::info!("node {id} stopped");
     }
-    log::info!("node {id} stopped");
-    Ok(())
 }
 
 /// The node's TLS: the listeners' configuration and the peer client's.
@@ -480,74 +522,6 @@ async fn bootstrap(cfg: &Config, node: &Node, me: &NodeInfo) {
     match node.initialize(Some(map)).await {
         Ok(()) => log::info!("initialised a new cluster with members {ids:?}"),
         Err(e) => log::warn!("cluster bootstrap did not initialise: {e}"),
-    }
-}
-
-/// The signals the server acts on, installed once.
-struct Signals {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-    hup: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn install() -> Option<Signals> {
-        use tokio::signal::unix::{SignalKind, signal};
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::hangup()),
-        ) {
-            (Ok(term), Ok(int), Ok(hup)) => Some(Signals { term, int, hup }),
-            _ => None,
-        }
-    }
-}
-
-/// Waits for SIGTERM or SIGINT, handling SIGHUP (configuration reload) in
-/// the meantime.
-async fn wait_for_shutdown(
-    signals: Option<Signals>,
-    initial: &Config,
-    reload: &Reloader,
-    tls: Option<&Tls>,
-    auth: &Auth,
-) {
-    let Some(Signals {
-        mut term,
-        mut int,
-        mut hup,
-    }) = signals
-    else {
-        log::error!("cannot install signal handlers; stop the node with SIGKILL");
-        std::future::pending::<()>().await;
-        return;
-    };
-    let mut current = initial.clone();
-    loop {
-        tokio::select! {
-            _ = term.recv() => { log::info!("received SIGTERM"); return; }
-            _ = int.recv() => { log::info!("received SIGINT"); return; }
-            _ = hup.recv() => {
-                log::info!("received SIGHUP: reloading the configuration");
-                match reload() {
-                    Ok(loaded) => {
-                        apply_reload(&current, &loaded.config);
-                        if let Some(tls) = tls {
-                            tls.reload(&loaded.config);
-                        }
-                        reload_tokens(auth, &loaded.config);
-                        current = loaded.config;
-                    }
-                    Err(errors) => {
-                        for e in &errors {
-                            log::error!("configuration reload failed: {e}");
-                        }
-                        log::error!("keeping the running configuration; fix the file and send SIGHUP again");
-                    }
-                }
-            }
-        }
     }
 }
 

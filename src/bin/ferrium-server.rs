@@ -4,7 +4,9 @@
 //! Exit status: 0 on a clean shutdown, 1 when the server fails at run time,
 //! 2 for usage and configuration errors (reported before any port is bound).
 
+use ferrium::config::LoadedConfig;
 use ferrium::config::{self, CliOverrides, LogFormat, LogLevel};
+use ferrium::server::{Reloader, RunningNode};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -258,12 +260,89 @@ fn run(loaded: config::LoadedConfig, cli: &Cli) -> ExitCode {
             Err(errors)
         }
     });
-    match ferrium::server::run(loaded, reload) {
+    match serve(loaded, reload) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e}");
             eprintln!("ferrium-server: {e}");
             ExitCode::from(1)
+        }
+    }
+}
+
+/// The signals the server acts on, installed once.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Option<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(term), Ok(int), Ok(hup)) => Some(Signals { term, int, hup }),
+            _ => None,
+        }
+    }
+}
+
+/// Runs the node until SIGTERM or SIGINT; returns an operator-facing message
+/// on failure. SIGHUP re-reads the configuration with `reload`.
+fn serve(loaded: LoadedConfig, reload: Reloader) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("ferrium")
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    ferrium::server::warn_exposed_files(&loaded);
+    runtime.block_on(async move {
+        // Handlers go in before the node starts, and so before READY=1 (a
+        // service manager may stop the unit as soon as it is ready) and
+        // before bootstrap: an early SIGTERM still drains instead of
+        // killing the process.
+        let signals = Signals::install();
+        let grace = loaded.config.network.shutdown_timeout.as_duration();
+        let mut node = ferrium::server::start(loaded.config).await?;
+        wait_for_shutdown(signals, &reload, &mut node).await;
+        node.shutdown(grace).await;
+        Ok(())
+    })
+}
+
+/// Waits for SIGTERM or SIGINT, handling SIGHUP (configuration reload) in
+/// the meantime.
+async fn wait_for_shutdown(signals: Option<Signals>, reload: &Reloader, node: &mut RunningNode) {
+    let Some(Signals {
+        mut term,
+        mut int,
+        mut hup,
+    }) = signals
+    else {
+        log::error!("cannot install signal handlers; stop the node with SIGKILL");
+        std::future::pending::<()>().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => { log::info!("received SIGTERM"); return; }
+            _ = int.recv() => { log::info!("received SIGINT"); return; }
+            _ = hup.recv() => {
+                log::info!("received SIGHUP: reloading the configuration");
+                match reload() {
+                    Ok(loaded) => node.reload(loaded.config),
+                    Err(errors) => {
+                        for e in &errors {
+                            log::error!("configuration reload failed: {e}");
+                        }
+                        log::error!("keeping the running configuration; fix the file and send SIGHUP again");
+                    }
+                }
+            }
         }
     }
 }
