@@ -1,12 +1,15 @@
 //! Wires one node together and runs it: storage, Raft, the HTTP listener
 //! (REST, admin and peer routes, HTTP/2 handed to gRPC), the gRPC listener,
-//! cluster bootstrap, signals and shutdown.
+//! cluster bootstrap, reload and shutdown. [`start`] returns a
+//! [`RunningNode`]; signals are the caller's (`ferrium-server` maps SIGTERM
+//! and SIGINT to [`RunningNode::shutdown`], SIGHUP to
+//! [`RunningNode::reload`]), so a process may run several nodes.
 //!
 //! Start-up order matters: the store is opened (and recovered) before Raft
 //! starts, the listener is bound before the node bootstraps (peers must be
-//! able to reach it during the first election), and on SIGTERM/SIGINT the
-//! node stops taking requests, lets the ones in flight finish, and stops
-//! Raft last so that everything acknowledged is on disk.
+//! able to reach it during the first election), and on shutdown the node
+//! stops taking requests, lets the ones in flight finish, and stops Raft
+//! last so that everything acknowledged is on disk.
 
 use crate::api::op::Routes;
 use crate::api::{grpc, rest};
