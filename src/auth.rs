@@ -29,7 +29,8 @@ pub mod tokens;
 use crate::api::op::{Op, Required};
 use crate::config::{AuthMethod, Role, SecurityConfig};
 use crate::http::{Method, PeerCert, Request, Response};
-use crate::metrics::METRICS;
+use crate::metrics::Metrics;
+use crate::raft::peer::AUTH_HEADER as PEER_AUTH_HEADER;
 use certs::{CertName, CertNames};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -39,9 +40,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokens::Tokens;
 
-/// Header carrying a peer request's signature:
-/// `t=<unix ms>,n=<nonce hex>,d=<body SHA-256 hex>,mac=<hex>`.
-pub const PEER_AUTH_HEADER: &str = "x-ferrium-auth";
+// The signature header holds
+// `t=<unix ms>,n=<nonce hex>,d=<body SHA-256 hex>,mac=<hex>`.
 
 /// Largest clock difference accepted on a signed peer request.
 const MAX_SKEW: Duration = Duration::from_secs(300);
@@ -183,10 +183,8 @@ impl PeerSigner {
         if now.abs_diff(sig.ts) > MAX_SKEW.as_millis() as u64 {
             return Err(Refusal::Invalid);
         }
-        let target = req
-            .header(crate::raft::network::TARGET_HEADER)
-            .unwrap_or("");
-        let from_text = req.header(crate::raft::network::FROM_HEADER).unwrap_or("");
+        let target = req.header(crate::raft::peer::TARGET_HEADER).unwrap_or("");
+        let from_text = req.header(crate::raft::peer::FROM_HEADER).unwrap_or("");
         let from = from_text.parse::<u64>().map_err(|_| Refusal::Invalid)?;
         let mac = self
             .mac(
@@ -216,10 +214,10 @@ pub fn signed_digest(req: &Request) -> Option<BodyDigest> {
 /// Refuses (401) a signed request whose body is not the one its signature
 /// covers. Requests without a signature (mTLS peers, or no peer
 /// authentication) pass: nothing to check against.
-pub fn check_body(req: &Request, digest: &BodyDigest) -> Result<(), Response> {
+pub fn check_body(req: &Request, digest: &BodyDigest, metrics: &Metrics) -> Result<(), Response> {
     match signed_digest(req) {
         Some(signed) if signed != *digest => {
-            METRICS.auth_denied("peer_body");
+            metrics.auth_denied("peer_body");
             Err(Response::error(
                 401,
                 "unauthenticated",
@@ -327,6 +325,8 @@ pub struct Auth {
     open_health: bool,
     peers: Option<Arc<PeerSigner>>,
     last_log_second: AtomicU64,
+    /// The node's metrics, where refusals are counted.
+    metrics: Arc<Metrics>,
 }
 
 /// Who is calling, as far as a request shows it.
@@ -374,7 +374,11 @@ fn rank(r: Role) -> u8 {
 impl Auth {
     /// Builds the policy from `[security]`, reading the token and secret
     /// files. Errors name the file and the fix.
-    pub fn from_config(s: &SecurityConfig, cluster: &str) -> Result<Auth, String> {
+    pub fn from_config(
+        s: &SecurityConfig,
+        cluster: &str,
+        metrics: Arc<Metrics>,
+    ) -> Result<Auth, String> {
         let tokens = load_tokens(s.auth_method, s)?;
         let peer_names = s
             .peer_names
@@ -418,7 +422,13 @@ impl Auth {
             open_health: s.open_health,
             peers,
             last_log_second: AtomicU64::new(0),
+            metrics,
         })
+    }
+
+    /// The node's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Reads `security.tokens` and the token file again (SIGHUP) and
@@ -576,7 +586,7 @@ impl Auth {
             Ok(()) => return Ok(()),
             Err(d) => d,
         };
-        METRICS.auth_denied(denial.kind());
+        self.metrics.auth_denied(denial.kind());
         self.log_denial(denial.kind(), "gRPC", path);
         Err(match denial {
             Denial::Forbidden => {
@@ -610,7 +620,7 @@ impl Auth {
     }
 
     fn denied(&self, kind: &str, req: &Request) {
-        METRICS.auth_denied(kind);
+        self.metrics.auth_denied(kind);
         let from = req.remote_addr().to_string();
         self.log_denial(
             kind,

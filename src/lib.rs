@@ -6,6 +6,9 @@
 //!   the REST and gRPC front ends side by side, and the generated protobuf types.
 //! - [`auth`]: bearer tokens and certificate names with roles for clients, member
 //!   certificates and the cluster secret for peers.
+//! - [`client`]: the other side: a REST and gRPC client for a cluster, with
+//!   endpoint fail-over that never sends a write twice; ferriumctl and
+//!   ferrium-bench are built on it.
 //! - [`config`]: the TOML schema, its defaults, search paths, `FERRIUM_*` and
 //!   command-line overrides, and validation. Everything else receives typed,
 //!   already-validated settings.
@@ -17,6 +20,8 @@
 //!   consistency level, membership, status, forwarding to the leader.
 //! - [`raft`]: the openraft type configuration, the commands that go into the
 //!   log, and the peer network over [`http`].
+//! - [`rng`]: a small seeded pseudo-random generator for the tests and
+//!   `ferrium-bench`; not used by the server, not for secrets.
 //! - [`server`]: wires storage, Raft and listeners; signals and shutdown.
 //! - [`store`]: openraft's log storage and state machine on one RocksDB
 //!   instance, plus snapshot files. Knows nothing about HTTP.
@@ -25,12 +30,14 @@
 
 pub mod api;
 pub mod auth;
+pub mod client;
 pub mod config;
 pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod node;
 pub mod raft;
+pub mod rng;
 pub mod server;
 pub mod store;
 pub mod systemd;

@@ -1,5 +1,7 @@
-//! Process-wide metrics: counters and latency histograms, rendered in the
+//! A node's metrics: counters and latency histograms, rendered in the
 //! Prometheus text exposition format (version 0.0.4) by `GET /metrics`.
+//! Each node has its own [`Metrics`] (held by its `Node` and `Auth`), so
+//! several nodes in one process count separately.
 //!
 //! Hand-rolled rather than a metrics crate: a few atomics and a mutex-guarded
 //! map per labelled family are all Ferrium needs. Label values come from a
@@ -13,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Upper bounds of the latency histogram buckets, in seconds.
@@ -106,7 +108,7 @@ impl HistogramFamily {
     }
 }
 
-/// All of Ferrium's own counters.
+/// All of one node's own counters.
 #[derive(Default)]
 pub struct Metrics {
     http_requests: CounterFamily,
@@ -123,9 +125,6 @@ pub struct Metrics {
     snapshot_installs: AtomicU64,
     applied_entries: AtomicU64,
 }
-
-/// The process-wide registry.
-pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::default);
 
 /// Escapes a label value for the text format.
 fn label(v: &str) -> String {
@@ -283,6 +282,7 @@ impl Metrics {
 /// Follows the Raft metrics of this node and counts elections, leader
 /// changes, snapshot builds and applied entries. Returns when Raft stops.
 pub async fn watch_raft(
+    metrics: Arc<Metrics>,
     mut rx: openraft::alias::WatchReceiverOf<
         crate::raft::types::TypeConfig,
         openraft::RaftMetrics<crate::raft::types::TypeConfig>,
@@ -294,10 +294,10 @@ pub async fn watch_raft(
     let mut leader = first.current_leader;
     let mut applied = first.last_applied.as_ref().map_or(0, |l| l.index);
     let mut snapshot = first.snapshot.as_ref().map(|l| l.index);
-    let mut installs_seen = METRICS.snapshot_installs.load(Ordering::Relaxed);
+    let mut installs_seen = metrics.snapshot_installs.load(Ordering::Relaxed);
     while rx.changed().await.is_ok() {
         let m = rx.borrow_watched().clone();
-        let m_ = &METRICS;
+        let m_ = &*metrics;
         if m.current_term != term {
             m_.elections.fetch_add(1, Ordering::Relaxed);
             term = m.current_term;
@@ -356,6 +356,8 @@ pub type Sample = (&'static str, &'static str, f64);
 /// state machine (RocksDB memory).
 #[derive(Clone)]
 pub struct Sources {
+    /// The node's counters and histograms.
+    pub metrics: Arc<Metrics>,
     pub log_store: crate::store::LogStore,
     pub open_connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     pub data_dir: std::path::PathBuf,
@@ -388,6 +390,16 @@ impl Sources {
                 "ferrium_rocksdb_memtable_bytes",
                 "RocksDB memtable usage.",
                 mem.memtables as f64,
+            ),
+            (
+                "ferrium_history_compact_revision",
+                "Reads below this revision are refused (the compaction point).",
+                self.reader.compact_revision() as f64,
+            ),
+            (
+                "ferrium_request_ids",
+                "Request ids remembered for exactly-once writes.",
+                self.reader.request_ids() as f64,
             ),
             (
                 "process_resident_memory_bytes",

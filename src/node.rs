@@ -18,11 +18,11 @@
 //! 5xx from the leader) may have committed, because openraft may already
 //! have sent the entry to followers and a new leader can commit it.
 
-use crate::auth::{PEER_AUTH_HEADER, PeerSigner};
 use crate::config::{Config, Millis};
-use crate::http::{self, ClientRequest, Method};
-use crate::metrics::METRICS;
-use crate::raft::network::{CLUSTER_HEADER, FROM_HEADER, TARGET_HEADER};
+use crate::http;
+use crate::metrics::Metrics;
+use crate::raft::kv::{ApplyError, RangeRequest, RangeResult, Txn, TxnOp, TxnResult};
+use crate::raft::peer::{self, PeerClient, Route};
 use crate::raft::types::{Command, CommandResult, Node as NodeInfo, TypeConfig};
 use crate::store::{StateMachine, StateReader, StoredValue};
 use openraft::async_runtime::WatchReceiver;
@@ -98,6 +98,9 @@ pub enum Error {
     Precondition(String),
     /// Storage or Raft failed on this node (500).
     Internal(String),
+    /// Decided when the entry was applied: a compacted or future revision,
+    /// a missing key or lease.
+    Apply(ApplyError),
 }
 
 impl fmt::Display for Error {
@@ -110,6 +113,7 @@ impl fmt::Display for Error {
             | Error::Conflict(m)
             | Error::Precondition(m)
             | Error::Internal(m) => f.write_str(m),
+            Error::Apply(e) => e.fmt(f),
             Error::NotLeader(Some(l)) => match &l.node {
                 Some(n) => write!(
                     f,
@@ -140,6 +144,7 @@ impl Error {
             Error::Conflict(_) => "conflict",
             Error::Precondition(_) => "failed_precondition",
             Error::Internal(_) => "internal",
+            Error::Apply(e) => e.code(),
         }
     }
 }
@@ -192,8 +197,10 @@ struct Inner {
     cluster: String,
     raft: FerriumRaft,
     reader: StateReader,
-    peers: http::Client,
+    peers: PeerClient,
     me: NodeInfo,
+    /// This node's counters and histograms.
+    metrics: Arc<Metrics>,
     forward: bool,
     request_timeout: Duration,
     limits: Limits,
@@ -204,8 +211,6 @@ struct Inner {
     /// A leader that has not heard from a quorum for this long is not
     /// ready; nor is a follower that has not heard from a leader.
     quorum_timeout: Duration,
-    /// Signs requests to peers when a cluster secret is configured.
-    signer: Option<Arc<PeerSigner>>,
     /// When this node last accepted entries or a heartbeat from a leader.
     last_leader_contact: std::sync::Mutex<Option<std::time::Instant>>,
 }
@@ -270,9 +275,9 @@ impl Node {
         config: &Config,
         raft: FerriumRaft,
         reader: StateReader,
-        peers: http::Client,
+        peers: PeerClient,
         me: NodeInfo,
-        signer: Option<Arc<PeerSigner>>,
+        metrics: Arc<Metrics>,
     ) -> Node {
         let max_message = config.network.max_message_size.bytes() as usize;
         Node {
@@ -283,6 +288,7 @@ impl Node {
                 reader,
                 peers,
                 me,
+                metrics,
                 forward: config.network.forward_to_leader,
                 request_timeout: config.network.request_timeout.as_duration(),
                 limits: Limits {
@@ -297,7 +303,6 @@ impl Node {
                 // delayed by a busy moment, when that long passes.
                 quorum_timeout: config.raft.election_timeout_max.as_duration() * 2,
                 last_leader_contact: std::sync::Mutex::new(None),
-                signer,
             }),
         }
     }
@@ -316,6 +321,11 @@ impl Node {
     /// The latest Raft metrics of this node.
     pub fn metrics(&self) -> openraft::RaftMetrics<TypeConfig> {
         self.inner.raft.metrics().borrow_watched().clone()
+    }
+
+    /// This node's counters and histograms (`/metrics`).
+    pub fn registry(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
     }
 
     pub fn cluster(&self) -> &str {
@@ -381,20 +391,11 @@ impl Node {
 
     /// Checks a key against the limits.
     pub fn check_key(&self, key: &str) -> Result<(), Error> {
-        if key.is_empty() {
-            return Err(Error::Invalid("the key is empty".into()));
-        }
-        if key.len() > self.inner.limits.max_key {
-            return Err(Error::TooLarge(format!(
-                "the key is {} bytes; the limit is {} (network.max_key_size)",
-                key.len(),
-                self.inner.limits.max_key
-            )));
-        }
-        Ok(())
+        self.check_bytes_key(key.as_bytes())
     }
 
-    fn check_value(&self, value: &str) -> Result<(), Error> {
+    fn check_value(&self, value: impl AsRef<[u8]>) -> Result<(), Error> {
+        let value = value.as_ref();
         if value.len() > self.inner.limits.max_value {
             return Err(Error::TooLarge(format!(
                 "the value is {} bytes; the limit is {} (network.max_value_size)",
@@ -413,6 +414,27 @@ impl Node {
                 self.check_value(value)
             }
             Command::Delete { key } => self.check_key(key),
+            Command::Txn(t) => self.check_txn(t),
+            Command::Compact { revision } => {
+                if *revision == 0 {
+                    return Err(Error::Invalid(
+                        "the compaction revision must be at least 1".into(),
+                    ));
+                }
+                Ok(())
+            }
+            Command::Tagged { id, command, .. } => {
+                if id.is_empty() || id.len() > MAX_REQUEST_ID {
+                    return Err(Error::Invalid(format!(
+                        "a request id is 1 to {MAX_REQUEST_ID} bytes; this one is {}",
+                        id.len()
+                    )));
+                }
+                if matches!(**command, Command::Tagged { .. }) {
+                    return Err(Error::Invalid("a request carries one request id".into()));
+                }
+                self.check_command(command)
+            }
             Command::BatchSet { pairs } => {
                 if pairs.is_empty() {
                     return Err(Error::Invalid("the batch is empty".into()));
@@ -463,17 +485,58 @@ impl Node {
                 if !self.inner.forward {
                     return Err(Error::NotLeader(Some(leader)));
                 }
-                return self.forward(&leader, "/raft/write", &cmd).await;
+                return self.forward_write(&leader, cmd).await;
             }
         }
         match self.submit(cmd.clone()).await {
             Err(Error::NotLeader(Some(leader)))
                 if self.inner.forward && leader.id != self.inner.id =>
             {
-                self.forward(&leader, "/raft/write", &cmd).await
+                self.forward_write(&leader, cmd).await
             }
             other => other,
         }
+    }
+
+    /// Forwards a write to the leader with a request id (the client's, or
+    /// one this node attaches), so that an answer lost on the way from the
+    /// leader (a cut connection, a garbled reply) is asked for again, once,
+    /// without the risk of applying the write twice.
+    async fn forward_write(
+        &self,
+        leader: &LeaderInfo,
+        cmd: Command,
+    ) -> Result<CommandResult, Error> {
+        let attached = !matches!(cmd, Command::Tagged { .. });
+        let cmd = if attached {
+            Command::Tagged {
+                id: crate::client::new_request_id().into_bytes(),
+                time_ms: 0,
+                command: Box::new(cmd),
+            }
+        } else {
+            cmd
+        };
+        let began = std::time::Instant::now();
+        let mut result = self.forward(leader, Route::Write, &cmd).await;
+        if matches!(result, Err(Error::OutcomeUnknown(_)))
+            && began.elapsed() < self.inner.request_timeout / 2
+        {
+            // A client's pause before it asks again.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let again = self
+                .leader()
+                .filter(|l| l.id != self.inner.id)
+                .unwrap_or_else(|| leader.clone());
+            result = self.forward(&again, Route::Write, &cmd).await;
+        }
+        result.map(|mut r: CommandResult| {
+            // A repeat of an id this node attached is its own business.
+            if attached {
+                r.repeated = false;
+            }
+            r
+        })
     }
 
     /// Proposes on this node only (the peer route `/raft/write` calls this:
@@ -487,8 +550,14 @@ impl Node {
     }
 
     /// Hands an already checked command to Raft on this node.
-    async fn submit(&self, cmd: Command) -> Result<CommandResult, Error> {
+    async fn submit(&self, mut cmd: Command) -> Result<CommandResult, Error> {
         let _in_flight = InFlight::new(&self.inner.writes_in_flight);
+        // The proposing leader dates request ids with its own clock.
+        if let Command::Tagged { time_ms, .. } = &mut cmd {
+            *time_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        }
         let fut = self.inner.raft.client_write(cmd);
         let result = match tokio::time::timeout(self.inner.request_timeout, fut).await {
             Err(_) => Err(Error::OutcomeUnknown(format!(
@@ -498,7 +567,7 @@ impl Node {
             Ok(Ok(resp)) => Ok(resp.data),
             Ok(Err(e)) => Err(self.write_error(e)),
         };
-        METRICS.proposal(match &result {
+        self.inner.metrics.proposal(match &result {
             Ok(_) => "ok",
             Err(Error::NotLeader(_)) => "not_leader",
             Err(Error::Unavailable(_)) => "unavailable",
@@ -552,10 +621,10 @@ impl Node {
     async fn forward<Req: Serialize, Resp: for<'de> Deserialize<'de>>(
         &self,
         leader: &LeaderInfo,
-        path: &str,
+        route: Route,
         body: &Req,
     ) -> Result<Resp, Error> {
-        self.forward_within(leader, path, body, self.inner.request_timeout)
+        self.forward_within(leader, route, body, self.inner.request_timeout)
             .await
     }
 
@@ -563,7 +632,7 @@ impl Node {
     async fn forward_within<Req: Serialize, Resp: for<'de> Deserialize<'de>>(
         &self,
         leader: &LeaderInfo,
-        path: &str,
+        route: Route,
         body: &Req,
         timeout: Duration,
     ) -> Result<Resp, Error> {
@@ -573,46 +642,48 @@ impl Node {
                 leader.id
             )));
         };
-        METRICS.forwarded(match path {
-            "/raft/write" => "write",
-            "/raft/read-index" => "read_index",
-            _ => "admin",
-        });
-        let url = format!("{}{path}", node.rpc_addr);
+        self.inner.metrics.forwarded(route.forwarded_label());
         let body = serde_json::to_vec(body).map_err(|e| Error::Internal(format!("encode: {e}")))?;
-        let mut req = ClientRequest::new(Method::Post, &url)
-            .map_err(|e| Error::Unavailable(format!("leader address {}: {e}", node.rpc_addr)))?;
-        if let Some(signer) = &self.inner.signer {
-            req = req.header(
-                PEER_AUTH_HEADER,
-                signer.sign("POST", path, leader.id, self.inner.id, &body),
-            );
-        }
-        let req = req
-            .header(TARGET_HEADER, leader.id.to_string())
-            .header(FROM_HEADER, self.inner.id.to_string())
-            .header(CLUSTER_HEADER, self.inner.cluster.clone())
-            .header("content-type", "application/json")
-            .body(body)
-            .timeout(timeout);
-        let resp = match self.inner.peers.send(req).await {
-            Ok(r) => r,
-            Err(e) => return Err(forward_failure(&e, leader.id, &node.rpc_addr)),
+        let reply = self
+            .inner
+            .peers
+            .call(
+                peer::Target {
+                    id: leader.id,
+                    addr: &node.rpc_addr,
+                },
+                route,
+                "application/json",
+                body,
+                timeout,
+                64 * 1024 * 1024,
+            )
+            .await;
+        let bytes = match reply {
+            Ok(r) if r.status == 200 => r.body,
+            Ok(r) => {
+                let body = serde_json::from_slice::<serde_json::Value>(&r.body).ok();
+                return Err(leader_refusal(r.status, body.as_ref(), leader.id));
+            }
+            Err(peer::CallError::BadAddress(m)) => {
+                return Err(Error::Unavailable(format!(
+                    "cannot reach the leader (node {}): {m}",
+                    leader.id
+                )));
+            }
+            Err(peer::CallError::Send(e)) => {
+                return Err(forward_failure(&e, leader.id, &node.rpc_addr));
+            }
+            Err(peer::CallError::Cut { status, .. }) if status != 200 => {
+                return Err(leader_refusal(status, None, leader.id));
+            }
+            Err(peer::CallError::Cut { error, .. }) => {
+                return Err(Error::OutcomeUnknown(format!(
+                    "the answer of the leader (node {}) was cut off: {error}; the request may or may not have been applied",
+                    leader.id
+                )));
+            }
         };
-        let status = resp.status();
-        let collected = resp.collect(64 * 1024 * 1024).await;
-        if status != 200 {
-            let body = collected
-                .ok()
-                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
-            return Err(leader_refusal(status, body.as_ref(), leader.id));
-        }
-        let bytes = collected.map_err(|e| {
-            Error::OutcomeUnknown(format!(
-                "the answer of the leader (node {}) was cut off: {e}; the request may or may not have been applied",
-                leader.id
-            ))
-        })?;
         let reply: Result<Resp, Error> = serde_json::from_slice(&bytes).map_err(|e| {
             Error::OutcomeUnknown(format!(
                 "the answer of the leader (node {}) does not decode ({e}); the request may or may not have been applied",
@@ -646,7 +717,7 @@ impl Node {
         start_after: Option<&str>,
         limit: usize,
         consistency: ReadConsistency,
-    ) -> Result<(Vec<(String, StoredValue)>, bool), Error> {
+    ) -> Result<(Vec<(Vec<u8>, StoredValue)>, bool), Error> {
         self.check_serving()?;
         let limit = match limit {
             0 => DEFAULT_PAGE,
@@ -699,7 +770,7 @@ impl Node {
             }
             // A read changes nothing: a lost answer is just unavailability.
             let read_log_id: openraft::raft::linearizable_read::ReadLogId<TypeConfig> = self
-                .forward(&leader, "/raft/read-index", &consistency)
+                .forward(&leader, Route::ReadIndex, &consistency)
                 .await
                 .map_err(|e| match e {
                     Error::OutcomeUnknown(m) => Error::Unavailable(m),
@@ -877,7 +948,7 @@ impl Node {
             return self
                 .forward_within(
                     &leader,
-                    "/raft/add-learner",
+                    Route::AddLearner,
                     &rpc,
                     wait + self.inner.request_timeout,
                 )
@@ -1030,7 +1101,7 @@ impl Node {
                 return Err(Error::NotLeader(Some(leader)));
             }
             return self
-                .forward(&leader, "/raft/change-membership", &voters)
+                .forward(&leader, Route::ChangeMembership, &voters)
                 .await;
         }
         self.change_membership_local(voters).await
@@ -1300,5 +1371,257 @@ fn nodes_text(ids: &[u64]) -> String {
         [] => "no node".to_string(),
         [one] => format!("node {one}"),
         [rest @ .., last] => format!("nodes {} and {last}", rest.join(", ")),
+    }
+}
+
+/// What every KV v2 answer carries: which cluster and member answered, in
+/// which Raft term, reflecting which revision (etcd's `ResponseHeader`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    pub cluster_id: u64,
+    pub member_id: u64,
+    pub raft_term: u64,
+    pub revision: u64,
+}
+
+/// Longest request id a client may attach to a write.
+pub const MAX_REQUEST_ID: usize = 256;
+/// Most operations one transaction may hold, nested ones included (etcd's
+/// default `--max-txn-ops`).
+pub const MAX_TXN_OPS: usize = 128;
+
+/// A stable 64-bit id for a cluster name (FNV-1a), for answer headers.
+pub fn cluster_id(name: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+impl Node {
+    /// The answer header at `revision`.
+    pub fn header(&self, revision: u64) -> Header {
+        let term = self.inner.raft.metrics().borrow_watched().current_term;
+        Header {
+            cluster_id: cluster_id(&self.inner.cluster),
+            member_id: self.inner.id,
+            raft_term: term,
+            revision,
+        }
+    }
+
+    /// The revision this member has applied up to.
+    pub fn applied_revision(&self) -> u64 {
+        self.inner.reader.last_applied().map_or(0, |l| l.index())
+    }
+
+    /// A write with a client's request id (see [`Command::Tagged`]): a
+    /// repeat of an id applied within the window answers the first result.
+    pub async fn write_with_id(
+        &self,
+        cmd: Command,
+        request_id: Option<Vec<u8>>,
+    ) -> Result<CommandResult, Error> {
+        let cmd = match request_id {
+            Some(id) => Command::Tagged {
+                id,
+                time_ms: 0,
+                command: Box::new(cmd),
+            },
+            None => cmd,
+        };
+        self.write(cmd).await
+    }
+
+    /// Runs a transaction through the log; the result, the revision it was
+    /// applied at, and whether it is the kept answer of an earlier request
+    /// with the same id.
+    pub async fn txn(
+        &self,
+        txn: Txn,
+        request_id: Option<Vec<u8>>,
+    ) -> Result<(TxnResult, u64, bool), Error> {
+        let r = self
+            .write_with_id(Command::Txn(Box::new(txn)), request_id)
+            .await?;
+        if let Some(e) = r.error {
+            return Err(Error::Apply(e));
+        }
+        let (revision, repeated) = (r.revision, r.repeated);
+        r.txn.map(|t| (t, revision, repeated)).ok_or_else(|| {
+            Error::Internal("the state machine answered a transaction without its result".into())
+        })
+    }
+
+    /// Forgets history before `revision` on every member; answers the
+    /// compaction point.
+    pub async fn compact(&self, revision: u64, request_id: Option<Vec<u8>>) -> Result<u64, Error> {
+        let r = self
+            .write_with_id(Command::Compact { revision }, request_id)
+            .await?;
+        match r.error {
+            Some(e) => Err(Error::Apply(e)),
+            None => Ok(r.compact_revision.unwrap_or(revision)),
+        }
+    }
+
+    /// A range at the current or a past revision, at `consistency`; with
+    /// the revision it reflects.
+    pub async fn range(
+        &self,
+        req: RangeRequest,
+        consistency: ReadConsistency,
+    ) -> Result<(RangeResult, u64), Error> {
+        self.check_serving()?;
+        self.check_range(&req)?;
+        self.linearize(consistency).await?;
+        match self.inner.reader.range_async(req).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => Err(Error::Apply(e)),
+            Err(e) => Err(self.storage_error(e)),
+        }
+    }
+
+    fn check_bytes_key(&self, key: &[u8]) -> Result<(), Error> {
+        if key.is_empty() {
+            return Err(Error::Invalid("the key is empty".into()));
+        }
+        if key.len() > self.inner.limits.max_key {
+            return Err(Error::TooLarge(format!(
+                "the key is {} bytes; the limit is {} (network.max_key_size)",
+                key.len(),
+                self.inner.limits.max_key
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_range(&self, r: &RangeRequest) -> Result<(), Error> {
+        // A range may start at the empty key (every key: "" with a prefix
+        // or from_key); a single key may not be empty.
+        if !r.key.is_empty() || r.range_end.is_empty() {
+            self.check_bytes_key(&r.key)?;
+        }
+        if r.range_end.len() > self.inner.limits.max_key {
+            return Err(Error::TooLarge(format!(
+                "range_end is {} bytes; the limit is {} (network.max_key_size)",
+                r.range_end.len(),
+                self.inner.limits.max_key
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_txn(&self, t: &Txn) -> Result<(), Error> {
+        let ops = t.op_count();
+        if ops > MAX_TXN_OPS {
+            return Err(Error::TooLarge(format!(
+                "the transaction holds {ops} operations; the limit is {MAX_TXN_OPS}"
+            )));
+        }
+        let bytes = t.byte_size();
+        if bytes > self.inner.limits.max_batch_bytes {
+            return Err(Error::TooLarge(format!(
+                "the transaction holds {bytes} bytes; the limit is {} (network.max_message_size)",
+                self.inner.limits.max_batch_bytes
+            )));
+        }
+        fn each(node: &Node, t: &Txn) -> Result<(), Error> {
+            for c in &t.compare {
+                node.check_bytes_key(&c.key)?;
+                if let crate::raft::kv::CompareTarget::Value(v) = &c.target {
+                    node.check_value(v)?;
+                }
+            }
+            for op in t.success.iter().chain(&t.failure) {
+                match op {
+                    TxnOp::Put(p) => {
+                        node.check_bytes_key(&p.key)?;
+                        node.check_value(&p.value)?;
+                    }
+                    TxnOp::DeleteRange(d) => {
+                        if !d.key.is_empty() || d.range_end.is_empty() {
+                            node.check_bytes_key(&d.key)?;
+                        }
+                    }
+                    TxnOp::Range(r) => node.check_range(r)?,
+                    TxnOp::Txn(t) => each(node, t)?,
+                }
+            }
+            Ok(())
+        }
+        each(self, t)?;
+        if let Some(k) = t.duplicate_key() {
+            return Err(Error::Invalid(format!(
+                "the key {:?} is written twice in one branch of the transaction (put twice, or put and deleted); write it once",
+                String::from_utf8_lossy(&k)
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// How often the leader considers compacting history by retention.
+const RETENTION_TICK: Duration = Duration::from_secs(5);
+
+impl Node {
+    /// Compacts history by retention while this node leads: to the newest
+    /// revision that is at least `retention` old (by the leader's own
+    /// samples of its applied revision, so a new leader starts counting
+    /// afresh) and to at most `max_revisions` revisions behind the applied
+    /// one (0: no bound by count). Runs until the node shuts down; a
+    /// compaction that fails is retried at the next tick.
+    pub async fn run_retention(self, retention: Duration, max_revisions: u64) {
+        let mut samples: std::collections::VecDeque<(std::time::Instant, u64)> =
+            std::collections::VecDeque::new();
+        loop {
+            tokio::time::sleep(RETENTION_TICK).await;
+            if self.is_shutting_down() {
+                return;
+            }
+            if !self.is_leader() {
+                samples.clear();
+                continue;
+            }
+            let now = std::time::Instant::now();
+            let applied = self.applied_revision();
+            samples.push_back((now, applied));
+            let mut by_time = 0;
+            while let Some(&(at, rev)) = samples.front() {
+                if now.duration_since(at) < retention {
+                    break;
+                }
+                by_time = rev;
+                samples.pop_front();
+            }
+            // Keep the newest sample that is old enough as the next start.
+            if by_time > 0 {
+                samples.push_front((now - retention, by_time));
+            }
+            let by_count = if max_revisions > 0 {
+                applied.saturating_sub(max_revisions)
+            } else {
+                0
+            };
+            let target = by_time.max(by_count);
+            let current = self.inner.reader.compact_revision();
+            if target <= current {
+                continue;
+            }
+            // Not for every few revisions: wait for a step worth an entry.
+            let step = (max_revisions / 10).clamp(1, 10_000);
+            if target - current < step && by_time <= current {
+                continue;
+            }
+            match self.compact(target, None).await {
+                Ok(point) => ::log::info!("compacted history to revision {point} (retention)"),
+                Err(Error::Apply(ApplyError::Compacted { .. })) => {}
+                Err(e) => {
+                    ::log::warn!("compacting history to revision {target} failed, will retry: {e}")
+                }
+            }
+        }
     }
 }

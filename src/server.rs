@@ -19,6 +19,7 @@ use crate::http::{self, Server, ServerConfig};
 use crate::metrics;
 use crate::node::Node;
 use crate::raft::network::{PeerNetwork, rebuild_damaged_snapshots};
+use crate::raft::peer::PeerClient;
 use crate::raft::rpc;
 use crate::raft::types::Node as NodeInfo;
 use crate::store::{self, StoreOptions};
@@ -190,7 +191,13 @@ fn warn_open_access(cfg: &Config, bound: &[SocketAddr], tls: Option<&Tls>) {
 /// [`RunningNode::reload`]), so several nodes can run in one process.
 pub async fn start(cfg: Config) -> Result<RunningNode, String> {
     let tls = Tls::from_config(&cfg)?;
-    let auth = Arc::new(Auth::from_config(&cfg.security, &cfg.cluster.name)?);
+    // This node's own metrics: several nodes in one process count apart.
+    let registry = Arc::new(metrics::Metrics::default());
+    let auth = Arc::new(Auth::from_config(
+        &cfg.security,
+        &cfg.cluster.name,
+        registry.clone(),
+    )?);
     if auth.signer().is_none() && !cfg.security.enable_mtls {
         log::warn!(
             "no security.cluster_secret_file: peer routes under /raft/ accept any caller; set one on every member"
@@ -226,13 +233,8 @@ pub async fn start(cfg: Config) -> Result<RunningNode, String> {
         tls: tls.as_ref().map(|t| t.client.clone()),
         ..http::ClientConfig::default()
     });
-    let network = PeerNetwork::new(
-        id,
-        &cfg.cluster.name,
-        client.clone(),
-        cfg.raft.snapshot_timeout.as_duration(),
-        auth.signer(),
-    );
+    let peers = PeerClient::new(id, &cfg.cluster.name, auth.signer(), client);
+    let network = PeerNetwork::new(peers.clone(), cfg.raft.snapshot_timeout.as_duration());
     let damaged_snapshots = network.damaged_snapshots();
     let raft_cfg = Arc::new(raft_config(&cfg)?);
     let raft = openraft::Raft::new(id, raft_cfg, network, log_store, state_machine)
@@ -261,13 +263,14 @@ pub async fn start(cfg: Config) -> Result<RunningNode, String> {
         &bound,
         raft.clone(),
         reader.clone(),
-        client,
+        peers,
         me.clone(),
-        auth.signer(),
+        registry.clone(),
     );
 
     let open_connections = Arc::new(AtomicUsize::new(0));
     let sources = metrics::Sources {
+        metrics: registry.clone(),
         log_store: log_handle,
         open_connections: open_connections.clone(),
         data_dir: data_dir.clone(),
@@ -298,7 +301,19 @@ pub async fn start(cfg: Config) -> Result<RunningNode, String> {
     if let Some(t) = &tls {
         server = server.with_tls(t.server.clone());
     }
-    tokio::spawn(metrics::watch_raft(raft.metrics()));
+    tokio::spawn(metrics::watch_raft(registry, raft.metrics()));
+    let retention = cfg.storage.history_retention.as_duration();
+    if !retention.is_zero() || cfg.storage.history_max_revisions > 0 {
+        let retention = if retention.is_zero() {
+            std::time::Duration::from_secs(100 * 365 * 86_400)
+        } else {
+            retention
+        };
+        tokio::spawn(
+            node.clone()
+                .run_retention(retention, cfg.storage.history_max_revisions),
+        );
+    }
     let shutdown = server.shutdown_handle();
     let serving = tokio::spawn(server.run());
     let grpc_serving = grpc_server.spawn();

@@ -151,10 +151,10 @@ async fn main() {
         dst.last_applied().map(|l| l.index()),
         vm_hwm()
     );
-    let (page, _) = dst.list("", None, 1).expect("list");
+    let (page, _) = dst.list(b"", None, 1).expect("list");
     println!(
         "first key after install: {:?}",
-        page.first().map(|(k, _)| k)
+        page.first().map(|(k, _)| String::from_utf8_lossy(k))
     );
     println!("peak resident memory (VmHWM): {}", vm_hwm());
     drop((_l, dst));

@@ -1,6 +1,7 @@
 //! Client-facing front ends: thin translations of wire formats into calls on
 //! the node core. No business logic lives here.
 
+pub mod base64;
 pub mod grpc;
 pub mod op;
 pub mod rest;

@@ -21,6 +21,12 @@ pub enum Op {
     Read,
     /// List keys (REST `/list`, gRPC `ListKeys`).
     List,
+    /// A range at any retained revision (REST `/range`, gRPC `Range`).
+    Range,
+    /// A transaction (REST `/txn`, gRPC `Txn`).
+    Txn,
+    /// Forget old history (REST `/compact`, gRPC `Compact`).
+    Compact,
     /// Liveness (REST `/health`, gRPC `HealthCheck` and `grpc.health.v1`).
     Health,
     /// Readiness (REST `/ready`).
@@ -66,9 +72,11 @@ impl Op {
     pub fn required(self, reads: bool) -> Required {
         let by_method = if reads { Role::Read } else { Role::Admin };
         match self {
-            Op::Write => Required::Role(Role::Write),
-            Op::Read | Op::List => Required::Role(Role::Read),
-            Op::Init | Op::AddLearner | Op::ChangeMembership => Required::Role(Role::Admin),
+            Op::Write | Op::Txn => Required::Role(Role::Write),
+            Op::Read | Op::List | Op::Range => Required::Role(Role::Read),
+            Op::Init | Op::AddLearner | Op::ChangeMembership | Op::Compact => {
+                Required::Role(Role::Admin)
+            }
             Op::Health | Op::Ready => Required::Health(by_method),
             Op::Metrics | Op::IsLeader | Op::Leader | Op::Unrouted => Required::Role(by_method),
             Op::Peer => Required::Peer,
@@ -158,6 +166,9 @@ const GRPC_METHODS: &[(&str, Op, &str)] = &[
     ("/ferrium.kv.KvService/BatchSet", Op::Write, "BatchSet"),
     ("/ferrium.kv.KvService/ListKeys", Op::List, "ListKeys"),
     ("/ferrium.kv.KvService/Exists", Op::Read, "Exists"),
+    ("/ferrium.kv.KvService/Range", Op::Range, "Range"),
+    ("/ferrium.kv.KvService/Txn", Op::Txn, "Txn"),
+    ("/ferrium.kv.KvService/Compact", Op::Compact, "Compact"),
     (
         "/ferrium.management.ManagementService/Initialize",
         Op::Init,

@@ -2,8 +2,13 @@
 //! etcd's `benchmark` tool.
 //!
 //! Workloads: `put` (one `Set` per request), `get` (a read at a chosen
-//! consistency), `mixed` (reads and puts in a given ratio) and `batch`
-//! (`BatchSet` of N keys per request). Requests go over the REST API with
+//! consistency), `mixed` (reads and puts in a given ratio), `batch`
+//! (`BatchSet` of N keys per request) and `cas` (compare-and-swap: each
+//! connection task owns a key and sets it on the mod revision its last
+//! write got, as a lock holder or a config updater does). With
+//! `--request-ids` every write carries a fresh request id
+//! (`Idempotency-Key`, or the `idempotency-key` metadata entry) and a write
+//! whose outcome is unknown is sent again with the same id. Requests go over the REST API with
 //! Ferrium's own HTTP/1.1 client, or over gRPC.
 //!
 //! Each connection is driven by its own task (and, for gRPC, by `--concurrency`
@@ -24,25 +29,31 @@ use std::time::{Duration, Instant};
 
 use ferrium::api::proto::kv::kv_service_client::KvServiceClient;
 use ferrium::api::proto::kv::{BatchSetRequest, GetRequest, KeyValue, SetRequest};
+use ferrium::client::{ClientOptions, Endpoint, GrpcClient, RestClient};
 use ferrium::http::{Client, ClientConfig, ClientRequest, Method};
+use ferrium::rng::Rng;
 use serde::Serialize;
 use tonic::transport::Channel;
 
 const USAGE: &str = "\
-Usage: ferrium-bench [OPTIONS] <put|get|mixed|batch>
+Usage: ferrium-bench [OPTIONS] <put|get|mixed|batch|cas>
 
 Workloads:
   put      one Set per request
   get      one read per request (see --consistency)
   mixed    reads and puts, --read-ratio of them reads
   batch    one BatchSet of --batch-size keys per request
+  cas      compare-and-swap: each connection task sets its own key on the
+           mod revision its previous write got (a Set with if_mod_revision
+           over HTTP, a Txn over gRPC)
 
 Options:
   --endpoints LIST      comma-separated host:port list [default: 127.0.0.1:8001]
                         (HTTP port for --protocol http, gRPC port for grpc);
                         connections are spread over them round-robin
-  --leader              ask the first endpoint for the leader and send
-                        everything to the leader's API address (HTTP only)
+  --leader              ask the endpoints for the leader (waiting up to 10 s
+                        for one) and send everything to the leader's API
+                        address (HTTP only)
   --protocol P          http | grpc [default: http]
   -c, --conns N         connections [default: 16]
   --concurrency N       requests in flight per connection (gRPC only) [default: 1]
@@ -62,6 +73,9 @@ Options:
   --threads N           client runtime threads [default: number of CPUs]
   --timeout SECS        per-request timeout [default: 30]
   --seed N              seed for uniform keys and the mix [default: 1]
+  --request-ids         give every write a fresh request id and send a write
+                        whose outcome is unknown again with the same id
+                        (up to 4 times)
   --json                print the result as one JSON object
   -h, --help            print this help
 
@@ -78,6 +92,7 @@ enum Workload {
     Get,
     Mixed,
     Batch,
+    Cas,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -98,7 +113,7 @@ enum KeyDist {
 struct Options {
     workload: Workload,
     protocol: Protocol,
-    endpoints: Vec<String>,
+    endpoints: Vec<Endpoint>,
     leader: bool,
     conns: usize,
     concurrency: usize,
@@ -117,6 +132,7 @@ struct Options {
     timeout: Duration,
     seed: u64,
     json: bool,
+    request_ids: bool,
 }
 
 fn parse_args() -> Result<Option<Options>, String> {
@@ -124,7 +140,7 @@ fn parse_args() -> Result<Option<Options>, String> {
     let mut o = Options {
         workload: Workload::Put,
         protocol: Protocol::Http,
-        endpoints: vec!["127.0.0.1:8001".to_string()],
+        endpoints: Endpoint::parse_list("127.0.0.1:8001").map_err(|e| e.to_string())?,
         leader: false,
         conns: 16,
         concurrency: 1,
@@ -143,6 +159,7 @@ fn parse_args() -> Result<Option<Options>, String> {
         timeout: Duration::from_secs(30),
         seed: 1,
         json: false,
+        request_ids: false,
     };
     let mut workload = None;
     let mut parser = lexopt::Parser::from_env();
@@ -152,12 +169,7 @@ fn parse_args() -> Result<Option<Options>, String> {
             Short('h') | Long("help") => return Ok(None),
             Long("endpoints") => {
                 let v = parser.value().map_err(err)?.string().map_err(err)?;
-                o.endpoints = v
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .collect();
+                o.endpoints = Endpoint::parse_list(&v).map_err(|e| e.to_string())?;
             }
             Long("leader") => o.leader = true,
             Long("protocol") => {
@@ -218,15 +230,17 @@ fn parse_args() -> Result<Option<Options>, String> {
             }
             Long("seed") => o.seed = parser.value().map_err(err)?.parse().map_err(err)?,
             Long("json") => o.json = true,
+            Long("request-ids") => o.request_ids = true,
             Value(v) if workload.is_none() => {
                 workload = Some(match v.string().map_err(err)?.as_str() {
                     "put" => Workload::Put,
                     "get" => Workload::Get,
                     "mixed" => Workload::Mixed,
                     "batch" => Workload::Batch,
+                    "cas" => Workload::Cas,
                     w => {
                         return Err(format!(
-                            "unknown workload {w:?}: expected put, get, mixed or batch"
+                            "unknown workload {w:?}: expected put, get, mixed, batch or cas"
                         ));
                     }
                 });
@@ -234,7 +248,7 @@ fn parse_args() -> Result<Option<Options>, String> {
             _ => return Err(arg.unexpected().to_string()),
         }
     }
-    o.workload = workload.ok_or("missing workload: put, get, mixed or batch")?;
+    o.workload = workload.ok_or("missing workload: put, get, mixed, batch or cas")?;
     validate(&mut o)?;
     Ok(Some(o))
 }
@@ -248,9 +262,6 @@ fn seconds(s: f64, flag: &str) -> Result<Duration, String> {
 }
 
 fn validate(o: &mut Options) -> Result<(), String> {
-    if o.endpoints.is_empty() {
-        return Err("--endpoints is empty".into());
-    }
     if o.conns == 0 || o.concurrency == 0 || o.threads == 0 || o.batch_size == 0 || o.key_space == 0
     {
         return Err(
@@ -279,27 +290,6 @@ fn validate(o: &mut Options) -> Result<(), String> {
         o.total = Some(10_000);
     }
     Ok(())
-}
-
-/// splitmix64: small, fast and good enough to pick keys.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn chance(&mut self, p: f64) -> bool {
-        ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
-    }
 }
 
 /// Everything a worker needs to build requests.
@@ -364,9 +354,20 @@ impl Plan {
 
 /// One request to send.
 enum Op {
-    Put { key: String },
-    Get { key: String },
-    Batch { keys: Vec<String> },
+    Put {
+        key: String,
+    },
+    Get {
+        key: String,
+    },
+    Batch {
+        keys: Vec<String>,
+    },
+    /// Set `key` if its mod revision is `expect` (`None`: if it is absent).
+    Cas {
+        key: String,
+        expect: Option<u64>,
+    },
 }
 
 impl Op {
@@ -401,7 +402,20 @@ fn next_op(plan: &Plan, op: u64, rng: &mut Rng) -> Op {
                 .map(|_| plan.write_key(rng))
                 .collect(),
         },
+        // Built by the worker, which knows its key's revision.
+        Workload::Cas => Op::Get {
+            key: plan.read_key(op, rng),
+        },
     }
+}
+
+/// What a request answered that the next one needs: the revision a write
+/// got, or the current mod revision a failed compare-and-swap reported.
+#[derive(Default)]
+struct Answered {
+    revision: Option<u64>,
+    /// A compare-and-swap that did not hold.
+    compare_failed: bool,
 }
 
 /// A connection to one endpoint, over either protocol.
@@ -415,18 +429,61 @@ fn json_str(s: &str) -> String {
     serde_json::to_string(s).expect("a string always serialises")
 }
 
+/// Sends of one write with a request id after an unknown outcome.
+const UNKNOWN_RETRIES: u32 = 4;
+
 impl Conn {
-    async fn send(&mut self, op: &Op, plan: &Plan) -> Result<(), String> {
-        match self {
-            Conn::Http { client, base } => http_send(client, base, op, plan).await,
-            Conn::Grpc(kv) => grpc_send(kv, op, plan).await,
+    async fn send(&mut self, op: &Op, plan: &Plan) -> Result<Answered, String> {
+        let id = (plan.opts.request_ids && !op.is_read()).then(ferrium::client::new_request_id);
+        let mut tries = 0;
+        loop {
+            let r = match self {
+                Conn::Http { client, base } => {
+                    http_send(client, base, op, plan, id.as_deref()).await
+                }
+                Conn::Grpc(kv) => grpc_send(kv, op, plan, id.as_deref()).await,
+            };
+            match r {
+                Err(e) if id.is_some() && tries < UNKNOWN_RETRIES && is_unknown(&e) => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(50 << tries)).await;
+                }
+                other => return other,
+            }
         }
     }
 }
 
-async fn http_send(client: &Client, base: &str, op: &Op, plan: &Plan) -> Result<(), String> {
+/// Whether an error leaves a write's outcome unknown.
+fn is_unknown(e: &str) -> bool {
+    e.starts_with("transport")
+        || e.contains("outcome_unknown")
+        || e.contains("DeadlineExceeded")
+        || (e.starts_with("HTTP 5") && !e.ends_with("unavailable"))
+}
+
+async fn http_send(
+    client: &Client,
+    base: &str,
+    op: &Op,
+    plan: &Plan,
+    id: Option<&str>,
+) -> Result<Answered, String> {
     let value = json_str(&plan.value);
     let (path, body) = match op {
+        Op::Cas { key, expect } => (
+            "/write",
+            match expect {
+                Some(rev) => format!(
+                    r#"{{"Set":{{"key":{},"value":{value},"if_mod_revision":{rev}}}}}"#,
+                    json_str(key)
+                ),
+                None => format!(
+                    r#"{{"Set":{{"key":{},"value":{value},"if_version":0}}}}"#,
+                    json_str(key)
+                ),
+            },
+        ),
         Op::Put { key } => (
             "/write",
             format!(r#"{{"Set":{{"key":{},"value":{value}}}}}"#, json_str(key)),
@@ -458,11 +515,14 @@ async fn http_send(client: &Client, base: &str, op: &Op, plan: &Plan) -> Result<
             ("/write", b)
         }
     };
-    let req = ClientRequest::new(Method::Post, &format!("{base}{path}"))
+    let mut req = ClientRequest::new(Method::Post, &format!("{base}{path}"))
         .map_err(|e| e.to_string())?
         .header("content-type", "application/json")
-        .timeout(plan.opts.timeout)
-        .body(body);
+        .timeout(plan.opts.timeout);
+    if let Some(id) = id {
+        req = req.header("idempotency-key", id.to_string());
+    }
+    let req = req.body(body);
     let resp = client
         .send(req)
         .await
@@ -473,17 +533,47 @@ async fn http_send(client: &Client, base: &str, op: &Op, plan: &Plan) -> Result<
         .collect(1 << 20)
         .await
         .map_err(|e| format!("transport: {e}"))?;
+    let cas = matches!(op, Op::Cas { .. });
     if status == 200 {
-        return Ok(());
+        if !cas {
+            return Ok(Answered::default());
+        }
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        return Ok(Answered {
+            revision: v["revision"].as_u64(),
+            compare_failed: false,
+        });
     }
-    let code = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
+    let v = serde_json::from_slice::<serde_json::Value>(&body).ok();
+    if cas && status == 412 {
+        return Ok(Answered {
+            revision: v
+                .as_ref()
+                .and_then(|v| v["current"]["mod_revision"].as_u64()),
+            compare_failed: true,
+        });
+    }
+    let code = v
         .and_then(|v| v.get("code").and_then(|c| c.as_str()).map(str::to_string))
         .unwrap_or_default();
     Err(format!("HTTP {status} {code}").trim_end().to_string())
 }
 
-async fn grpc_send(kv: &mut KvServiceClient<Channel>, op: &Op, plan: &Plan) -> Result<(), String> {
+/// A gRPC request with the `idempotency-key` metadata entry when `id` is set.
+fn with_id<T>(msg: T, id: Option<&str>) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    if let Some(v) = id.and_then(|id| tonic::metadata::MetadataValue::try_from(id).ok()) {
+        r.metadata_mut().insert("idempotency-key", v);
+    }
+    r
+}
+
+async fn grpc_send(
+    kv: &mut KvServiceClient<Channel>,
+    op: &Op,
+    plan: &Plan,
+    id: Option<&str>,
+) -> Result<Answered, String> {
     let status = |s: tonic::Status| format!("gRPC {:?}", s.code());
     match op {
         Op::Put { key } => {
@@ -491,7 +581,60 @@ async fn grpc_send(kv: &mut KvServiceClient<Channel>, op: &Op, plan: &Plan) -> R
                 key: key.clone(),
                 value: plan.value.clone(),
             };
-            kv.set(req).await.map_err(status)?;
+            kv.set(with_id(req, id)).await.map_err(status)?;
+        }
+        Op::Cas { key, expect } => {
+            use ferrium::api::proto::kv::{
+                Compare, PutRequest, RangeRequest, RequestOp, TxnRequest, compare, request_op,
+                response_op,
+            };
+            let (target, union) = match expect {
+                Some(rev) => (
+                    compare::CompareTarget::Mod,
+                    compare::TargetUnion::ModRevision(*rev),
+                ),
+                None => (
+                    compare::CompareTarget::Version,
+                    compare::TargetUnion::Version(0),
+                ),
+            };
+            let txn = TxnRequest {
+                compare: vec![Compare {
+                    result: compare::CompareResult::Equal as i32,
+                    target: target as i32,
+                    key: key.as_bytes().to_vec(),
+                    target_union: Some(union),
+                    range_end: Vec::new(),
+                }],
+                success: vec![RequestOp {
+                    request: Some(request_op::Request::RequestPut(PutRequest {
+                        key: key.as_bytes().to_vec(),
+                        value: plan.value.as_bytes().to_vec(),
+                        ..Default::default()
+                    })),
+                }],
+                failure: vec![RequestOp {
+                    request: Some(request_op::Request::RequestRange(RangeRequest {
+                        key: key.as_bytes().to_vec(),
+                        ..Default::default()
+                    })),
+                }],
+            };
+            let t = kv.txn(with_id(txn, id)).await.map_err(status)?.into_inner();
+            let current = match t.responses.first().and_then(|r| r.response.as_ref()) {
+                Some(response_op::Response::ResponseRange(r)) => {
+                    r.kvs.first().map(|kv| kv.mod_revision)
+                }
+                _ => None,
+            };
+            return Ok(Answered {
+                revision: if t.succeeded {
+                    t.header.map(|h| h.revision)
+                } else {
+                    current
+                },
+                compare_failed: !t.succeeded,
+            });
         }
         Op::Get { key } => {
             let req = GetRequest {
@@ -508,12 +651,12 @@ async fn grpc_send(kv: &mut KvServiceClient<Channel>, op: &Op, plan: &Plan) -> R
                     value: plan.value.clone(),
                 })
                 .collect();
-            kv.batch_set(BatchSetRequest { pairs })
+            kv.batch_set(with_id(BatchSetRequest { pairs }, id))
                 .await
                 .map_err(status)?;
         }
     }
-    Ok(())
+    Ok(Answered::default())
 }
 
 /// What one worker saw.
@@ -526,16 +669,37 @@ struct Tally {
 }
 
 async fn worker(plan: Arc<Plan>, mut conn: Conn, seed: u64) -> Tally {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut tally = Tally::default();
+    // `cas`: this task's own key and the mod revision it last saw.
+    let cas_key = plan.key(seed);
+    let mut cas_rev: Option<u64> = None;
     while let Some((n, at)) = plan.claim() {
         if let Some(at) = at {
             tokio::time::sleep_until(at.into()).await;
         }
-        let op = next_op(&plan, n, &mut rng);
+        let op = match plan.opts.workload {
+            Workload::Cas => Op::Cas {
+                key: cas_key.clone(),
+                expect: cas_rev,
+            },
+            _ => next_op(&plan, n, &mut rng),
+        };
         let began = at.unwrap_or_else(Instant::now);
         let outcome = conn.send(&op, &plan).await;
         let us = u32::try_from(began.elapsed().as_micros()).unwrap_or(u32::MAX);
+        let outcome = match outcome {
+            Ok(a) if matches!(op, Op::Cas { .. }) => {
+                cas_rev = a.revision.or(cas_rev);
+                if a.compare_failed {
+                    Err("compare failed (the key moved on)".to_string())
+                } else {
+                    Ok(())
+                }
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
         match outcome {
             Ok(()) => {
                 tally.keys += op.keys();
@@ -590,6 +754,7 @@ fn latency(mut v: Vec<u32>) -> Option<Latency> {
 #[derive(Serialize)]
 struct Report {
     workload: Workload,
+    request_ids: bool,
     protocol: Protocol,
     endpoints: Vec<String>,
     connections: usize,
@@ -624,6 +789,12 @@ impl Report {
                 self.consistency.as_deref().unwrap_or("")
             ),
             Workload::Batch => format!("batch ({} keys per request)", self.batch_size.unwrap_or(0)),
+            Workload::Cas => "cas (compare-and-swap on the mod revision)".to_string(),
+        };
+        let what = if self.request_ids {
+            format!("{what} with request ids")
+        } else {
+            what
         };
         let lower = |d: &dyn std::fmt::Debug| format!("{d:?}").to_lowercase();
         let mut lines = vec![
@@ -668,69 +839,73 @@ impl Report {
     }
 }
 
-/// Finds the leader's API address through `GET /leader` on `endpoint`.
-async fn find_leader(endpoint: &str) -> Result<String, String> {
-    let client = Client::new(ClientConfig::default());
-    let url = format!("{}/leader", http_base(endpoint));
-    for _ in 0..50 {
-        let resp = client.get(&url).await.map_err(|e| format!("{url}: {e}"))?;
-        let body = resp
-            .collect(1 << 20)
-            .await
-            .map_err(|e| format!("{url}: {e}"))?;
-        let v: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|e| format!("{url}: malformed answer: {e}"))?;
-        if let Some(addr) = v.get("api_addr").and_then(|a| a.as_str()) {
-            return Ok(addr.to_string());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Err(format!("{url}: no leader after 10 s"))
-}
-
-fn http_base(endpoint: &str) -> String {
-    let e = endpoint.trim_end_matches('/');
-    if e.contains("://") {
-        e.to_string()
-    } else {
-        format!("http://{e}")
+/// The client options for the bench's endpoints: its timeout, no token.
+fn client_options(o: &Options) -> ClientOptions {
+    ClientOptions {
+        timeout: o.timeout,
+        ..ClientOptions::new(o.endpoints.clone())
     }
 }
 
-async fn connect(o: &Options, endpoint: &str) -> Result<Conn, String> {
-    match o.protocol {
-        Protocol::Http => {
-            let config = ClientConfig {
-                request_timeout: o.timeout,
-                body_read_timeout: o.timeout,
+/// The leader's API address, through the client's leader discovery.
+async fn leader_endpoint(o: &Options) -> Result<Endpoint, String> {
+    let client = RestClient::new(&client_options(o)).map_err(|e| e.to_string())?;
+    let leader = client
+        .wait_for_leader(Duration::from_secs(10))
+        .await
+        .map_err(|e| e.to_string())?;
+    let addr = leader.api_addr.unwrap_or_default();
+    Endpoint::parse(&addr).map_err(|e| format!("the leader's API address: {e}"))
+}
+
+/// What opens the bench's connections.
+enum Connector {
+    /// One pooled client per connection, each keeping one connection.
+    Http(ClientConfig),
+    Grpc(GrpcClient),
+}
+
+impl Connector {
+    fn new(o: &Options) -> Result<Connector, String> {
+        let options = client_options(o);
+        let connector = match o.protocol {
+            Protocol::Http => Connector::Http(ClientConfig {
                 max_idle_per_host: 1,
-                ..ClientConfig::default()
-            };
-            Ok(Conn::Http {
-                client: Client::new(config),
-                base: http_base(endpoint),
-            })
-        }
-        Protocol::Grpc => {
-            let url = http_base(endpoint);
-            let channel = Channel::from_shared(url.clone())
-                .map_err(|e| format!("{url}: {e}"))?
-                .timeout(o.timeout)
-                .connect()
-                .await
-                .map_err(|e| format!("{url}: {e}"))?;
-            Ok(Conn::Grpc(KvServiceClient::new(channel)))
+                ..options.http_config().map_err(|e| e.to_string())?
+            }),
+            Protocol::Grpc => {
+                Connector::Grpc(GrpcClient::new(&options).map_err(|e| e.to_string())?)
+            }
+        };
+        Ok(connector)
+    }
+
+    async fn connect(&self, endpoint: &Endpoint) -> Result<Conn, String> {
+        match self {
+            Connector::Http(config) => Ok(Conn::Http {
+                client: Client::new(config.clone()),
+                base: endpoint.url(""),
+            }),
+            Connector::Grpc(grpc) => {
+                let channel = grpc.connect_to(endpoint).await.map_err(|e| e.to_string())?;
+                Ok(Conn::Grpc(KvServiceClient::new(channel)))
+            }
         }
     }
 }
 
 async fn run(mut o: Options) -> Result<Report, String> {
     if o.leader {
-        o.endpoints = vec![find_leader(&o.endpoints[0]).await?];
+        o.endpoints = vec![leader_endpoint(&o).await?];
     }
+    let connector = Connector::new(&o)?;
     let mut conns = Vec::with_capacity(o.conns);
     for i in 0..o.conns {
-        conns.push(connect(&o, &o.endpoints[i % o.endpoints.len()]).await?);
+        conns.push(
+            connector
+                .connect(&o.endpoints[i % o.endpoints.len()])
+                .await?,
+        );
     }
     let plan = Arc::new(Plan {
         value: "v".repeat(o.value_size),
@@ -741,13 +916,13 @@ async fn run(mut o: Options) -> Result<Report, String> {
         start: Instant::now(),
     });
     let mut tasks = Vec::new();
-    let mut seed = Rng(o.seed);
+    let mut seed = Rng::new(o.seed);
     for conn in &conns {
         for _ in 0..o.concurrency {
             tasks.push(tokio::spawn(worker(
                 plan.clone(),
                 conn.clone(),
-                seed.next(),
+                seed.next_u64(),
             )));
         }
     }
@@ -773,9 +948,10 @@ async fn run(mut o: Options) -> Result<Report, String> {
     let errors = all.errors.values().sum();
     let is = |w: Workload| o.workload == w;
     Ok(Report {
+        request_ids: o.request_ids,
         workload: o.workload,
         protocol: o.protocol,
-        endpoints: o.endpoints.clone(),
+        endpoints: o.endpoints.iter().map(Endpoint::to_string).collect(),
         connections: o.conns,
         concurrency: o.concurrency,
         consistency: (is(Workload::Get) || is(Workload::Mixed)).then(|| o.consistency.clone()),
@@ -850,7 +1026,7 @@ mod tests {
         Options {
             workload: Workload::Put,
             protocol: Protocol::Http,
-            endpoints: vec!["127.0.0.1:8001".into()],
+            endpoints: Endpoint::parse_list("127.0.0.1:8001").unwrap(),
             leader: false,
             conns: 4,
             concurrency: 1,
@@ -869,6 +1045,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             seed: 1,
             json: false,
+            request_ids: false,
         }
     }
 
@@ -900,7 +1077,7 @@ mod tests {
         let p = plan(options());
         assert_eq!(p.key(42), "bench-0000000042");
         assert_eq!(p.key(42).len(), 16);
-        let mut rng = Rng(1);
+        let mut rng = Rng::new(1);
         assert_eq!(p.write_key(&mut rng), "bench-0000000000");
         assert_eq!(p.write_key(&mut rng), "bench-0000000001");
         assert_eq!(p.read_key(12, &mut rng), "bench-0000000002");
@@ -922,7 +1099,7 @@ mod tests {
             workload: Workload::Batch,
             ..options()
         });
-        match next_op(&p, 0, &mut Rng(1)) {
+        match next_op(&p, 0, &mut Rng::new(1)) {
             Op::Batch { keys } => assert_eq!(keys.len(), 3),
             _ => panic!("batch workload must produce batches"),
         }

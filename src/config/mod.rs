@@ -159,6 +159,8 @@ pub struct StorageConfig {
     pub block_cache_size: ByteSize,
     #[serde(with = "types::mebibytes")]
     pub write_buffer_size: ByteSize,
+    pub history_retention: Millis,
+    pub history_max_revisions: u64,
 }
 
 impl Default for StorageConfig {
@@ -169,6 +171,8 @@ impl Default for StorageConfig {
             sync_writes: true,
             block_cache_size: ByteSize(64 * 1024 * 1024),
             write_buffer_size: ByteSize(64 * 1024 * 1024),
+            history_retention: Millis(3_600_000),
+            history_max_revisions: 1_000_000,
         }
     }
 }
@@ -591,6 +595,16 @@ pub const KEYS: &[KeyDoc] = &[
         path: "storage.write_buffer_size",
         ty: KeyType::SizeMiB,
         doc: "RocksDB memtable size per column family before it is flushed to disk.",
+    },
+    KeyDoc {
+        path: "storage.history_retention",
+        ty: KeyType::Duration,
+        doc: "Keep old revisions this long; the leader compacts older history (0 keeps it until history_max_revisions or an explicit compaction).",
+    },
+    KeyDoc {
+        path: "storage.history_max_revisions",
+        ty: KeyType::Integer,
+        doc: "Keep at most this many revisions of history behind the newest (0: no bound by count).",
     },
     // [raft]
     KeyDoc {

@@ -1,5 +1,5 @@
 //! A pooled HTTP/1.1 client for peer RPCs, forwarding to the leader and
-//! ferriumctl.
+//! the tools' client ([`crate::client`]).
 //!
 //! Each [`Client`] keeps idle keep-alive connections per `host:port` and reuses
 //! the most recent one first. A pooled connection can have been closed by the
@@ -201,6 +201,15 @@ impl ClientRequest {
     ) -> ClientRequest {
         self.headers.push((name.into(), value.into()));
         self
+    }
+
+    /// The value of the first header field called `name` set on this
+    /// request (case-insensitive).
+    pub fn header_value(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_ref())
     }
 
     /// Sets the body: bytes, or [`Body::stream`] / [`Body::sized_stream`].

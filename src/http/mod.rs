@@ -174,9 +174,18 @@ impl Error {
         matches!(self, Error::Connect(_) | Error::InvalidUrl(_))
     }
 
+    /// Whether a deadline passed: the request's own, or the connect timeout.
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            Error::Timeout(_) => true,
+            Error::Connect(e) => e.kind() == io::ErrorKind::TimedOut,
+            _ => false,
+        }
+    }
+
     /// Whether this error means a connection could not be used at all (closed,
     /// reset), as opposed to a protocol or timeout failure.
-    pub(crate) fn is_connection_lost(&self) -> bool {
+    pub fn is_connection_lost(&self) -> bool {
         match self {
             Error::Closed => true,
             Error::Io(e) => matches!(

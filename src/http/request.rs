@@ -272,6 +272,7 @@ mod tests {
     use super::*;
     use crate::http::framing::tests::decode_pieces;
     use crate::http::head::{HeadParser, Limits};
+    use crate::rng::Rng;
 
     const LIMITS: Limits = Limits {
         max_line: 256,
@@ -454,23 +455,6 @@ mod tests {
         }
     }
 
-    /// A small xorshift generator: deterministic from its seed, no dependency.
-    struct XorShift(u64);
-
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n.max(1) as u64) as usize
-        }
-    }
-
     const INTERESTING: &[&[u8]] = &[
         b"\r",
         b"\n",
@@ -493,30 +477,30 @@ mod tests {
         b"Expect: 100-continue\r\n",
     ];
 
-    fn mutate(rng: &mut XorShift, base: &[u8]) -> Vec<u8> {
+    fn mutate(rng: &mut Rng, base: &[u8]) -> Vec<u8> {
         let mut v = base.to_vec();
-        for _ in 0..1 + rng.below(4) {
-            let at = rng.below(v.len() + 1);
-            match rng.below(6) {
+        for _ in 0..1 + rng.index(4) {
+            let at = rng.index(v.len() + 1);
+            match rng.index(6) {
                 0 if !v.is_empty() => {
-                    let i = rng.below(v.len());
-                    v[i] = rng.next() as u8;
+                    let i = rng.index(v.len());
+                    v[i] = rng.next_u64() as u8;
                 }
                 1 if !v.is_empty() => {
-                    let end = (at + rng.below(8)).min(v.len());
+                    let end = (at + rng.index(8)).min(v.len());
                     v.drain(at.min(end)..end);
                 }
                 2 => {
-                    let s = INTERESTING[rng.below(INTERESTING.len())];
+                    let s = INTERESTING[rng.index(INTERESTING.len())];
                     v.splice(at..at, s.iter().copied());
                 }
                 3 if !v.is_empty() => {
-                    let i = rng.below(v.len());
+                    let i = rng.index(v.len());
                     let b = v[i];
-                    v.splice(at..at, std::iter::repeat_n(b, rng.below(300)));
+                    v.splice(at..at, std::iter::repeat_n(b, rng.index(300)));
                 }
                 4 => v.truncate(at),
-                _ => v.insert(at, rng.next() as u8),
+                _ => v.insert(at, rng.next_u64() as u8),
             }
         }
         v
@@ -530,13 +514,7 @@ mod tests {
         let seed = std::env::var("FERRIUM_FUZZ_SEED")
             .ok()
             .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as u64)
-                    .unwrap_or(1)
-                    | 1
-            });
+            .unwrap_or_else(crate::rng::clock_seed);
         let result = std::panic::catch_unwind(|| fuzz(seed, 100_000));
         if let Err(panic) = result {
             eprintln!("fuzz failed; rerun with FERRIUM_FUZZ_SEED={seed}");
@@ -546,15 +524,15 @@ mod tests {
 
     fn fuzz(seed: u64, rounds: usize) {
         let started = std::time::Instant::now();
-        let mut rng = XorShift(seed);
+        let mut rng = Rng::new(seed);
         let bases = samples();
         let (mut heads, mut errors, mut incomplete, mut chunked) = (0, 0, 0, 0);
         for round in 0..rounds {
-            let base = &bases[rng.below(bases.len())];
+            let base = &bases[rng.index(bases.len())];
             let input = mutate(&mut rng, base);
             let whole = parse_whole(&input);
             if round % 8 == 0 {
-                let cut = rng.below(input.len() + 1);
+                let cut = rng.index(input.len() + 1);
                 assert_eq!(
                     parse_pieces(&input, &[cut]),
                     whole,
@@ -571,7 +549,7 @@ mod tests {
                     chunked += 1;
                     let body = &input[n..];
                     let whole = decode_pieces(body, &[], 64);
-                    let cut = rng.below(body.len() + 1);
+                    let cut = rng.index(body.len() + 1);
                     assert_eq!(
                         decode_pieces(body, &[cut], 7),
                         whole,

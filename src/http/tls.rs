@@ -368,7 +368,7 @@ pub async fn looks_like_plain_http(tcp: &TcpStream) -> bool {
 /// Opens TLS connections for a tonic client: TCP to `addr`, then our rustls
 /// client (offering `h2`: see [`ClientTls::new_h2`]), which
 /// verifies the server's certificate for `host`. Used with
-/// `Endpoint::connect_with_connector` by ferriumctl and the tests.
+/// `Endpoint::connect_with_connector` by [`crate::client::GrpcClient`] and the tests.
 #[derive(Clone)]
 pub struct TlsConnector {
     pub tls: Arc<ClientTls>,

@@ -15,6 +15,10 @@
 //! length-prefixed JSON of the small fields (vote, previous log id, commit
 //! index), then the entries, each length-prefixed.
 
+use crate::raft::kv::{
+    Compare, CompareOp, CompareTarget, DeleteRange, Put, RangeRequest, SortOrder, SortTarget, Txn,
+    TxnOp,
+};
 use crate::raft::types::{Command, TypeConfig};
 use openraft::EntryPayload;
 use openraft::alias::{EntryOf, LogIdOf, VoteOf};
@@ -37,6 +41,18 @@ const PAYLOAD_MEMBERSHIP: u8 = 2;
 const CMD_SET: u8 = 0;
 const CMD_DELETE: u8 = 1;
 const CMD_BATCH_SET: u8 = 2;
+const CMD_TXN: u8 = 3;
+const CMD_COMPACT: u8 = 4;
+const CMD_TAGGED: u8 = 5;
+
+const OP_PUT: u8 = 0;
+const OP_DELETE_RANGE: u8 = 1;
+const OP_RANGE: u8 = 2;
+const OP_TXN: u8 = 3;
+
+/// Deepest nesting of transactions (and of tagged commands) a decoder
+/// follows: deeper input is refused rather than allowed to exhaust the stack.
+pub const MAX_NESTING: usize = 32;
 
 /// Why bytes could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,8 +125,143 @@ fn encode_command(cmd: &Command, out: &mut Vec<u8>) -> Result<(), CodecError> {
                 put_bytes(out, v.as_bytes())?;
             }
         }
+        Command::Txn(t) => {
+            out.push(CMD_TXN);
+            encode_txn(t, out)?;
+        }
+        Command::Compact { revision } => {
+            out.push(CMD_COMPACT);
+            put_u64(out, *revision);
+        }
+        Command::Tagged {
+            id,
+            time_ms,
+            command,
+        } => {
+            out.push(CMD_TAGGED);
+            put_bytes(out, id)?;
+            put_u64(out, *time_ms);
+            encode_command(command, out)?;
+        }
     }
     Ok(())
+}
+
+fn encode_txn(t: &Txn, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    put_u32(out, len32(t.compare.len())?);
+    for c in &t.compare {
+        put_bytes(out, &c.key)?;
+        put_bytes(out, &c.range_end)?;
+        out.push(match c.op {
+            CompareOp::Equal => 0,
+            CompareOp::NotEqual => 1,
+            CompareOp::Less => 2,
+            CompareOp::Greater => 3,
+        });
+        match &c.target {
+            CompareTarget::Version(n) => {
+                out.push(0);
+                put_u64(out, *n);
+            }
+            CompareTarget::CreateRevision(n) => {
+                out.push(1);
+                put_u64(out, *n);
+            }
+            CompareTarget::ModRevision(n) => {
+                out.push(2);
+                put_u64(out, *n);
+            }
+            CompareTarget::Value(v) => {
+                out.push(3);
+                put_bytes(out, v)?;
+            }
+            CompareTarget::Lease(n) => {
+                out.push(4);
+                put_u64(out, *n);
+            }
+        }
+    }
+    for branch in [&t.success, &t.failure] {
+        put_u32(out, len32(branch.len())?);
+        for op in branch {
+            match op {
+                TxnOp::Put(p) => {
+                    out.push(OP_PUT);
+                    put_bytes(out, &p.key)?;
+                    put_bytes(out, &p.value)?;
+                    put_u64(out, p.lease);
+                    out.push(
+                        u8::from(p.prev_kv)
+                            | (u8::from(p.ignore_value) << 1)
+                            | (u8::from(p.ignore_lease) << 2),
+                    );
+                }
+                TxnOp::DeleteRange(d) => {
+                    out.push(OP_DELETE_RANGE);
+                    put_bytes(out, &d.key)?;
+                    put_bytes(out, &d.range_end)?;
+                    out.push(u8::from(d.prev_kv));
+                }
+                TxnOp::Range(r) => {
+                    out.push(OP_RANGE);
+                    put_bytes(out, &r.key)?;
+                    put_bytes(out, &r.range_end)?;
+                    put_u64(out, r.limit);
+                    put_u64(out, r.revision);
+                    out.push(match r.sort_order {
+                        SortOrder::None => 0,
+                        SortOrder::Ascend => 1,
+                        SortOrder::Descend => 2,
+                    });
+                    out.push(match r.sort_target {
+                        SortTarget::Key => 0,
+                        SortTarget::Version => 1,
+                        SortTarget::Create => 2,
+                        SortTarget::Mod => 3,
+                        SortTarget::Value => 4,
+                    });
+                    out.push(u8::from(r.keys_only) | (u8::from(r.count_only) << 1));
+                    for n in [
+                        r.min_mod_revision,
+                        r.max_mod_revision,
+                        r.min_create_revision,
+                        r.max_create_revision,
+                    ] {
+                        put_u64(out, n);
+                    }
+                }
+                TxnOp::Txn(nested) => {
+                    out.push(OP_TXN);
+                    encode_txn(nested, out)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The number of bytes [`encode_command`] writes for `cmd`.
+fn command_len(cmd: &Command) -> usize {
+    1 + match cmd {
+        Command::Set { key, value } => 8 + key.len() + value.len(),
+        Command::Delete { key } => 4 + key.len(),
+        Command::BatchSet { pairs } => {
+            4 + pairs
+                .iter()
+                .map(|(k, v)| 8 + k.len() + v.len())
+                .sum::<usize>()
+        }
+        Command::Txn(t) => {
+            // Rare and mostly small: measured by encoding it.
+            let mut scratch = Vec::new();
+            match encode_txn(t, &mut scratch) {
+                Ok(()) => scratch.len(),
+                Err(_) => t.byte_size(),
+            }
+        }
+        Command::Compact { .. } => 8,
+        Command::Tagged { id, command, .. } => 4 + id.len() + 8 + command_len(command),
+    }
 }
 
 /// The fields of an AppendEntries request other than the entries.
@@ -131,19 +282,17 @@ pub fn encode_append(
     rpc: &AppendEntriesRequest<TypeConfig>,
     budget: usize,
 ) -> Result<(Vec<u8>, usize), CodecError> {
-    let mut entries = Vec::with_capacity(rpc.entries.len().min(1024) * 160);
+    // Count what fits from the entries' sizes first, then write everything
+    // once into a buffer of the right size: a 64 MiB value is copied once,
+    // never into a growing buffer or into one that is thrown away.
     let mut count = 0;
+    let mut size = 0;
     for entry in &rpc.entries {
-        // Length prefix patched in once the entry is written.
-        let at = entries.len();
-        put_u32(&mut entries, 0);
-        encode_entry(entry, &mut entries)?;
-        if count > 0 && entries.len() > budget {
-            entries.truncate(at);
+        let len = 4 + encoded_len(entry);
+        if count > 0 && size + len > budget {
             break;
         }
-        let len = len32(entries.len() - at - 4)?;
-        entries[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        size += len;
         count += 1;
     }
     let mut leader_commit = rpc.leader_commit;
@@ -159,12 +308,30 @@ pub fn encode_append(
         leader_commit,
     };
     let header = serde_json::to_vec(&header).map_err(|e| err(format!("header: {e}")))?;
-    let mut out = Vec::with_capacity(9 + header.len() + entries.len());
+    let mut out = Vec::with_capacity(9 + header.len() + size);
     out.push(APPEND_V1);
     put_bytes(&mut out, &header)?;
     put_u32(&mut out, len32(count)?);
-    out.extend_from_slice(&entries);
+    for entry in &rpc.entries[..count] {
+        // Length prefix patched in once the entry is written.
+        let at = out.len();
+        put_u32(&mut out, 0);
+        encode_entry(entry, &mut out)?;
+        let len = len32(out.len() - at - 4)?;
+        out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+    }
     Ok((out, count))
+}
+
+/// The number of bytes [`encode_entry`] writes for `entry` (for a membership
+/// entry, which is rare and small, an estimate).
+pub fn encoded_len(entry: &EntryOf<TypeConfig>) -> usize {
+    let payload = match &entry.payload {
+        EntryPayload::Blank => 0,
+        EntryPayload::Normal(cmd) => command_len(cmd),
+        EntryPayload::Membership(_) => 4 + 512,
+    };
+    1 + 24 + 1 + payload
 }
 
 /// Decodes [`encode_append`]'s output.
@@ -289,6 +456,10 @@ impl<'a> Reader<'a> {
     }
 
     fn command(&mut self) -> Result<Command, CodecError> {
+        self.command_at(0)
+    }
+
+    fn command_at(&mut self, depth: usize) -> Result<Command, CodecError> {
         match self.u8()? {
             CMD_SET => Ok(Command::Set {
                 key: self.string()?,
@@ -306,8 +477,144 @@ impl<'a> Reader<'a> {
                 }
                 Ok(Command::BatchSet { pairs })
             }
+            CMD_TXN => Ok(Command::Txn(Box::new(self.txn(depth)?))),
+            CMD_COMPACT => Ok(Command::Compact {
+                revision: self.u64()?,
+            }),
+            CMD_TAGGED if depth < MAX_NESTING => {
+                let id = self.bytes()?.to_vec();
+                let time_ms = self.u64()?;
+                let command = Box::new(self.command_at(depth + 1)?);
+                Ok(Command::Tagged {
+                    id,
+                    time_ms,
+                    command,
+                })
+            }
+            CMD_TAGGED => Err(err("commands nested too deeply")),
             t => Err(err(format!("unknown command tag {t}"))),
         }
+    }
+
+    fn vec(&mut self) -> Result<Vec<u8>, CodecError> {
+        Ok(self.bytes()?.to_vec())
+    }
+
+    /// A count of items that take at least `min_size` bytes each, checked
+    /// against what is left so that no allocation follows a forged count.
+    fn count(&mut self, min_size: usize) -> Result<usize, CodecError> {
+        let n = self.u32()? as usize;
+        if n.saturating_mul(min_size) > self.remaining() {
+            return Err(err(format!(
+                "{n} items cannot fit in {} bytes",
+                self.remaining()
+            )));
+        }
+        Ok(n)
+    }
+
+    fn txn(&mut self, depth: usize) -> Result<Txn, CodecError> {
+        if depth >= MAX_NESTING {
+            return Err(err("transactions nested too deeply"));
+        }
+        let n = self.count(10)?;
+        let mut compare = Vec::with_capacity(n);
+        for _ in 0..n {
+            let key = self.vec()?;
+            let range_end = self.vec()?;
+            let op = match self.u8()? {
+                0 => CompareOp::Equal,
+                1 => CompareOp::NotEqual,
+                2 => CompareOp::Less,
+                3 => CompareOp::Greater,
+                t => return Err(err(format!("unknown comparison {t}"))),
+            };
+            let target = match self.u8()? {
+                0 => CompareTarget::Version(self.u64()?),
+                1 => CompareTarget::CreateRevision(self.u64()?),
+                2 => CompareTarget::ModRevision(self.u64()?),
+                3 => CompareTarget::Value(self.vec()?),
+                4 => CompareTarget::Lease(self.u64()?),
+                t => return Err(err(format!("unknown comparison target {t}"))),
+            };
+            compare.push(Compare {
+                key,
+                range_end,
+                op,
+                target,
+            });
+        }
+        let mut branches = [Vec::new(), Vec::new()];
+        for branch in &mut branches {
+            let n = self.count(1)?;
+            branch.reserve(n);
+            for _ in 0..n {
+                branch.push(match self.u8()? {
+                    OP_PUT => {
+                        let key = self.vec()?;
+                        let value = self.vec()?;
+                        let lease = self.u64()?;
+                        let flags = self.u8()?;
+                        TxnOp::Put(Put {
+                            key,
+                            value,
+                            lease,
+                            prev_kv: flags & 1 != 0,
+                            ignore_value: flags & 2 != 0,
+                            ignore_lease: flags & 4 != 0,
+                        })
+                    }
+                    OP_DELETE_RANGE => TxnOp::DeleteRange(DeleteRange {
+                        key: self.vec()?,
+                        range_end: self.vec()?,
+                        prev_kv: self.u8()? != 0,
+                    }),
+                    OP_RANGE => {
+                        let key = self.vec()?;
+                        let range_end = self.vec()?;
+                        let limit = self.u64()?;
+                        let revision = self.u64()?;
+                        let sort_order = match self.u8()? {
+                            0 => SortOrder::None,
+                            1 => SortOrder::Ascend,
+                            2 => SortOrder::Descend,
+                            t => return Err(err(format!("unknown sort order {t}"))),
+                        };
+                        let sort_target = match self.u8()? {
+                            0 => SortTarget::Key,
+                            1 => SortTarget::Version,
+                            2 => SortTarget::Create,
+                            3 => SortTarget::Mod,
+                            4 => SortTarget::Value,
+                            t => return Err(err(format!("unknown sort target {t}"))),
+                        };
+                        let flags = self.u8()?;
+                        TxnOp::Range(RangeRequest {
+                            key,
+                            range_end,
+                            limit,
+                            revision,
+                            sort_order,
+                            sort_target,
+                            keys_only: flags & 1 != 0,
+                            count_only: flags & 2 != 0,
+                            min_mod_revision: self.u64()?,
+                            max_mod_revision: self.u64()?,
+                            min_create_revision: self.u64()?,
+                            max_create_revision: self.u64()?,
+                        })
+                    }
+                    OP_TXN => TxnOp::Txn(Box::new(self.txn(depth + 1)?)),
+                    t => return Err(err(format!("unknown transaction operation {t}"))),
+                });
+            }
+        }
+        let [success, failure] = branches;
+        Ok(Txn {
+            compare,
+            success,
+            failure,
+        })
     }
 }
 
@@ -351,8 +658,80 @@ mod tests {
                     pairs: vec![("a".into(), "1".into()), ("b".into(), String::new())],
                 }),
             ),
-            entry(5, EntryPayload::Membership(membership)),
+            entry(
+                5,
+                EntryPayload::Normal(Command::Txn(Box::new(sample_txn()))),
+            ),
+            entry(6, EntryPayload::Normal(Command::Compact { revision: 5 })),
+            entry(
+                7,
+                EntryPayload::Normal(Command::Tagged {
+                    id: b"req-1".to_vec(),
+                    time_ms: 1_700_000_000_000,
+                    command: Box::new(Command::Txn(Box::new(sample_txn()))),
+                }),
+            ),
+            // Last: its size is only estimated before it is written.
+            entry(8, EntryPayload::Membership(membership)),
         ]
+    }
+
+    fn sample_txn() -> Txn {
+        let nested = Txn {
+            compare: vec![Compare {
+                key: vec![0, 0xff],
+                range_end: vec![0],
+                op: CompareOp::Less,
+                target: CompareTarget::Lease(9),
+            }],
+            success: vec![TxnOp::DeleteRange(DeleteRange {
+                key: b"a".to_vec(),
+                range_end: b"b".to_vec(),
+                prev_kv: true,
+            })],
+            failure: Vec::new(),
+        };
+        Txn {
+            compare: vec![
+                Compare {
+                    key: b"k".to_vec(),
+                    range_end: Vec::new(),
+                    op: CompareOp::Equal,
+                    target: CompareTarget::ModRevision(4),
+                },
+                Compare {
+                    key: b"v".to_vec(),
+                    range_end: Vec::new(),
+                    op: CompareOp::NotEqual,
+                    target: CompareTarget::Value(vec![1, 2, 0xfe]),
+                },
+            ],
+            success: vec![
+                TxnOp::Put(Put {
+                    key: b"k".to_vec(),
+                    value: vec![0xff, 0],
+                    lease: 0,
+                    prev_kv: true,
+                    ignore_value: false,
+                    ignore_lease: true,
+                }),
+                TxnOp::Txn(Box::new(nested)),
+            ],
+            failure: vec![TxnOp::Range(RangeRequest {
+                key: b"k".to_vec(),
+                range_end: b"l".to_vec(),
+                limit: 3,
+                revision: 2,
+                sort_order: SortOrder::Descend,
+                sort_target: SortTarget::Mod,
+                keys_only: true,
+                count_only: false,
+                min_mod_revision: 1,
+                max_mod_revision: 2,
+                min_create_revision: 3,
+                max_create_revision: 4,
+            })],
+        }
     }
 
     fn json(e: &EntryOf<TypeConfig>) -> String {
@@ -370,6 +749,23 @@ mod tests {
     }
 
     #[test]
+    fn the_size_of_an_entry_is_known_before_it_is_written() {
+        for e in samples() {
+            let mut out = Vec::new();
+            encode_entry(&e, &mut out).expect("encodes");
+            if matches!(e.payload, EntryPayload::Membership(_)) {
+                assert!(
+                    encoded_len(&e) >= out.len() / 2,
+                    "estimate of {}",
+                    out.len()
+                );
+            } else {
+                assert_eq!(encoded_len(&e), out.len(), "{}", json(&e));
+            }
+        }
+    }
+
+    #[test]
     fn json_entries_written_by_older_versions_are_read() {
         for e in samples() {
             let old = serde_json::to_vec(&e).expect("serializes");
@@ -379,14 +775,37 @@ mod tests {
 
     #[test]
     fn damaged_entries_are_refused_not_panicked_on() {
-        let mut out = Vec::new();
-        encode_entry(&samples()[3], &mut out).expect("encodes");
-        for cut in 0..out.len() {
-            assert!(decode_entry(&out[..cut]).is_err(), "cut at {cut}");
+        for sample in [3, 4, 6] {
+            let mut out = Vec::new();
+            encode_entry(&samples()[sample], &mut out).expect("encodes");
+            for cut in 0..out.len() {
+                assert!(decode_entry(&out[..cut]).is_err(), "cut at {cut}");
+            }
+            out.push(0);
+            assert!(decode_entry(&out).is_err(), "trailing byte");
         }
-        out.push(0);
-        assert!(decode_entry(&out).is_err(), "trailing byte");
         assert!(decode_entry(&[0x7f]).is_err());
+    }
+
+    #[test]
+    fn deeply_nested_transactions_are_refused_not_followed() {
+        let mut t = Txn::default();
+        for _ in 0..MAX_NESTING + 1 {
+            t = Txn::ops(vec![TxnOp::Txn(Box::new(t))]);
+        }
+        let mut out = Vec::new();
+        encode_entry(
+            &entry(1, EntryPayload::Normal(Command::Txn(Box::new(t)))),
+            &mut out,
+        )
+        .expect("encodes");
+        let e = decode_entry(&out).expect_err("too deep");
+        assert!(e.to_string().contains("nested too deeply"), "{e}");
+        // A forged count does not allocate before it fails.
+        let mut forged = out[..26].to_vec();
+        forged.push(CMD_TXN);
+        forged.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode_entry(&forged).is_err());
     }
 
     #[test]

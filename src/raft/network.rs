@@ -1,13 +1,11 @@
 //! The Raft peer network: openraft's `RaftNetworkV2` over our HTTP client.
 //!
-//! Every RPC is a `POST /raft/<name>` to the target's advertised HTTP
-//! address with a JSON body (AppendEntries: the compact binary form of
+//! Every RPC is a peer request of [`crate::raft::peer`] (routing headers,
+//! signature) with a JSON body (AppendEntries: the compact binary form of
 //! [`crate::raft::codec`]; a peer of an older version that refuses it is sent
-//! JSON from then on), carrying the target's node id and the cluster
-//! name in headers so that a node answering at a reused address, or a node
-//! of another cluster, refuses instead of acting on a message not meant for
-//! it. Heartbeats, log replication and snapshots use separate connection
-//! pools, so a snapshot transfer never delays a heartbeat.
+//! JSON from then on). Heartbeats, log replication and snapshots use
+//! separate connection pools, so a snapshot transfer never delays a
+//! heartbeat.
 //!
 //! Failures are reported the way openraft expects: a peer that cannot be
 //! reached is `Unreachable` (openraft backs off), a deadline is `Timeout`.
@@ -19,16 +17,16 @@
 //! does not need answers 409 with its vote, which is handed to openraft as
 //! the answer it would have given itself.
 
-use crate::auth::{BodyDigest, PEER_AUTH_HEADER, PeerSigner, body_digest};
-use crate::http::{self, Body, ClientRequest, Method};
+use crate::http::{self, Body};
 use crate::raft::codec;
+use crate::raft::peer::{self, PeerClient, Route, SNAPSHOT_META_HEADER, Target, VOTE_HEADER};
 use crate::raft::types::{Node, TypeConfig};
 use crate::store::SnapshotFile;
 use openraft::alias::{SnapshotOf, VoteOf};
 use openraft::error::{
     NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable,
 };
-use openraft::network::{RPCOption, RPCTypes, RaftNetworkFactory, v2::RaftNetworkV2};
+use openraft::network::{Backoff, RPCOption, RPCTypes, RaftNetworkFactory, v2::RaftNetworkV2};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
     TransferLeaderResponse, VoteRequest, VoteResponse,
@@ -41,20 +39,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::Notify;
 
-/// Header naming the node a peer request is meant for.
-pub const TARGET_HEADER: &str = "x-ferrium-target";
-/// Header naming the cluster of the sender.
-pub const CLUSTER_HEADER: &str = "x-ferrium-cluster";
-/// Header naming the sending node.
-pub const FROM_HEADER: &str = "x-ferrium-from";
-/// Header carrying the leader's vote with a snapshot.
-pub const VOTE_HEADER: &str = "x-ferrium-vote";
-/// Header carrying the snapshot's metadata.
-pub const SNAPSHOT_META_HEADER: &str = "x-ferrium-snapshot-meta";
-
 /// Bytes of entries one AppendEntries request carries at most (a single
 /// larger entry goes alone); well under the 256 MiB a peer accepts.
 const APPEND_BUDGET: usize = 32 * 1024 * 1024;
+
+/// Bytes of entries above which AppendEntries to a peer not known to be up
+/// is preceded by an empty one. Reading, encoding and signing a large batch
+/// takes a good part of a second of CPU; a leader retrying it several times
+/// a second to a follower that is down starves its own clients.
+const PROBE_ABOVE: usize = 1024 * 1024;
 
 /// Largest peer response accepted (append responses are tiny).
 const MAX_RESPONSE: usize = 16 * 1024 * 1024;
@@ -62,12 +55,9 @@ const MAX_RESPONSE: usize = 16 * 1024 * 1024;
 /// Creates one [`PeerConnection`] per target, sharing connection pools.
 #[derive(Clone)]
 pub struct PeerNetwork {
-    id: u64,
-    signer: Option<Arc<PeerSigner>>,
-    cluster: String,
-    replication: http::Client,
-    heartbeat: http::Client,
-    snapshot: http::Client,
+    replication: PeerClient,
+    heartbeat: PeerClient,
+    snapshot: PeerClient,
     snapshot_timeout: Duration,
     /// Raised when a snapshot file fails its check before sending.
     rebuild: Arc<Notify>,
@@ -78,17 +68,8 @@ pub struct PeerNetwork {
 type JsonAppend = Arc<AtomicBool>;
 
 impl PeerNetwork {
-    pub fn new(
-        id: u64,
-        cluster: &str,
-        client: http::Client,
-        snapshot_timeout: Duration,
-        signer: Option<Arc<PeerSigner>>,
-    ) -> PeerNetwork {
+    pub fn new(client: PeerClient, snapshot_timeout: Duration) -> PeerNetwork {
         PeerNetwork {
-            id,
-            signer,
-            cluster: cluster.to_string(),
             heartbeat: client.separate_pool(),
             snapshot: client.separate_pool(),
             replication: client,
@@ -103,18 +84,16 @@ impl PeerNetwork {
         self.rebuild.clone()
     }
 
-    fn connection(&self, target: u64, node: &Node, client: &http::Client) -> PeerConnection {
+    fn connection(&self, target: u64, node: &Node, client: &PeerClient) -> PeerConnection {
         PeerConnection {
-            id: self.id,
-            signer: self.signer.clone(),
             target,
             addr: node.rpc_addr.clone(),
-            cluster: self.cluster.clone(),
             client: client.clone(),
             snapshot: self.snapshot.clone(),
             snapshot_timeout: self.snapshot_timeout,
             json_append: JsonAppend::default(),
             rebuild: self.rebuild.clone(),
+            answered: AtomicBool::new(false),
         }
     }
 }
@@ -140,16 +119,16 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
 
 /// The channel to one peer.
 pub struct PeerConnection {
-    id: u64,
-    signer: Option<Arc<PeerSigner>>,
     target: u64,
     addr: String,
-    cluster: String,
-    client: http::Client,
-    snapshot: http::Client,
+    client: PeerClient,
+    snapshot: PeerClient,
     snapshot_timeout: Duration,
     json_append: JsonAppend,
     rebuild: Arc<Notify>,
+    /// Whether the last exchange with the peer got an answer: until one
+    /// does, large AppendEntries are probed first (see [`PROBE_ABOVE`]).
+    answered: AtomicBool,
 }
 
 /// Why a peer call failed, before it is mapped onto openraft's error types.
@@ -163,35 +142,16 @@ enum CallError {
 }
 
 impl PeerConnection {
-    /// A request to `path` with the routing headers, signed (when a cluster
-    /// secret is set) over the body whose SHA-256 is `digest`.
-    fn request(&self, path: &str, digest: &BodyDigest) -> Result<ClientRequest, CallError> {
-        let url = format!("{}{path}", self.addr);
-        let req = ClientRequest::new(Method::Post, &url)
-            .map_err(|e| CallError::Unreachable(format!("bad peer address {}: {e}", self.addr)))?;
-        let req = req
-            .header(TARGET_HEADER, self.target.to_string())
-            .header(FROM_HEADER, self.id.to_string())
-            .header(CLUSTER_HEADER, self.cluster.clone());
-        Ok(match &self.signer {
-            Some(signer) => req.header(
-                PEER_AUTH_HEADER,
-                signer.sign_digest("POST", path, self.target, self.id, digest),
-            ),
-            None => req,
-        })
-    }
-
     async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
-        path: &str,
+        route: Route,
         body: &Req,
         timeout: Duration,
     ) -> Result<Resp, CallError> {
         let body =
             serde_json::to_vec(body).map_err(|e| CallError::Network(format!("encode: {e}")))?;
         let (status, bytes) = self
-            .exchange(path, "application/json", body, timeout)
+            .exchange(route, "application/json", body, timeout)
             .await?;
         decode_reply(status, &bytes, self.target, &self.addr)
     }
@@ -209,13 +169,24 @@ impl PeerConnection {
         rpc: &AppendEntriesRequest<TypeConfig>,
         timeout: Duration,
     ) -> Result<AppendEntriesResponse<TypeConfig>, CallError> {
+        if !self.answered.load(Ordering::Relaxed) && !rpc.entries.is_empty() {
+            let size: usize = rpc.entries.iter().map(codec::encoded_len).sum();
+            if size > PROBE_ABOVE {
+                match self.probe(rpc, timeout).await? {
+                    AppendEntriesResponse::Success => {}
+                    // The follower's log does not match, or a newer term:
+                    // the answer to the probe is the answer to the request.
+                    other => return Ok(other),
+                }
+            }
+        }
         let (body, sent) = codec::encode_append(rpc, APPEND_BUDGET)
             .map_err(|e| CallError::Network(format!("encode: {e}")))?;
         let reply = if self.json_append.load(Ordering::Relaxed) {
             self.append_json(rpc, sent, timeout).await?
         } else {
             let (status, bytes) = self
-                .exchange("/raft/append", codec::APPEND_CONTENT_TYPE, body, timeout)
+                .exchange(Route::Append, codec::APPEND_CONTENT_TYPE, body, timeout)
                 .await?;
             if status != 400 && status != 415 {
                 decode_reply(status, &bytes, self.target, &self.addr)?
@@ -237,6 +208,40 @@ impl PeerConnection {
         })
     }
 
+    /// AppendEntries with `rpc`'s previous log id and none of its entries:
+    /// whether the peer is up and its log matches, for a few bytes. Its
+    /// commit index is at most the previous log id, as for any request
+    /// (a follower never commits past what it was sent).
+    async fn probe(
+        &self,
+        rpc: &AppendEntriesRequest<TypeConfig>,
+        timeout: Duration,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, CallError> {
+        let prev = rpc.prev_log_id;
+        let empty = AppendEntriesRequest::<TypeConfig> {
+            vote: rpc.vote,
+            prev_log_id: prev,
+            entries: Vec::new(),
+            leader_commit: match (rpc.leader_commit, prev) {
+                (Some(c), Some(p)) => Some(if c.index > p.index { p } else { c }),
+                _ => None,
+            },
+        };
+        let (body, _) = codec::encode_append(&empty, APPEND_BUDGET)
+            .map_err(|e| CallError::Network(format!("encode: {e}")))?;
+        if self.json_append.load(Ordering::Relaxed) {
+            return self.call(Route::Append, &empty, timeout).await;
+        }
+        let (status, bytes) = self
+            .exchange(Route::Append, codec::APPEND_CONTENT_TYPE, body, timeout)
+            .await?;
+        if status == 400 || status == 415 {
+            // An older peer: the request itself finds out and switches.
+            return Ok(AppendEntriesResponse::Success);
+        }
+        decode_reply(status, &bytes, self.target, &self.addr)
+    }
+
     /// AppendEntries as JSON, with the first `sent` entries of `rpc`.
     async fn append_json(
         &self,
@@ -245,7 +250,7 @@ impl PeerConnection {
         timeout: Duration,
     ) -> Result<AppendEntriesResponse<TypeConfig>, CallError> {
         if sent == rpc.entries.len() {
-            return self.call("/raft/append", rpc, timeout).await;
+            return self.call(Route::Append, rpc, timeout).await;
         }
         let last = rpc.entries[sent - 1].log_id;
         let part = AppendEntriesRequest::<TypeConfig> {
@@ -257,32 +262,39 @@ impl PeerConnection {
                 .leader_commit
                 .map(|c| if c.index > last.index { last } else { c }),
         };
-        self.call("/raft/append", &part, timeout).await
+        self.call(Route::Append, &part, timeout).await
+    }
+
+    fn peer(&self) -> Target<'_> {
+        Target {
+            id: self.target,
+            addr: &self.addr,
+        }
     }
 
     /// One request and its whole answer: status and body.
     async fn exchange(
         &self,
-        path: &str,
+        route: Route,
         content_type: &'static str,
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<(u16, Vec<u8>), CallError> {
-        let req = self
-            .request(path, &body_digest(&body))?
-            .header("content-type", content_type)
-            .body(body)
-            .timeout(timeout);
-        let send = async {
-            let resp = self.client.send(req).await.map_err(|e| classify(&e))?;
-            let status = resp.status();
-            let bytes = resp.collect(MAX_RESPONSE).await.map_err(|e| classify(&e))?;
-            Ok::<_, CallError>((status, bytes))
-        };
-        match tokio::time::timeout(timeout, send).await {
-            Ok(r) => r,
+        let call = self.client.call(
+            self.peer(),
+            route,
+            content_type,
+            body,
+            timeout,
+            MAX_RESPONSE,
+        );
+        let result = match tokio::time::timeout(timeout, call).await {
+            Ok(Ok(reply)) => Ok((reply.status, reply.body)),
+            Ok(Err(e)) => Err(call_error(e)),
             Err(_) => Err(CallError::Timeout),
-        }
+        };
+        self.answered.store(result.is_ok(), Ordering::Relaxed);
+        result
     }
 
     fn rpc_error(&self, e: CallError, action: RPCTypes, timeout: Duration) -> RPCError<TypeConfig> {
@@ -290,7 +302,7 @@ impl PeerConnection {
             CallError::Unreachable(m) => RPCError::Unreachable(Unreachable::from_string(m)),
             CallError::Timeout => RPCError::Timeout(Timeout {
                 action,
-                id: self.id,
+                id: self.client.id(),
                 target: self.target,
                 timeout,
             }),
@@ -323,17 +335,34 @@ fn decode_reply<Resp: DeserializeOwned>(
 /// Connection-level failures mean the peer is unreachable; others are
 /// network errors that openraft retries at once.
 fn classify(e: &http::Error) -> CallError {
+    if e.is_timeout() {
+        CallError::Timeout
+    } else if e.is_never_sent() || e.is_connection_lost() || matches!(e, http::Error::Io(_)) {
+        CallError::Unreachable(e.to_string())
+    } else {
+        CallError::Network(e.to_string())
+    }
+}
+
+fn call_error(e: peer::CallError) -> CallError {
     match e {
-        http::Error::Timeout(_) => CallError::Timeout,
-        http::Error::Connect(io) if io.kind() == std::io::ErrorKind::TimedOut => CallError::Timeout,
-        http::Error::Io(io) | http::Error::Connect(io) => CallError::Unreachable(io.to_string()),
-        http::Error::Closed => CallError::Unreachable("connection closed".to_string()),
-        other => CallError::Network(other.to_string()),
+        peer::CallError::BadAddress(m) => CallError::Unreachable(m),
+        peer::CallError::Send(e) | peer::CallError::Cut { error: e, .. } => classify(&e),
     }
 }
 
 impl RaftNetworkV2<TypeConfig> for PeerConnection {
     type SnapshotData = SnapshotFile;
+
+    /// Waits between attempts to reach a peer that is down: 200 ms, doubling
+    /// up to 2 s. Each attempt makes the leader read the entries to send from
+    /// its log, which for large entries is far from free; a follower that
+    /// comes back is caught up at most 2 s later.
+    fn backoff(&self) -> Option<Backoff> {
+        Some(Backoff::new((0..).map(|n: u32| {
+            Duration::from_millis(200 << n.min(4)).min(Duration::from_secs(2))
+        })))
+    }
 
     async fn append_entries(
         &mut self,
@@ -352,7 +381,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         let ttl = option.hard_ttl();
-        self.call("/raft/vote", &rpc, ttl)
+        self.call(Route::Vote, &rpc, ttl)
             .await
             .map_err(|e| self.rpc_error(e, RPCTypes::Vote, ttl))
     }
@@ -363,7 +392,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         let ttl = option.hard_ttl();
-        self.call("/raft/pre-vote", &rpc, ttl)
+        self.call(Route::PreVote, &rpc, ttl)
             .await
             .map_err(|e| self.rpc_error(e, RPCTypes::Vote, ttl))
     }
@@ -374,7 +403,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
         let ttl = option.hard_ttl();
-        self.call("/raft/transfer-leader", &req, ttl)
+        self.call(Route::TransferLeader, &req, ttl)
             .await
             .map_err(|e| self.rpc_error(e, RPCTypes::TransferLeader, ttl))
     }
@@ -418,7 +447,8 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         let vote_json = serde_json::to_string(&vote).map_err(|e| unreachable(e.to_string()))?;
         let meta_json = serde_json::to_string(&meta).map_err(|e| unreachable(e.to_string()))?;
         let req = self
-            .request("/raft/snapshot", &digest)
+            .client
+            .request(self.peer(), Route::Snapshot, &digest)
             .map_err(|_| unreachable(format!("bad peer address {}", self.addr)))?
             .header(VOTE_HEADER, vote_json)
             .header(SNAPSHOT_META_HEADER, meta_json)
@@ -440,7 +470,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         let timeout = self.snapshot_timeout;
         let timed_out = StreamingError::Timeout(Timeout {
             action: RPCTypes::InstallSnapshot,
-            id: self.id,
+            id: self.client.id(),
             target: self.target,
             timeout,
         });

@@ -18,8 +18,8 @@ use crate::api::op::{Op, Routes};
 use crate::http::{Method, Request, Response};
 use crate::node::{self, AddLearnerRpc, Node, ReadConsistency};
 use crate::raft::codec;
-use crate::raft::network::{
-    CLUSTER_HEADER, FROM_HEADER, SNAPSHOT_META_HEADER, TARGET_HEADER, VOTE_HEADER,
+use crate::raft::peer::{
+    self, CLUSTER_HEADER, FROM_HEADER, Route, SNAPSHOT_META_HEADER, TARGET_HEADER, VOTE_HEADER,
 };
 use crate::raft::types::{Command, TypeConfig};
 use crate::store::{SnapshotFile, StateReader};
@@ -39,11 +39,11 @@ const MAX_SNAPSHOT: u64 = 1 << 40;
 
 /// Adds the peer routes to `router`.
 pub fn routes(router: Routes, node: Node, reader: StateReader) -> Routes {
-    let router = router.prefix("/raft/", Op::Peer);
+    let router = router.prefix(peer::PREFIX, Op::Peer);
     let router = route(
         router,
         &node,
-        "/raft/append",
+        Route::Append.path(),
         decode_append,
         |n, rpc: AppendEntriesRequest<TypeConfig>| async move {
             let r = n
@@ -60,7 +60,7 @@ pub fn routes(router: Routes, node: Node, reader: StateReader) -> Routes {
     let router = json_route(
         router,
         &node,
-        "/raft/vote",
+        Route::Vote.path(),
         |n, rpc: VoteRequest<TypeConfig>| async move {
             n.raft().vote(rpc).await.map_err(|e| e.to_string())
         },
@@ -68,7 +68,7 @@ pub fn routes(router: Routes, node: Node, reader: StateReader) -> Routes {
     let router = json_route(
         router,
         &node,
-        "/raft/pre-vote",
+        Route::PreVote.path(),
         |n, rpc: VoteRequest<TypeConfig>| async move {
             n.raft().pre_vote(rpc).await.map_err(|e| e.to_string())
         },
@@ -76,7 +76,7 @@ pub fn routes(router: Routes, node: Node, reader: StateReader) -> Routes {
     let router = json_route(
         router,
         &node,
-        "/raft/transfer-leader",
+        Route::TransferLeader.path(),
         |n, rpc: TransferLeaderRequest<TypeConfig>| async move {
             n.raft()
                 .handle_transfer_leader(rpc)
@@ -84,19 +84,22 @@ pub fn routes(router: Routes, node: Node, reader: StateReader) -> Routes {
                 .map_err(|e| e.to_string())
         },
     );
-    let router = json_route(router, &node, "/raft/write", |n, cmd: Command| async move {
-        n.propose(cmd).await
-    });
     let router = json_route(
         router,
         &node,
-        "/raft/read-index",
+        Route::Write.path(),
+        |n, cmd: Command| async move { n.propose(cmd).await },
+    );
+    let router = json_route(
+        router,
+        &node,
+        Route::ReadIndex.path(),
         |n, c: ReadConsistency| async move { n.leader_read_index(c).await },
     );
     let router = json_route(
         router,
         &node,
-        "/raft/add-learner",
+        Route::AddLearner.path(),
         |n, rpc: AddLearnerRpc| async move {
             let (id, info, timeout) = rpc.parts();
             n.add_learner_local(id, info, timeout).await
@@ -105,12 +108,12 @@ pub fn routes(router: Routes, node: Node, reader: StateReader) -> Routes {
     let router = json_route(
         router,
         &node,
-        "/raft/change-membership",
+        Route::ChangeMembership.path(),
         |n, voters: BTreeSet<u64>| async move { n.change_membership_local(voters).await },
     );
     router.route_with_body_limit(
         Method::Post,
-        "/raft/snapshot",
+        Route::Snapshot.path(),
         Op::Peer,
         MAX_SNAPSHOT,
         move |req| {
@@ -245,7 +248,8 @@ where
         Ok(b) => b,
         Err(e) => return e.to_response(),
     };
-    if let Err(r) = crate::auth::check_body(&req, &crate::auth::body_digest(&body)) {
+    if let Err(r) = crate::auth::check_body(&req, &crate::auth::body_digest(&body), node.registry())
+    {
         return r;
     }
     let rpc: Req = match decode(req.header("content-type"), &body) {
@@ -296,7 +300,7 @@ impl Refusal {
     /// behind, not necessarily hostile) carries this node's vote, which the
     /// sender hands to openraft as the answer to its snapshot.
     fn response(self, node: &Node, from: Option<u64>) -> Response {
-        crate::metrics::METRICS.snapshot_refused(self.reason);
+        node.registry().snapshot_refused(self.reason);
         let from = from.map_or_else(|| "an unnamed node".to_string(), |f| format!("node {f}"));
         ::log::warn!("refused a snapshot from {from}: {}", self.message);
         if self.status == 409 {
@@ -484,6 +488,7 @@ impl Drop for Discard {
 async fn receive(
     reader: &StateReader,
     req: &mut Request,
+    metrics: &crate::metrics::Metrics,
 ) -> Result<(SnapshotFile, [u8; 32]), Response> {
     let mut receiver = reader.snapshot_receiver().map_err(|e| {
         Response::error(
@@ -501,7 +506,7 @@ async fn receive(
             Ok(0) => break,
             Ok(n) => n,
             Err(e) => {
-                crate::metrics::METRICS.snapshot_refused("stream");
+                metrics.snapshot_refused("stream");
                 return Err(Response::error(
                     400,
                     "invalid_request",
@@ -568,13 +573,13 @@ async fn snapshot(node: &Node, reader: &StateReader, mut req: Request) -> Respon
         }
         return refusal.response(node, from);
     }
-    let (file, digest) = match receive(reader, &mut req).await {
+    let (file, digest) = match receive(reader, &mut req, node.registry()).await {
         Ok(r) => r,
         Err(r) => return r,
     };
     let discard = Discard(file.path().to_path_buf());
-    if let Err(r) = crate::auth::check_body(&req, &digest) {
-        crate::metrics::METRICS.snapshot_refused("signature");
+    if let Err(r) = crate::auth::check_body(&req, &digest, node.registry()) {
+        node.registry().snapshot_refused("signature");
         return r;
     }
     let checked = tokio::task::spawn_blocking(move || {
@@ -616,7 +621,7 @@ async fn snapshot(node: &Node, reader: &StateReader, mut req: Request) -> Respon
     if let Err(refusal) = check_upload(node, from, &vote, &meta) {
         return refusal.response(node, from);
     }
-    crate::metrics::METRICS.snapshot_installed();
+    node.registry().snapshot_installed();
     // In a task of its own, so that an install is never abandoned half-way
     // when this request goes away; the received file is deleted when it
     // ends, unless installing moved it into place.

@@ -13,6 +13,10 @@ use std::fmt;
 use serde::Deserialize;
 use serde::Serialize;
 
+pub use super::kv::ApplyError;
+pub use super::kv::Txn;
+pub use super::kv::TxnResult;
+
 openraft::declare_raft_types!(
     /// openraft's type configuration for Ferrium.
     pub TypeConfig:
@@ -56,6 +60,21 @@ pub enum Command {
     Delete { key: String },
     /// Set several keys in one entry: all or nothing.
     BatchSet { pairs: Vec<(String, String)> },
+    /// A transaction on byte keys: comparisons, then one branch.
+    Txn(Box<Txn>),
+    /// Forget history before `revision`: reads of older revisions fail from
+    /// this entry on, on every member.
+    Compact { revision: u64 },
+    /// A command with a client's request id. The first entry with an id is
+    /// applied and its result kept; a later one with the same id is not
+    /// applied and answers that result. `time_ms` (Unix milliseconds, set by
+    /// the proposing leader) dates the id, so that every member expires the
+    /// same ids at the same entry.
+    Tagged {
+        id: Vec<u8>,
+        time_ms: u64,
+        command: Box<Command>,
+    },
 }
 
 impl fmt::Display for Command {
@@ -64,6 +83,16 @@ impl fmt::Display for Command {
             Command::Set { key, value } => write!(f, "Set({key}, {} bytes)", value.len()),
             Command::Delete { key } => write!(f, "Delete({key})"),
             Command::BatchSet { pairs } => write!(f, "BatchSet({} pairs)", pairs.len()),
+            Command::Txn(t) => write!(
+                f,
+                "Txn({} comparisons, {} operations)",
+                t.compare.len(),
+                t.op_count()
+            ),
+            Command::Compact { revision } => write!(f, "Compact({revision})"),
+            Command::Tagged { id, command, .. } => {
+                write!(f, "{command} with request id of {} bytes", id.len())
+            }
         }
     }
 }
@@ -79,4 +108,17 @@ pub struct CommandResult {
     pub existed: Option<bool>,
     /// Number of keys written or deleted by the entry.
     pub count: u32,
+    /// For `Txn`: the branch that ran and each operation's answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub txn: Option<TxnResult>,
+    /// Why the entry changed nothing (a compacted revision asked for, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ApplyError>,
+    /// The compaction point after the entry, for `Compact`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compact_revision: Option<u64>,
+    /// For `Tagged`: this is the kept result of an earlier entry with the
+    /// same request id, which was not applied again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub repeated: bool,
 }

@@ -1,6 +1,6 @@
 //! Durable storage on RocksDB: the Raft log, the state machine and snapshots.
 //!
-//! One RocksDB instance with one write-ahead log holds everything, in four
+//! One RocksDB instance with one write-ahead log holds everything, in five
 //! column families:
 //!
 //! - `logs`: big-endian `u64` log index -> log entry in the binary form of
@@ -8,7 +8,10 @@
 //! - `meta`: the vote, the committed log id and the last purged log id;
 //! - `data`: user keys (behind a generation prefix, see [`state_machine`]) ->
 //!   encoded [`StoredValue`];
-//! - `sm_meta`: last applied log id, last membership, data generation.
+//! - `history`: every version of every key since the compaction point, the
+//!   changes of each revision, and the applied request ids (see [`mvcc`]);
+//! - `sm_meta`: last applied log id, last membership, data generation,
+//!   compaction point, layout version.
 //!
 //! Because every write goes through the same WAL, what survives a crash is a
 //! prefix of what was written: a synced log append also makes durable every
@@ -22,6 +25,7 @@
 //! make a tokio worker wait on the disk (see [`Wait`]).
 
 mod log;
+mod mvcc;
 mod snapshot;
 mod state_machine;
 
@@ -40,14 +44,17 @@ use rocksdb::Options;
 /// Configuration is validated against it, so no entry is ever committed that
 /// would make every later snapshot fail.
 pub const MAX_KEY_BYTES: u64 = snapshot::MAX_KEY_LEN as u64;
-/// The largest value a committed command may carry (a snapshot record holds
-/// the value with its revisions).
-pub const MAX_VALUE_BYTES: u64 =
-    snapshot::MAX_VALUE_LEN as u64 - state_machine::StoredValue::MAX_OVERHEAD as u64;
+/// The largest value a committed command may carry: 64 MiB less the 34
+/// bytes of revisions stored with it (as in every earlier release). A
+/// snapshot record holds a little more ([`snapshot`]'s limit), room for a
+/// lease id and for kept request results.
+pub const MAX_VALUE_BYTES: u64 = (64 << 20) - 34;
 
 pub use self::log::FAIL_WAL_SYNC_ENV;
 pub use self::log::LogReader;
 pub use self::log::LogStore;
+pub use self::mvcc::ID_WINDOW_MS;
+pub use self::mvcc::MAX_IDS;
 pub use self::snapshot::SnapshotFile;
 pub use self::snapshot::SnapshotReader;
 pub use self::snapshot::SnapshotReceiver;
@@ -287,7 +294,7 @@ pub fn open(dir: &Path, opts: &StoreOptions) -> Result<(LogStore, StateMachine),
     // flushed once the WALs exceed this.
     db_opts.set_max_total_wal_size(4 * opts.write_buffer_bytes as u64);
 
-    let cfs = [CF_LOGS, CF_META, CF_DATA, CF_SM_META]
+    let cfs = [CF_LOGS, CF_META, CF_DATA, mvcc::CF_HISTORY, CF_SM_META]
         .into_iter()
         .map(|name| ColumnFamilyDescriptor::new(name, cf_opts.clone()));
     let db = DB::open_cf_descriptors(&db_opts, &db_dir, cfs)?;

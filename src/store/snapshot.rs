@@ -1,16 +1,25 @@
 //! Snapshot files: building one from a point-in-time view of the state
 //! machine, verifying one, and installing one atomically.
 //!
-//! File format (version 1), all integers little-endian:
+//! File format (version 2), all integers little-endian:
 //!
 //! ```text
 //! magic "FERRSNAP" | format version u32 | meta length u32 | meta (JSON)
-//! { 0x01 | key length u32 | key | value length u32 | stored value }*
+//! { tag u8 | key length u32 | key | value length u32 | value }*
 //! 0x00 | record count u64
 //! CRC-32C u32 of every byte before it
 //! ```
 //!
-//! Stored values are copied verbatim (they carry their own format byte).
+//! Tag 1 is a key with its stored value (`data`), tag 2 a record of the
+//! `history` column family (versions, the change index, request ids; see
+//! the mvcc module), tag 3 a replicated `sm_meta` value (the compaction
+//! point, the request-id bookkeeping). Records of each tag come in key
+//! order, tag 1 first. Versions that no read can reach at the compaction
+//! point are left out. Version 1 files hold tag 1 only; installing one gives
+//! every key a history record at its `mod_revision` and puts the compaction
+//! point at the snapshot's index.
+//!
+//! Records are copied verbatim (stored values carry their own format byte).
 //! A file is written as `*.part`, fsynced, renamed to `snap-<index>-<n>.snap`
 //! and the directory fsynced; older snapshot files are then deleted. Only
 //! the newest file is kept, and it is what `get_current_snapshot` returns.
@@ -57,24 +66,34 @@ use super::Error;
 use super::cf;
 use super::log::decode;
 use super::log::encode;
+use super::mvcc;
+use super::mvcc::CF_HISTORY;
+use super::mvcc::SnapshotFilter;
+use super::state_machine::AppliedMeta;
 use super::state_machine::KEY_GENERATION;
 use super::state_machine::KEY_LAST_APPLIED;
 use super::state_machine::KEY_MEMBERSHIP;
 use super::state_machine::Shared;
+use super::state_machine::StoredValue;
 use super::state_machine::data_key;
 use super::state_machine::decode_u64;
 use crate::raft::types::TypeConfig;
 
 const MAGIC: &[u8; 8] = b"FERRSNAP";
 /// The format this build writes and reads.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_VERSION: u32 = 2;
 const TAG_RECORD: u8 = 1;
+const TAG_HISTORY: u8 = 2;
+const TAG_SM_META: u8 = 3;
+/// Longest `history` record key: an escaped key (at most twice as long) and
+/// 19 bytes of space, terminator and revision.
+const MAX_HISTORY_KEY_LEN: u32 = 2 * MAX_KEY_LEN + 32;
 const TAG_END: u8 = 0;
 const MAX_META_LEN: u32 = 16 << 20;
 /// Largest key a snapshot record holds; `network.max_key_size` may not exceed it.
 pub(crate) const MAX_KEY_LEN: u32 = 1 << 20;
 /// Largest stored value (the value and its revisions) a snapshot record holds.
-pub(crate) const MAX_VALUE_LEN: u32 = 64 << 20;
+pub(crate) const MAX_VALUE_LEN: u32 = (64 << 20) + (4 << 10);
 const IO_BUFFER: usize = 256 << 10;
 /// Installing writes SST files of about this many uncompressed bytes; the
 /// writer holds one file's index and filter (about 12 bytes per key) in
@@ -120,6 +139,14 @@ impl SnapshotFile {
         })
     }
 
+    /// The format version in the file header.
+    fn format_version(&self) -> Result<u32, Error> {
+        let mut r = CrcReader::new(BufReader::new(self.reader()?));
+        read_header_version(&mut r)
+            .map(|(_, v)| v)
+            .map_err(|e| self.context(e))
+    }
+
     /// The snapshot's meta from the file header, without reading the records.
     pub fn read_meta(&self) -> Result<Meta, Error> {
         let mut r = CrcReader::new(BufReader::new(self.reader()?));
@@ -129,7 +156,7 @@ impl SnapshotFile {
     /// Reads the whole file and checks magic, version, structure and
     /// checksum. Returns the meta it describes.
     pub fn verify(&self) -> Result<Meta, Error> {
-        self.for_each_record(|_, _| Ok(()))
+        self.for_each_record(|_, _, _| Ok(()))
     }
 
     /// Like [`SnapshotFile::verify`], and also returns the SHA-256 of the
@@ -142,7 +169,7 @@ impl SnapshotFile {
         };
         let meta = {
             let mut r = CrcReader::new(BufReader::with_capacity(IO_BUFFER, &mut hashing));
-            read_body(&mut r, &mut |_, _| Ok(())).map_err(|e| self.context(e))?
+            read_body(&mut r, &mut |_, _, _| Ok(())).map_err(|e| self.context(e))?
         };
         Ok((meta, hashing.sha.finalize().into()))
     }
@@ -156,11 +183,11 @@ impl SnapshotFile {
         Ok(f)
     }
 
-    /// Calls `f` with every record (key, stored value) in file order, then
+    /// Calls `f` with every record (tag, key, value) in file order, then
     /// checks the checksum. Records seen before an error are not undone.
     fn for_each_record(
         &self,
-        mut f: impl FnMut(&[u8], &[u8]) -> Result<(), Error>,
+        mut f: impl FnMut(u8, &[u8], &[u8]) -> Result<(), Error>,
     ) -> Result<Meta, Error> {
         let mut r = CrcReader::new(BufReader::with_capacity(IO_BUFFER, self.reader()?));
         read_body(&mut r, &mut f).map_err(|e| self.context(e))
@@ -317,11 +344,38 @@ pub(crate) fn build(shared: &Shared) -> Result<(Meta, SnapshotFile), Error> {
         it.seek_to_first();
         let mut count: u64 = 0;
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            write_record(&mut w, &k[8..], v)?;
+            write_record(&mut w, TAG_RECORD, &k[8..], v)?;
             count += 1;
             it.next();
         }
         it.status()?;
+        drop(it);
+
+        let applied = AppliedMeta::read(db, Some(&view))?;
+        let mut opts = ReadOptions::default();
+        opts.fill_cache(false);
+        opts.set_iterate_lower_bound(generation.to_be_bytes().to_vec());
+        if let Some(next) = generation.checked_add(1) {
+            opts.set_iterate_upper_bound(next.to_be_bytes().to_vec());
+        }
+        let mut it = view.raw_iterator_cf_opt(cf(db, CF_HISTORY)?, opts);
+        it.seek_to_first();
+        let mut filter = SnapshotFilter::new(applied.compact_revision);
+        let mut emit = |k: &[u8], v: &[u8]| -> Result<(), Error> {
+            write_record(&mut w, TAG_HISTORY, k, v)?;
+            count += 1;
+            Ok(())
+        };
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            filter.feed(k, v, &mut emit)?;
+            it.next();
+        }
+        it.status()?;
+        filter.flush(&mut emit)?;
+        for (k, v) in applied.records() {
+            write_record(&mut w, TAG_SM_META, k, &v)?;
+            count += 1;
+        }
         w.write_all(&[TAG_END])?;
         w.write_all(&count.to_le_bytes())?;
         let crc = w.crc.finish();
@@ -344,45 +398,107 @@ pub(crate) fn build(shared: &Shared) -> Result<(Meta, SnapshotFile), Error> {
     Ok((meta, file))
 }
 
+/// SST files of bounded size for one column family, written in key order.
+struct SstFiles<'a> {
+    shared: &'a Shared,
+    writer: Option<SstFileWriter<'a>>,
+    /// `SstFileWriter::file_size` is only known after `finish`, so count.
+    in_file: u64,
+    files: &'a mut Vec<PathBuf>,
+}
+
+impl<'a> SstFiles<'a> {
+    fn new(shared: &'a Shared, files: &'a mut Vec<PathBuf>) -> Self {
+        SstFiles {
+            shared,
+            writer: None,
+            in_file: 0,
+            files,
+        }
+    }
+
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), Error> {
+        let w = match &mut self.writer {
+            Some(w) => w,
+            None => {
+                let path = self
+                    .shared
+                    .snapshot_dir
+                    .join(format!("ingest-{}.part", unique()));
+                let w = SstFileWriter::create(&self.shared.sst_options);
+                w.open(&path)?;
+                self.files.push(path);
+                self.writer.insert(w)
+            }
+        };
+        w.put(key, value)?;
+        self.in_file += (key.len() + value.len()) as u64;
+        if self.in_file >= SST_FILE_BYTES {
+            w.finish()?;
+            self.writer = None;
+            self.in_file = 0;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<(), Error> {
+        if let Some(w) = &mut self.writer {
+            w.finish()?;
+        }
+        Ok(())
+    }
+}
+
+/// What a snapshot file holds besides the data, read while loading it.
+#[derive(Default)]
+struct Loaded {
+    applied: AppliedMeta,
+    /// Whether the file carried history (format 2) or only keys (format 1).
+    history: bool,
+}
+
 /// Writes the records of `file` as keys of `generation` into SST files of
-/// bounded size in the snapshot directory; their paths are pushed to `files`
-/// as they are created, so the caller can remove them whatever happens.
+/// bounded size in the snapshot directory, one set for `data` and one for
+/// `history`; their paths are pushed to `data_files` and `history_files` as
+/// they are created, so the caller can remove them whatever happens.
 fn load_sst_files(
     shared: &Shared,
     file: &SnapshotFile,
     generation: u64,
-    files: &mut Vec<PathBuf>,
-) -> Result<(), Error> {
-    let opts = &shared.sst_options;
-    let mut writer: Option<SstFileWriter> = None;
-    // `SstFileWriter::file_size` is only known after `finish`, so count.
-    let mut in_file: u64 = 0;
-    file.for_each_record(|key, value| {
-        let w = match &mut writer {
-            Some(w) => w,
-            None => {
-                let path = shared
-                    .snapshot_dir
-                    .join(format!("ingest-{}.part", unique()));
-                let w = SstFileWriter::create(opts);
-                w.open(&path)?;
-                files.push(path);
-                writer.insert(w)
+    data_files: &mut Vec<PathBuf>,
+    history_files: &mut Vec<PathBuf>,
+) -> Result<Loaded, Error> {
+    let mut data = SstFiles::new(shared, data_files);
+    let mut history = SstFiles::new(shared, history_files);
+    let mut loaded = Loaded::default();
+    let version = file.format_version()?;
+    let prefix = generation.to_be_bytes();
+    let mut key = Vec::new();
+    file.for_each_record(|tag, k, v| {
+        match tag {
+            TAG_RECORD => {
+                data.put(&data_key(generation, k), v)?;
+                if version == 1 {
+                    // No history in the file: every key's current version
+                    // starts it (the compaction point is the snapshot's).
+                    let stored = StoredValue::decode(v)?;
+                    history.put(&mvcc::version_key(generation, k, stored.mod_revision), v)?;
+                }
             }
-        };
-        w.put(data_key(generation, key), value)?;
-        in_file += (8 + key.len() + value.len()) as u64;
-        if in_file >= SST_FILE_BYTES {
-            w.finish()?;
-            writer = None;
-            in_file = 0;
+            TAG_HISTORY => {
+                loaded.history = true;
+                key.clear();
+                key.extend_from_slice(&prefix);
+                key.extend_from_slice(k);
+                history.put(&key, v)?;
+            }
+            _ => loaded.applied.set_record(k, v)?,
         }
         Ok(())
     })?;
-    if let Some(w) = &mut writer {
-        w.finish()?;
-    }
-    Ok(())
+    data.finish()?;
+    history.finish()?;
+    Ok(loaded)
 }
 
 /// Verifies `file`, then replaces the state machine's data with its content
@@ -419,30 +535,49 @@ fn install_data(shared: &Shared, meta: &Meta, file: &SnapshotFile) -> Result<(),
 
     let db = &shared.db;
     let data = cf(db, CF_DATA)?;
+    let history = cf(db, CF_HISTORY)?;
     let old = shared.generation()?;
     let new = old
         .checked_add(1)
         .ok_or_else(|| Error::Corrupt("data generation overflow".into()))?;
 
     // Bulk load of the new generation: the records (sorted, as the snapshot
-    // was written in key order) go into SST files that are ingested in one
-    // atomic step; invisible until the pointer switch.
-    let mut files = Vec::new();
-    let loaded = load_sst_files(shared, file, new, &mut files).and_then(|()| {
-        if files.is_empty() {
-            return Ok(());
-        }
-        let mut ingest = IngestExternalFileOptions::default();
-        ingest.set_move_files(true);
-        Ok(db.ingest_external_file_cf_opts(data, &ingest, files.clone())?)
-    });
-    for f in &files {
+    // was written in key order) go into SST files that are ingested, one
+    // column family at a time; invisible until the pointer switch.
+    let mut data_files = Vec::new();
+    let mut history_files = Vec::new();
+    let loaded =
+        load_sst_files(shared, file, new, &mut data_files, &mut history_files).and_then(|loaded| {
+            for (family, files) in [(data, &data_files), (history, &history_files)] {
+                if files.is_empty() {
+                    continue;
+                }
+                let mut ingest = IngestExternalFileOptions::default();
+                ingest.set_move_files(true);
+                db.ingest_external_file_cf_opts(family, &ingest, files.clone())?;
+            }
+            Ok(loaded)
+        });
+    for f in data_files.iter().chain(&history_files) {
         let _ = std::fs::remove_file(f);
     }
-    if let Err(e) = loaded {
-        // Not switched to: drop anything loaded (open() would do it too).
-        let _ = db.delete_range_cf(data, new.to_be_bytes(), new.saturating_add(1).to_be_bytes());
-        return Err(e);
+    let loaded = match loaded {
+        Ok(l) => l,
+        Err(e) => {
+            // Not switched to: drop anything loaded (open() would do it too).
+            for family in [data, history] {
+                let _ = db.delete_range_cf(
+                    family,
+                    new.to_be_bytes(),
+                    new.saturating_add(1).to_be_bytes(),
+                );
+            }
+            return Err(e);
+        }
+    };
+    let mut applied = loaded.applied;
+    if !loaded.history {
+        applied.compact_revision = meta.last_log_id.as_ref().map_or(0, |l| l.index());
     }
 
     // The switch: one synced write.
@@ -454,6 +589,7 @@ fn install_data(shared: &Shared, meta: &Meta, file: &SnapshotFile) -> Result<(),
         None => switch.delete_cf(sm_meta, KEY_LAST_APPLIED),
     }
     switch.put_cf(sm_meta, KEY_MEMBERSHIP, encode(&meta.last_membership)?);
+    applied.write(&mut switch, sm_meta);
     let mut synced = WriteOptions::default();
     synced.set_sync(true);
     db.write_opt(switch, &synced)?;
@@ -465,9 +601,16 @@ fn install_data(shared: &Shared, meta: &Meta, file: &SnapshotFile) -> Result<(),
         *g = new;
     }
     shared.set_last_applied(meta.last_log_id);
+    shared.set_applied_meta(applied);
+    let ids = super::mvcc::IdFilter::load(db, new)?;
+    if let Ok(mut f) = shared.ids.lock() {
+        *f = ids;
+    }
+    shared.wake_compactor();
 
     // Readers now use `new`; the old generation can go.
     db.delete_range_cf(data, 0u64.to_be_bytes(), new.to_be_bytes())?;
+    db.delete_range_cf(history, 0u64.to_be_bytes(), new.to_be_bytes())?;
     Ok(())
 }
 
@@ -592,7 +735,12 @@ fn write_header(w: &mut impl Write, meta: &Meta) -> Result<(), Error> {
 
 /// Writes one record; refuses what the reader would refuse, so that no
 /// snapshot is built that cannot be installed.
-fn write_record(w: &mut impl Write, key: &[u8], value: &[u8]) -> Result<(), Error> {
+fn write_record(w: &mut impl Write, tag: u8, key: &[u8], value: &[u8]) -> Result<(), Error> {
+    let max_key = if tag == TAG_HISTORY {
+        MAX_HISTORY_KEY_LEN
+    } else {
+        MAX_KEY_LEN
+    };
     let too_long = |what: &str, len: usize, max: u32| {
         Error::Corrupt(format!(
             "{what} of {len} bytes exceeds the snapshot limit of {max} bytes (key starts {:?})",
@@ -601,13 +749,13 @@ fn write_record(w: &mut impl Write, key: &[u8], value: &[u8]) -> Result<(), Erro
     };
     let key_len = u32::try_from(key.len())
         .ok()
-        .filter(|l| *l <= MAX_KEY_LEN)
-        .ok_or_else(|| too_long("key", key.len(), MAX_KEY_LEN))?;
+        .filter(|l| *l <= max_key)
+        .ok_or_else(|| too_long("key", key.len(), max_key))?;
     let value_len = u32::try_from(value.len())
         .ok()
         .filter(|l| *l <= MAX_VALUE_LEN)
         .ok_or_else(|| too_long("value", value.len(), MAX_VALUE_LEN))?;
-    w.write_all(&[TAG_RECORD])?;
+    w.write_all(&[tag])?;
     w.write_all(&key_len.to_le_bytes())?;
     w.write_all(key)?;
     w.write_all(&value_len.to_le_bytes())?;
@@ -616,6 +764,11 @@ fn write_record(w: &mut impl Write, key: &[u8], value: &[u8]) -> Result<(), Erro
 }
 
 fn read_header<R: Read>(r: &mut CrcReader<R>) -> Result<Meta, Error> {
+    read_header_version(r).map(|(meta, _)| meta)
+}
+
+/// The meta and the format version of a file.
+fn read_header_version<R: Read>(r: &mut CrcReader<R>) -> Result<(Meta, u32), Error> {
     let mut magic = [0u8; 8];
     read_exact(r, &mut magic)?;
     if &magic != MAGIC {
@@ -624,9 +777,9 @@ fn read_header<R: Read>(r: &mut CrcReader<R>) -> Result<Meta, Error> {
         ));
     }
     let version = read_u32(r)?;
-    if version != FORMAT_VERSION {
+    if !(1..=FORMAT_VERSION).contains(&version) {
         return Err(Error::Corrupt(format!(
-            "snapshot format version {version} is not supported (this build reads version {FORMAT_VERSION})"
+            "snapshot format version {version} is not supported (this build reads versions 1 to {FORMAT_VERSION})"
         )));
     }
     let meta_len = read_u32(r)?;
@@ -637,32 +790,44 @@ fn read_header<R: Read>(r: &mut CrcReader<R>) -> Result<Meta, Error> {
     }
     let mut meta = vec![0u8; meta_len as usize];
     read_exact(r, &mut meta)?;
-    decode(&meta).map_err(|e| Error::Corrupt(format!("bad meta: {e}")))
+    let meta = decode(&meta).map_err(|e| Error::Corrupt(format!("bad meta: {e}")))?;
+    Ok((meta, version))
 }
 
 fn read_body<R: Read>(
     r: &mut CrcReader<R>,
-    f: &mut impl FnMut(&[u8], &[u8]) -> Result<(), Error>,
+    f: &mut impl FnMut(u8, &[u8], &[u8]) -> Result<(), Error>,
 ) -> Result<Meta, Error> {
-    let meta = read_header(r)?;
+    let (meta, version) = read_header_version(r)?;
     let mut key = Vec::new();
     let mut value = Vec::new();
     let mut count: u64 = 0;
+    // Tags never go back: data, then history, then state-machine values.
+    let mut last_tag = TAG_RECORD;
     loop {
         let mut tag = [0u8; 1];
         read_exact(r, &mut tag)?;
-        match tag[0] {
-            TAG_RECORD => {}
+        let tag = tag[0];
+        let max_key = match tag {
             TAG_END => break,
+            TAG_RECORD => MAX_KEY_LEN,
+            TAG_HISTORY if version >= 2 => MAX_HISTORY_KEY_LEN,
+            TAG_SM_META if version >= 2 => 64,
             other => {
                 return Err(Error::Corrupt(format!(
                     "unknown record tag {other} after {count} records"
                 )));
             }
+        };
+        if tag < last_tag {
+            return Err(Error::Corrupt(format!(
+                "record of kind {tag} after one of kind {last_tag}"
+            )));
         }
-        read_chunk(r, &mut key, MAX_KEY_LEN)?;
+        last_tag = tag;
+        read_chunk(r, &mut key, max_key)?;
         read_chunk(r, &mut value, MAX_VALUE_LEN)?;
-        f(&key, &value)?;
+        f(tag, &key, &value)?;
         count += 1;
     }
     let mut b = [0u8; 8];

@@ -27,12 +27,14 @@
 //! the next open), never a mix. Reads take the generation under a read lock,
 //! so they never observe a generation being deleted.
 
+use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::RwLock;
+use std::sync::mpsc;
 
 use futures_util::Stream;
 use futures_util::TryStreamExt;
@@ -58,10 +60,23 @@ use super::Wait;
 use super::cf;
 use super::log::decode;
 use super::log::encode;
+use super::mvcc;
+use super::mvcc::CF_HISTORY;
+use super::mvcc::RangeCollector;
 use super::off_runtime;
 use super::snapshot;
 use super::snapshot::SnapshotFile;
 use super::snapshot::SnapshotReceiver;
+use crate::raft::kv::ApplyError;
+use crate::raft::kv::Compare;
+use crate::raft::kv::OpResult;
+use crate::raft::kv::Put;
+use crate::raft::kv::RangeRequest;
+use crate::raft::kv::RangeResult;
+use crate::raft::kv::Txn;
+use crate::raft::kv::TxnOp;
+use crate::raft::kv::TxnResult;
+use crate::raft::kv::in_range;
 use crate::raft::types::Command;
 use crate::raft::types::CommandResult;
 use crate::raft::types::TypeConfig;
@@ -69,6 +84,12 @@ use crate::raft::types::TypeConfig;
 pub(crate) const KEY_LAST_APPLIED: &[u8] = b"last_applied";
 pub(crate) const KEY_MEMBERSHIP: &[u8] = b"last_membership";
 pub(crate) const KEY_GENERATION: &[u8] = b"data_generation";
+pub(crate) const KEY_COMPACT_REVISION: &[u8] = b"compact_revision";
+pub(crate) const KEY_ID_COUNT: &[u8] = b"request_id_count";
+pub(crate) const KEY_ID_SECOND: &[u8] = b"request_id_second";
+/// The layout of the state machine (absent: before history was kept).
+const KEY_FORMAT: &[u8] = b"format";
+const FORMAT_HISTORY: u64 = 2;
 
 /// Most entries applied in one write batch. A longer apply (a restart
 /// replaying the log, a follower catching up) is written in several batches,
@@ -78,43 +99,52 @@ const APPLY_CHUNK: usize = 1024;
 /// Leading byte of every stored value: the encoding below.
 const VALUE_FORMAT_V1: u8 = 1;
 const FLAG_EXPIRY: u8 = 1;
+const FLAG_LEASE: u8 = 2;
 
 /// A key's value with the metadata etcd keeps for it.
 ///
 /// Revisions are Raft log indexes: `create_revision` is the entry that
 /// created the key (since its last deletion), `mod_revision` the entry that
 /// last changed it, `version` counts changes since creation (1 for a new key).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StoredValue {
-    pub value: String,
+    pub value: Vec<u8>,
     pub create_revision: u64,
     pub mod_revision: u64,
     pub version: u64,
+    /// The lease the key is attached to; 0 for none.
+    pub lease: u64,
     /// Expiry as Unix time in milliseconds; not set by any command yet.
     pub expires_at_ms: Option<u64>,
 }
 
 impl StoredValue {
     /// Bytes [`StoredValue::encode`] adds to the value at most.
-    pub(crate) const MAX_OVERHEAD: usize = 34;
+    pub(crate) const MAX_OVERHEAD: usize = 42;
 
-    /// `[format=1][flags][create u64][mod u64][version u64][expiry u64 if flag][value]`,
+    /// `[format=1][flags][create u64][mod u64][version u64][expiry u64 if flag][lease u64 if flag][value]`,
     /// integers little-endian.
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(Self::MAX_OVERHEAD + self.value.len());
         out.push(VALUE_FORMAT_V1);
-        out.push(if self.expires_at_ms.is_some() {
-            FLAG_EXPIRY
-        } else {
-            0
-        });
+        let mut flags = 0;
+        if self.expires_at_ms.is_some() {
+            flags |= FLAG_EXPIRY;
+        }
+        if self.lease != 0 {
+            flags |= FLAG_LEASE;
+        }
+        out.push(flags);
         out.extend_from_slice(&self.create_revision.to_le_bytes());
         out.extend_from_slice(&self.mod_revision.to_le_bytes());
         out.extend_from_slice(&self.version.to_le_bytes());
         if let Some(e) = self.expires_at_ms {
             out.extend_from_slice(&e.to_le_bytes());
         }
-        out.extend_from_slice(self.value.as_bytes());
+        if self.lease != 0 {
+            out.extend_from_slice(&self.lease.to_le_bytes());
+        }
+        out.extend_from_slice(&self.value);
         out
     }
 
@@ -125,6 +155,9 @@ impl StoredValue {
             return Err(corrupt(&format!("unknown format version {format}")));
         }
         let (&flags, mut rest) = rest.split_first().ok_or_else(|| corrupt("no flags"))?;
+        if flags & !(FLAG_EXPIRY | FLAG_LEASE) != 0 {
+            return Err(corrupt(&format!("unknown flags {flags:#04x}")));
+        }
         let mut next_u64 = || -> Result<u64, Error> {
             let (head, tail) = rest
                 .split_at_checked(8)
@@ -142,12 +175,17 @@ impl StoredValue {
         } else {
             None
         };
-        let value = String::from_utf8(rest.to_vec()).map_err(|_| corrupt("value is not UTF-8"))?;
+        let lease = if flags & FLAG_LEASE != 0 {
+            next_u64()?
+        } else {
+            0
+        };
         Ok(StoredValue {
-            value,
+            value: rest.to_vec(),
             create_revision,
             mod_revision,
             version,
+            lease,
             expires_at_ms,
         })
     }
@@ -159,11 +197,83 @@ pub(crate) struct Shared {
     /// The current data generation; held for reading during every read.
     pub(crate) generation: RwLock<u64>,
     last_applied: Mutex<Option<LogIdOf<TypeConfig>>>,
+    /// Replicated state the apply path keeps in `sm_meta` besides the data:
+    /// the compaction point and the request-id table's bookkeeping.
+    pub(crate) applied: Mutex<AppliedMeta>,
     pub(crate) snapshot_dir: PathBuf,
     /// Options of the `data` column family, for writing SST files to ingest.
     pub(crate) sst_options: rocksdb::Options,
     /// Serializes renames and clean-ups in `snapshot_dir`.
     pub(crate) snapshot_dir_lock: Mutex<()>,
+    /// Wakes the background compaction of history.
+    compactor: Mutex<Option<mpsc::Sender<()>>>,
+    /// Which request ids the table may hold.
+    pub(crate) ids: Mutex<mvcc::IdFilter>,
+}
+
+/// The replicated bookkeeping kept in `sm_meta` next to `last_applied`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct AppliedMeta {
+    /// Reads below this revision are refused.
+    pub(crate) compact_revision: u64,
+    /// Request ids held.
+    pub(crate) id_count: u64,
+    /// The log-time second of the last request-id expiry.
+    pub(crate) id_second: u64,
+}
+
+impl AppliedMeta {
+    pub(crate) fn read(db: &DB, view: Option<&rocksdb::Snapshot<'_>>) -> Result<Self, Error> {
+        let sm_meta = cf(db, CF_SM_META)?;
+        let get = |key: &[u8]| -> Result<u64, Error> {
+            let found = match view {
+                Some(v) => v.get_cf(sm_meta, key)?,
+                None => db.get_cf(sm_meta, key)?,
+            };
+            found.map_or(Ok(0), |b| decode_u64(&b))
+        };
+        Ok(AppliedMeta {
+            compact_revision: get(KEY_COMPACT_REVISION)?,
+            id_count: get(KEY_ID_COUNT)?,
+            id_second: get(KEY_ID_SECOND)?,
+        })
+    }
+
+    pub(crate) fn write(&self, batch: &mut WriteBatch, sm_meta: &rocksdb::ColumnFamily) {
+        batch.put_cf(
+            sm_meta,
+            KEY_COMPACT_REVISION,
+            self.compact_revision.to_be_bytes(),
+        );
+        batch.put_cf(sm_meta, KEY_ID_COUNT, self.id_count.to_be_bytes());
+        batch.put_cf(sm_meta, KEY_ID_SECOND, self.id_second.to_be_bytes());
+    }
+
+    /// The `sm_meta` records a snapshot carries.
+    pub(crate) fn records(&self) -> [(&'static [u8], [u8; 8]); 3] {
+        [
+            (KEY_COMPACT_REVISION, self.compact_revision.to_be_bytes()),
+            (KEY_ID_COUNT, self.id_count.to_be_bytes()),
+            (KEY_ID_SECOND, self.id_second.to_be_bytes()),
+        ]
+    }
+
+    /// The inverse of [`AppliedMeta::records`]; unknown keys are refused.
+    pub(crate) fn set_record(&mut self, key: &[u8], value: &[u8]) -> Result<(), Error> {
+        let v = decode_u64(value)?;
+        match key {
+            KEY_COMPACT_REVISION => self.compact_revision = v,
+            KEY_ID_COUNT => self.id_count = v,
+            KEY_ID_SECOND => self.id_second = v,
+            other => {
+                return Err(Error::Corrupt(format!(
+                    "unknown state-machine record {:?} in snapshot",
+                    String::from_utf8_lossy(other)
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Shared {
@@ -179,7 +289,36 @@ impl Shared {
             *l = log_id;
         }
     }
+
+    pub(crate) fn applied_meta(&self) -> AppliedMeta {
+        self.applied.lock().map(|m| *m).unwrap_or_default()
+    }
+
+    pub(crate) fn set_applied_meta(&self, meta: AppliedMeta) {
+        let compacted = match self.applied.lock() {
+            Ok(mut m) => {
+                let moved = m.compact_revision != meta.compact_revision;
+                *m = meta;
+                moved
+            }
+            Err(_) => false,
+        };
+        if compacted {
+            self.wake_compactor();
+        }
+    }
+
+    pub(crate) fn wake_compactor(&self) {
+        if let Ok(c) = self.compactor.lock() {
+            if let Some(tx) = c.as_ref() {
+                let _ = tx.send(());
+            }
+        }
+    }
 }
+
+/// A page of keys with their values, and whether more follow.
+pub type Page = (Vec<(Vec<u8>, StoredValue)>, bool);
 
 /// The key of `key` in generation `generation` of the `data` column family.
 pub(crate) fn data_key(generation: u64, key: &[u8]) -> Vec<u8> {
@@ -190,13 +329,208 @@ pub(crate) fn data_key(generation: u64, key: &[u8]) -> Vec<u8> {
 }
 
 /// A chunk of entries being applied: its write batch so far, the keys it
-/// changed (`(create_revision, version)`, `None` once deleted), how it reads
+/// changed (`None` once deleted), the request ids it applied, how it reads
 /// and the data generation it writes.
 struct Chunk {
     batch: WriteBatch,
-    pending: HashMap<String, Option<(u64, u64)>>,
+    pending: HashMap<Vec<u8>, Option<Current>>,
+    ids: HashMap<Vec<u8>, Vec<u8>>,
+    /// Ids this batch removes from the table.
+    expired: Vec<Vec<u8>>,
+    meta: AppliedMeta,
     read: ReadOptions,
+    wait: Wait,
     generation: u64,
+    /// Bytes of values written so far, to bound the batch.
+    bytes: usize,
+}
+
+/// What a write needs to know of a key's current version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Current {
+    create_revision: u64,
+    version: u64,
+}
+
+/// Most value bytes one write batch holds, beyond its first entry.
+const APPLY_CHUNK_BYTES: usize = 64 << 20;
+
+/// Why a transaction changed nothing: a decided outcome, or a storage error.
+enum TxnFail {
+    Apply(ApplyError),
+    Store(Error),
+}
+
+impl From<Error> for TxnFail {
+    fn from(e: Error) -> Self {
+        TxnFail::Store(e)
+    }
+}
+
+/// A transaction's view: what is stored, under the writes of its earlier
+/// operations.
+struct TxnView<'a> {
+    sm: &'a StateMachine,
+    chunk: &'a Chunk,
+    overlay: BTreeMap<Vec<u8>, Option<StoredValue>>,
+    /// The revision the transaction is applied at.
+    index: u64,
+}
+
+impl TxnView<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<StoredValue>, Error> {
+        if let Some(v) = self.overlay.get(key) {
+            return Ok(v.clone());
+        }
+        self.sm.stored(self.chunk, key)
+    }
+
+    /// The current keys of `[key, range_end)`, in key order.
+    fn range(&self, key: &[u8], range_end: &[u8]) -> Result<Vec<(Vec<u8>, StoredValue)>, Error> {
+        if range_end.is_empty() {
+            return Ok(self
+                .get(key)?
+                .map(|v| (key.to_vec(), v))
+                .into_iter()
+                .collect());
+        }
+        let db = &self.sm.shared.db;
+        let generation = self.chunk.generation;
+        let mut opts = self.chunk.wait.read_options();
+        opts.set_iterate_upper_bound(if range_end == [0] {
+            data_key(generation.saturating_add(1), b"")
+        } else {
+            data_key(generation, range_end)
+        });
+        let mut it = db.raw_iterator_cf_opt(cf(db, CF_DATA)?, opts);
+        it.seek(data_key(generation, key));
+        let mut found = BTreeMap::new();
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            found.insert(k[8..].to_vec(), StoredValue::decode(v)?);
+            it.next();
+        }
+        it.status()?;
+        for (k, v) in &self.overlay {
+            if in_range(k, key, range_end) {
+                match v {
+                    Some(v) => found.insert(k.clone(), v.clone()),
+                    None => found.remove(k),
+                };
+            }
+        }
+        Ok(found.into_iter().collect())
+    }
+
+    fn holds(&self, c: &Compare) -> Result<bool, Error> {
+        if c.range_end.is_empty() {
+            let kv = self
+                .get(&c.key)?
+                .map(|v| mvcc::key_value(c.key.clone(), v, false));
+            return Ok(c.holds(kv.as_ref()));
+        }
+        let kvs = self.range(&c.key, &c.range_end)?;
+        if kvs.is_empty() {
+            return Ok(c.holds(None));
+        }
+        Ok(kvs
+            .into_iter()
+            .all(|(k, v)| c.holds(Some(&mvcc::key_value(k, v, false)))))
+    }
+
+    fn eval(&mut self, txn: &Txn) -> Result<TxnResult, TxnFail> {
+        let mut succeeded = true;
+        for c in &txn.compare {
+            if !self.holds(c)? {
+                succeeded = false;
+                break;
+            }
+        }
+        let ops = if succeeded {
+            &txn.success
+        } else {
+            &txn.failure
+        };
+        let mut responses = Vec::with_capacity(ops.len());
+        for op in ops {
+            responses.push(match op {
+                TxnOp::Put(p) => self.put(p)?,
+                TxnOp::DeleteRange(d) => {
+                    let gone = self.range(&d.key, &d.range_end)?;
+                    let deleted = gone.len() as u64;
+                    let mut prev_kvs = Vec::new();
+                    for (k, v) in gone {
+                        self.overlay.insert(k.clone(), None);
+                        if d.prev_kv {
+                            prev_kvs.push(mvcc::key_value(k, v, false));
+                        }
+                    }
+                    OpResult::DeleteRange { deleted, prev_kvs }
+                }
+                TxnOp::Range(r) => OpResult::Range(self.read(r)?),
+                TxnOp::Txn(t) => OpResult::Txn(self.eval(t)?),
+            });
+        }
+        Ok(TxnResult {
+            succeeded,
+            responses,
+        })
+    }
+
+    fn put(&mut self, p: &Put) -> Result<OpResult, TxnFail> {
+        let prev = self.get(&p.key)?;
+        if (p.ignore_value || p.ignore_lease) && prev.is_none() {
+            return Err(TxnFail::Apply(ApplyError::KeyNotFound));
+        }
+        if p.lease != 0 && !p.ignore_lease {
+            // No lease exists until leases are granted through the log.
+            return Err(TxnFail::Apply(ApplyError::LeaseNotFound { lease: p.lease }));
+        }
+        let stored = StoredValue {
+            value: match (&prev, p.ignore_value) {
+                (Some(prev), true) => prev.value.clone(),
+                _ => p.value.clone(),
+            },
+            create_revision: prev.as_ref().map_or(self.index, |v| v.create_revision),
+            mod_revision: self.index,
+            version: prev.as_ref().map_or(1, |v| v.version.saturating_add(1)),
+            lease: match (&prev, p.ignore_lease) {
+                (Some(prev), true) => prev.lease,
+                _ => p.lease,
+            },
+            expires_at_ms: None,
+        };
+        self.overlay.insert(p.key.clone(), Some(stored));
+        Ok(OpResult::Put {
+            prev_kv: if p.prev_kv {
+                prev.map(|v| mvcc::key_value(p.key.clone(), v, false))
+            } else {
+                None
+            },
+        })
+    }
+
+    fn read(&self, r: &RangeRequest) -> Result<RangeResult, TxnFail> {
+        let mut collect = RangeCollector::new(r);
+        if r.revision == 0 {
+            for (k, v) in self.range(&r.key, &r.range_end)? {
+                collect.push(&k, v);
+            }
+            return Ok(collect.finish());
+        }
+        let current = self.index.saturating_sub(1);
+        if r.revision > current {
+            return Err(TxnFail::Apply(ApplyError::FutureRevision { current }));
+        }
+        if r.revision < self.chunk.meta.compact_revision {
+            return Err(TxnFail::Apply(ApplyError::Compacted {
+                compact_revision: self.chunk.meta.compact_revision,
+            }));
+        }
+        let db = &self.sm.shared.db;
+        let mut it = db.raw_iterator_cf_opt(cf(db, CF_HISTORY)?, self.chunk.wait.read_options());
+        mvcc::range_at(&mut it, self.chunk.generation, r, r.revision, &mut collect)?;
+        Ok(collect.finish())
+    }
 }
 
 /// The state machine handed to openraft.
@@ -204,8 +538,9 @@ pub struct StateMachine {
     shared: Arc<Shared>,
 }
 
-/// Read access to the state machine for the server: point reads, prefix
-/// listings and the applied position. Cheap to clone.
+/// Read access to the state machine for the server: point reads, ranges at
+/// any retained revision, prefix listings and the applied position. Cheap to
+/// clone.
 #[derive(Clone)]
 pub struct StateReader {
     shared: Arc<Shared>,
@@ -227,22 +562,29 @@ impl StateMachine {
             Some(b) => decode_u64(&b)?,
             None => 0,
         };
-        let last_applied = match db.get_pinned_cf(sm_meta, KEY_LAST_APPLIED)? {
-            Some(b) => Some(decode(&b)?),
-            None => None,
-        };
+        let last_applied: Option<LogIdOf<TypeConfig>> =
+            match db.get_pinned_cf(sm_meta, KEY_LAST_APPLIED)? {
+                Some(b) => Some(decode(&b)?),
+                None => None,
+            };
         drop_other_generations(&db, generation)?;
         snapshot::remove_temp_files(&snapshot_dir)?;
-        Ok(StateMachine {
-            shared: Arc::new(Shared {
-                db,
-                generation: RwLock::new(generation),
-                last_applied: Mutex::new(last_applied),
-                snapshot_dir,
-                sst_options,
-                snapshot_dir_lock: Mutex::new(()),
-            }),
-        })
+        upgrade(&db, generation, last_applied.as_ref().map(|l| l.index()))?;
+        let applied = AppliedMeta::read(&db, None)?;
+        let ids = mvcc::IdFilter::load(&db, generation)?;
+        let shared = Arc::new(Shared {
+            db,
+            generation: RwLock::new(generation),
+            last_applied: Mutex::new(last_applied),
+            applied: Mutex::new(applied),
+            snapshot_dir,
+            sst_options,
+            snapshot_dir_lock: Mutex::new(()),
+            compactor: Mutex::new(None),
+            ids: Mutex::new(ids),
+        });
+        start_compactor(&shared);
+        Ok(StateMachine { shared })
     }
 
     /// A read handle for the server.
@@ -258,11 +600,16 @@ impl StateMachine {
         SnapshotReceiver::create(&self.shared.snapshot_dir)
     }
 
-    /// Applies entries as one write batch (their data changes,
-    /// `last_applied` and the last membership among them) and returns each
+    /// Applies a prefix of `entries` (at least one) as one write batch:
+    /// their data changes and history, `last_applied`, the last membership
+    /// among them and the replicated bookkeeping; returns each applied
     /// entry's result. With [`Wait::Never`] it fails with nothing written
     /// when a read or the write would have to wait.
-    fn apply_chunk(
+    ///
+    /// An entry that reads more than single keys (a transaction) or expires
+    /// request ids gets a batch of its own, so that what it reads is on disk
+    /// and what it decides does not depend on where batches begin.
+    fn apply_some(
         &self,
         entries: &[EntryOf<TypeConfig>],
         wait: Wait,
@@ -277,19 +624,35 @@ impl StateMachine {
                 .map_err(|_| Error::WouldBlock)?,
             Wait::Allowed => self.shared.generation()?,
         };
+        let meta = self.shared.applied_meta();
         let mut chunk = Chunk {
             batch: WriteBatch::default(),
             pending: HashMap::new(),
+            ids: HashMap::new(),
+            expired: Vec::new(),
+            meta,
             read: wait.read_options(),
+            wait,
             generation,
+            bytes: 0,
         };
-        let mut results = Vec::with_capacity(entries.len());
+        let mut results = Vec::with_capacity(entries.len().min(APPLY_CHUNK));
         let mut last_applied = None;
         let mut membership = None;
 
         for entry in entries {
             let log_id = entry.log_id();
             let index = log_id.index();
+            let alone = match &entry.payload {
+                EntryPayload::Normal(command) => self.needs_own_batch(&chunk, command),
+                _ => false,
+            };
+            if alone && !results.is_empty() {
+                break;
+            }
+            if !results.is_empty() && chunk.bytes >= APPLY_CHUNK_BYTES {
+                break;
+            }
             let result = match &entry.payload {
                 EntryPayload::Normal(command) => self.apply_command(&mut chunk, index, command)?,
                 EntryPayload::Membership(m) => {
@@ -309,6 +672,9 @@ impl StateMachine {
             };
             last_applied = Some(log_id);
             results.push(result);
+            if alone {
+                break;
+            }
         }
 
         let Some(last_applied) = last_applied else {
@@ -321,9 +687,68 @@ impl StateMachine {
         if let Some(m) = &membership {
             batch.put_cf(sm_meta, KEY_MEMBERSHIP, encode(m)?);
         }
+        if chunk.meta != meta {
+            chunk.meta.write(&mut batch, sm_meta);
+        }
         db.write_opt(batch, &wait.write_options())?;
+        if !chunk.ids.is_empty() || !chunk.expired.is_empty() {
+            if let Ok(mut f) = self.shared.ids.lock() {
+                for id in &chunk.expired {
+                    f.remove(id);
+                }
+                for id in chunk.ids.keys() {
+                    f.add(id);
+                }
+            }
+        }
         self.shared.set_last_applied(Some(last_applied));
+        if chunk.meta != meta {
+            self.shared.set_applied_meta(chunk.meta);
+        }
         Ok(results)
+    }
+
+    /// Applies `entries` in order and returns their results: what openraft's
+    /// `apply` does, without the responders (for tools and tests that drive
+    /// a state machine without Raft).
+    pub async fn apply_entries(
+        &mut self,
+        mut entries: Vec<EntryOf<TypeConfig>>,
+    ) -> Result<Vec<CommandResult>, io::Error> {
+        let mut results = Vec::with_capacity(entries.len());
+        while results.len() < entries.len() {
+            match self.apply_some(&entries[results.len()..], Wait::Never) {
+                Ok(done) => results.extend(done),
+                Err(e) if e.would_block() => {
+                    let applier = StateMachine {
+                        shared: self.shared.clone(),
+                    };
+                    let rest = entries.split_off(results.len());
+                    let done = off_runtime(move || {
+                        let mut out = Vec::with_capacity(rest.len());
+                        while out.len() < rest.len() {
+                            out.extend(applier.apply_some(&rest[out.len()..], Wait::Allowed)?);
+                        }
+                        Ok(out)
+                    })
+                    .await?;
+                    results.extend(done);
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(results)
+    }
+
+    fn needs_own_batch(&self, chunk: &Chunk, command: &Command) -> bool {
+        match command {
+            Command::Txn(_) => true,
+            Command::Tagged {
+                time_ms, command, ..
+            } => time_ms / 1000 > chunk.meta.id_second || self.needs_own_batch(chunk, command),
+            _ => false,
+        }
     }
 
     fn apply_command(
@@ -334,72 +759,405 @@ impl StateMachine {
     ) -> Result<CommandResult, Error> {
         let mut result = CommandResult {
             revision: index,
-            existed: None,
-            count: 0,
+            ..CommandResult::default()
         };
+        let history = cf(&self.shared.db, CF_HISTORY)?;
         match command {
             Command::Set { key, value } => {
-                self.put(chunk, index, key, value)?;
+                self.put(chunk, index, 0, key.as_bytes(), value.as_bytes())?;
                 result.count = 1;
             }
             Command::Delete { key } => {
-                let existed = self.current(chunk, key)?.is_some();
+                let existed = self.current(chunk, key.as_bytes())?.is_some();
                 if existed {
-                    chunk.batch.delete_cf(
-                        cf(&self.shared.db, CF_DATA)?,
-                        data_key(chunk.generation, key.as_bytes()),
-                    );
+                    self.delete(chunk, index, 0, key.as_bytes())?;
                     result.count = 1;
                 }
-                chunk.pending.insert(key.clone(), None);
                 result.existed = Some(existed);
             }
             Command::BatchSet { pairs } => {
                 result.count = u32::try_from(pairs.len()).unwrap_or(u32::MAX);
+                let mut seqs: HashMap<&str, u32> = HashMap::new();
                 for (key, value) in pairs {
-                    self.put(chunk, index, key, value)?;
+                    let next = seqs.len() as u32;
+                    let seq = *seqs.entry(key.as_str()).or_insert(next);
+                    self.put(chunk, index, seq, key.as_bytes(), value.as_bytes())?;
                 }
             }
+            Command::Txn(txn) => {
+                let mut view = TxnView {
+                    sm: self,
+                    chunk,
+                    overlay: BTreeMap::new(),
+                    index,
+                };
+                match view.eval(txn) {
+                    Ok(r) => {
+                        let changes = std::mem::take(&mut view.overlay);
+                        result.count = u32::try_from(changes.len()).unwrap_or(u32::MAX);
+                        let data = cf(&self.shared.db, CF_DATA)?;
+                        for (seq, (key, v)) in changes.into_iter().enumerate() {
+                            let dk = data_key(chunk.generation, &key);
+                            match &v {
+                                Some(v) => {
+                                    chunk.bytes += v.value.len();
+                                    chunk.batch.put_cf(data, dk, v.encode());
+                                }
+                                None => chunk.batch.delete_cf(data, dk),
+                            }
+                            mvcc::record_change(
+                                &mut chunk.batch,
+                                history,
+                                chunk.generation,
+                                &key,
+                                index,
+                                seq as u32,
+                                v.as_ref(),
+                            );
+                            chunk.pending.insert(
+                                key,
+                                v.map(|v| Current {
+                                    create_revision: v.create_revision,
+                                    version: v.version,
+                                }),
+                            );
+                        }
+                        result.txn = Some(r);
+                    }
+                    Err(TxnFail::Apply(e)) => result.error = Some(e),
+                    Err(TxnFail::Store(e)) => return Err(e),
+                }
+            }
+            Command::Compact { revision } => {
+                let current = index.saturating_sub(1);
+                if *revision > current {
+                    result.error = Some(ApplyError::FutureRevision { current });
+                } else if *revision <= chunk.meta.compact_revision {
+                    result.error = Some(ApplyError::Compacted {
+                        compact_revision: chunk.meta.compact_revision,
+                    });
+                } else {
+                    chunk.meta.compact_revision = *revision;
+                }
+                result.compact_revision = Some(chunk.meta.compact_revision);
+            }
+            Command::Tagged {
+                id,
+                time_ms,
+                command,
+            } => return self.apply_tagged(chunk, index, id, *time_ms, command),
         }
         Ok(result)
     }
 
-    fn put(&self, chunk: &mut Chunk, index: u64, key: &str, value: &str) -> Result<(), Error> {
+    /// A command with a request id: the kept result of the id when it was
+    /// applied before, else the command applied and its result kept.
+    fn apply_tagged(
+        &self,
+        chunk: &mut Chunk,
+        index: u64,
+        id: &[u8],
+        time_ms: u64,
+        command: &Command,
+    ) -> Result<CommandResult, Error> {
+        let db = &self.shared.db;
+        let history = cf(db, CF_HISTORY)?;
+        if time_ms / 1000 > chunk.meta.id_second {
+            // Alone in its batch (see `needs_own_batch`): what it removes
+            // is everything on disk older than the window.
+            chunk.meta.id_second = time_ms / 1000;
+            let expired = mvcc::expire_ids(
+                db,
+                &mut chunk.batch,
+                history,
+                chunk.generation,
+                time_ms.saturating_sub(mvcc::ID_WINDOW_MS),
+                chunk.meta.id_count,
+                mvcc::MAX_IDS,
+                chunk.wait.read_options(),
+            )?;
+            chunk.meta.id_count = chunk.meta.id_count.saturating_sub(expired.len() as u64);
+            chunk.expired = expired;
+        }
+        let known = self.shared.ids.lock().map_or(true, |f| f.may_hold(id));
+        let kept = match chunk.ids.get(id) {
+            Some(r) => Some(r.clone()),
+            // Not in the table: no need to read it.
+            None if !known => None,
+            None => db
+                .get_pinned_cf_opt(history, mvcc::id_key(chunk.generation, id), &chunk.read)?
+                .map(|b| mvcc::id_result(&b).map(|(_, r)| r))
+                .transpose()?,
+        };
+        if let Some(kept) = kept {
+            let mut first: CommandResult = serde_json::from_slice(&kept)
+                .map_err(|e| Error::Corrupt(format!("kept result of a request id: {e}")))?;
+            first.repeated = true;
+            return Ok(first);
+        }
+        let result = self.apply_command(chunk, index, command)?;
+        let encoded = kept_result(&result)?;
+        mvcc::put_id(
+            &mut chunk.batch,
+            history,
+            chunk.generation,
+            id,
+            time_ms,
+            &encoded,
+        );
+        chunk.ids.insert(id.to_vec(), encoded);
+        chunk.meta.id_count += 1;
+        Ok(result)
+    }
+
+    fn put(
+        &self,
+        chunk: &mut Chunk,
+        index: u64,
+        seq: u32,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(), Error> {
         let prev = self.current(chunk, key)?;
         let stored = StoredValue {
-            value: value.to_string(),
-            create_revision: prev.map_or(index, |(create, _)| create),
+            value: value.to_vec(),
+            create_revision: prev.map_or(index, |c| c.create_revision),
             mod_revision: index,
-            version: prev.map_or(1, |(_, version)| version.saturating_add(1)),
+            version: prev.map_or(1, |c| c.version.saturating_add(1)),
+            lease: 0,
             expires_at_ms: None,
         };
+        let db = &self.shared.db;
+        chunk.bytes += value.len();
         chunk.batch.put_cf(
-            cf(&self.shared.db, CF_DATA)?,
-            data_key(chunk.generation, key.as_bytes()),
+            cf(db, CF_DATA)?,
+            data_key(chunk.generation, key),
             stored.encode(),
         );
+        mvcc::record_change(
+            &mut chunk.batch,
+            cf(db, CF_HISTORY)?,
+            chunk.generation,
+            key,
+            index,
+            seq,
+            Some(&stored),
+        );
         chunk.pending.insert(
-            key.to_string(),
-            Some((stored.create_revision, stored.version)),
+            key.to_vec(),
+            Some(Current {
+                create_revision: stored.create_revision,
+                version: stored.version,
+            }),
         );
         Ok(())
     }
 
-    /// `(create_revision, version)` of `key` as seen by the entry being
-    /// applied: earlier entries of the same batch first, then the database.
-    fn current(&self, chunk: &Chunk, key: &str) -> Result<Option<(u64, u64)>, Error> {
+    fn delete(&self, chunk: &mut Chunk, index: u64, seq: u32, key: &[u8]) -> Result<(), Error> {
+        let db = &self.shared.db;
+        chunk
+            .batch
+            .delete_cf(cf(db, CF_DATA)?, data_key(chunk.generation, key));
+        mvcc::record_change(
+            &mut chunk.batch,
+            cf(db, CF_HISTORY)?,
+            chunk.generation,
+            key,
+            index,
+            seq,
+            None,
+        );
+        chunk.pending.insert(key.to_vec(), None);
+        Ok(())
+    }
+
+    /// What a write needs of `key`'s current version, as seen by the entry
+    /// being applied: earlier entries of the same batch first, then the
+    /// database.
+    fn current(&self, chunk: &Chunk, key: &[u8]) -> Result<Option<Current>, Error> {
         if let Some(p) = chunk.pending.get(key) {
             return Ok(*p);
         }
+        Ok(self.stored(chunk, key)?.map(|v| Current {
+            create_revision: v.create_revision,
+            version: v.version,
+        }))
+    }
+
+    /// `key`'s stored version in the database (not the batch being built).
+    fn stored(&self, chunk: &Chunk, key: &[u8]) -> Result<Option<StoredValue>, Error> {
         let db = &self.shared.db;
-        let key = data_key(chunk.generation, key.as_bytes());
+        let key = data_key(chunk.generation, key);
         match db.get_pinned_cf_opt(cf(db, CF_DATA)?, key, &chunk.read)? {
-            Some(bytes) => {
-                let v = StoredValue::decode(&bytes)?;
-                Ok(Some((v.create_revision, v.version)))
-            }
+            Some(bytes) => Ok(Some(StoredValue::decode(&bytes)?)),
             None => Ok(None),
         }
+    }
+}
+
+/// Largest result kept for a request id as it is; a larger one (a
+/// transaction whose ranges read much) is kept without the keys its ranges
+/// read (their counts stay), so that the table stays small.
+const MAX_KEPT_RESULT: usize = 1 << 20;
+
+fn kept_result(result: &CommandResult) -> Result<Vec<u8>, Error> {
+    let encode = |r: &CommandResult| {
+        serde_json::to_vec(r).map_err(|e| Error::Corrupt(format!("result does not encode: {e}")))
+    };
+    let encoded = encode(result)?;
+    if encoded.len() <= MAX_KEPT_RESULT {
+        return Ok(encoded);
+    }
+    fn trim(t: &mut TxnResult) {
+        for r in &mut t.responses {
+            match r {
+                OpResult::Range(r) => r.kvs.clear(),
+                OpResult::DeleteRange { prev_kvs, .. } => prev_kvs.clear(),
+                OpResult::Put { prev_kv } => *prev_kv = None,
+                OpResult::Txn(t) => trim(t),
+            }
+        }
+    }
+    let mut small = result.clone();
+    if let Some(t) = &mut small.txn {
+        trim(t);
+    }
+    encode(&small)
+}
+
+/// Brings a data directory written before history existed to the current
+/// layout: every key gets a history record at its `mod_revision`, and the
+/// compaction point becomes the last applied revision (nothing older was
+/// kept). Idempotent, so a crash halfway only repeats it.
+fn upgrade(db: &DB, generation: u64, last_applied: Option<u64>) -> Result<(), Error> {
+    let sm_meta = cf(db, CF_SM_META)?;
+    if let Some(v) = db.get_pinned_cf(sm_meta, KEY_FORMAT)? {
+        let v = decode_u64(&v)?;
+        if v == FORMAT_HISTORY {
+            return Ok(());
+        }
+        return Err(Error::Corrupt(format!(
+            "the state machine has format {v}, newer than this build understands ({FORMAT_HISTORY}); run a newer ferrium-server on this data directory"
+        )));
+    }
+    let data = cf(db, CF_DATA)?;
+    let history = cf(db, CF_HISTORY)?;
+    let mut opts = ReadOptions::default();
+    opts.set_iterate_upper_bound(data_key(generation.saturating_add(1), b""));
+    let mut it = db.raw_iterator_cf_opt(data, opts);
+    it.seek(data_key(generation, b""));
+    let mut batch = WriteBatch::default();
+    let mut keys: u64 = 0;
+    while let (Some(k), Some(v)) = (it.key(), it.value()) {
+        let stored = StoredValue::decode(v)?;
+        mvcc::record_change(
+            &mut batch,
+            history,
+            generation,
+            &k[8..],
+            stored.mod_revision,
+            keys as u32,
+            Some(&stored),
+        );
+        keys += 1;
+        if batch.len() >= 20_000 {
+            db.write(std::mem::take(&mut batch))?;
+        }
+        it.next();
+    }
+    it.status()?;
+    drop(it);
+    let meta = AppliedMeta {
+        compact_revision: last_applied.unwrap_or(0),
+        ..AppliedMeta::default()
+    };
+    meta.write(&mut batch, sm_meta);
+    batch.put_cf(sm_meta, KEY_FORMAT, FORMAT_HISTORY.to_be_bytes());
+    let mut synced = rocksdb::WriteOptions::default();
+    synced.set_sync(true);
+    db.write_opt(batch, &synced)?;
+    if keys > 0 || last_applied.is_some() {
+        ::log::info!(
+            "upgraded the state machine to keep history: {keys} keys; revisions before {} are not available",
+            meta.compact_revision
+        );
+    }
+    Ok(())
+}
+
+/// Starts the thread that removes compacted history (see [`mvcc`]). It
+/// holds only a weak reference and ends when the state machine is dropped.
+fn start_compactor(shared: &Arc<Shared>) {
+    let (tx, rx) = mpsc::channel::<()>();
+    if let Ok(mut c) = shared.compactor.lock() {
+        *c = Some(tx);
+    }
+    let weak = Arc::downgrade(shared);
+    let spawned = std::thread::Builder::new()
+        .name("ferrium-compact".into())
+        .spawn(move || {
+            let mut done: u64 = 0;
+            let mut done_generation = u64::MAX;
+            loop {
+                match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+                    Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+                let Some(shared) = weak.upgrade() else { return };
+                let Ok(generation) = shared.generation() else {
+                    return;
+                };
+                let compact = shared.applied_meta().compact_revision;
+                if generation == done_generation && compact <= done {
+                    continue;
+                }
+                let still = || shared.generation().is_ok_and(|g| g == generation);
+                match mvcc::compact_history(&shared.db, generation, compact, &still) {
+                    Ok(removed) => {
+                        if removed > 0 {
+                            ::log::info!(
+                                "compaction at revision {compact}: removed {removed} old versions"
+                            );
+                            // Give the space back now rather than when
+                            // RocksDB next compacts those files by itself:
+                            // no defragmentation step is ever needed.
+                            if let Ok(history) = cf(&shared.db, CF_HISTORY) {
+                                shared.db.compact_range_cf(
+                                    history,
+                                    Some(generation.to_be_bytes()),
+                                    generation.checked_add(1).map(u64::to_be_bytes),
+                                );
+                            }
+                            // And the write-ahead log that still holds the
+                            // removed versions: it is deleted once no
+                            // column family's memtable needs it.
+                            for name in [
+                                super::CF_META,
+                                CF_DATA,
+                                CF_HISTORY,
+                                CF_SM_META,
+                                super::CF_LOGS,
+                            ] {
+                                if let Ok(family) = cf(&shared.db, name) {
+                                    if let Err(e) = shared.db.flush_cf(family) {
+                                        ::log::warn!(
+                                            "flushing {name} after compaction failed: {e}"
+                                        );
+                                    }
+                                }
+                            }
+                        }
+                        done = compact;
+                        done_generation = generation;
+                    }
+                    Err(e) => ::log::error!(
+                        "removing history below revision {compact} failed, will retry: {e}"
+                    ),
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        ::log::error!("cannot start the history compaction thread: {e}; old history is kept");
     }
 }
 
@@ -440,10 +1198,10 @@ impl StateReader {
     /// more keys match after the last one returned.
     pub fn list(
         &self,
-        prefix: &str,
-        start_after: Option<&str>,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<(Vec<(String, StoredValue)>, bool), Error> {
+    ) -> Result<Page, Error> {
         let guard = self
             .shared
             .generation
@@ -451,9 +1209,9 @@ impl StateReader {
             .map_err(|_| Error::Poisoned("generation lock poisoned".into()))?;
         let generation = *guard;
         let db = &self.shared.db;
-        let full_prefix = data_key(generation, prefix.as_bytes());
+        let full_prefix = data_key(generation, prefix);
         let seek_to = match start_after {
-            Some(s) if s.as_bytes() >= prefix.as_bytes() => data_key(generation, s.as_bytes()),
+            Some(s) if s >= prefix => data_key(generation, s),
             _ => full_prefix.clone(),
         };
         let mut it = db.raw_iterator_cf(cf(db, CF_DATA)?);
@@ -464,20 +1222,117 @@ impl StateReader {
                 break;
             }
             let user_key = &k[8..];
-            if start_after.is_some_and(|s| user_key <= s.as_bytes()) {
+            if start_after.is_some_and(|s| user_key <= s) {
                 it.next();
                 continue;
             }
             if out.len() >= limit {
                 return Ok((out, true));
             }
-            let key = String::from_utf8(user_key.to_vec())
-                .map_err(|_| Error::Corrupt("stored key is not UTF-8".into()))?;
-            out.push((key, StoredValue::decode(v)?));
+            out.push((user_key.to_vec(), StoredValue::decode(v)?));
             it.next();
         }
         it.status()?;
         Ok((out, false))
+    }
+
+    /// A range at the current or at a past revision, read from one point in
+    /// time, with the revision it reflects (the last entry applied then).
+    /// A revision below the compaction point or above the current one is
+    /// refused with the [`ApplyError`] etcd gives.
+    pub fn range(
+        &self,
+        req: &RangeRequest,
+    ) -> Result<Result<(RangeResult, u64), ApplyError>, Error> {
+        let guard = self
+            .shared
+            .generation
+            .read()
+            .map_err(|_| Error::Poisoned("generation lock poisoned".into()))?;
+        let generation = *guard;
+        let db = &self.shared.db;
+        let view = db.snapshot();
+        let sm_meta = cf(db, CF_SM_META)?;
+        let current = match view.get_cf(sm_meta, KEY_LAST_APPLIED)? {
+            Some(b) => decode::<LogIdOf<TypeConfig>>(&b)?.index(),
+            None => 0,
+        };
+        let compact = AppliedMeta::read(db, Some(&view))?.compact_revision;
+        if req.revision > current {
+            return Ok(Err(ApplyError::FutureRevision { current }));
+        }
+        if req.revision != 0 && req.revision < compact {
+            return Ok(Err(ApplyError::Compacted {
+                compact_revision: compact,
+            }));
+        }
+        let mut collect = RangeCollector::new(req);
+        if req.revision == 0 || req.revision == current {
+            let data = cf(db, CF_DATA)?;
+            if req.range_end.is_empty() {
+                if let Some(b) = view.get_cf(data, data_key(generation, &req.key))? {
+                    collect.push(&req.key, StoredValue::decode(&b)?);
+                }
+            } else {
+                let mut opts = ReadOptions::default();
+                opts.set_iterate_upper_bound(if req.range_end == [0] {
+                    data_key(generation.saturating_add(1), b"")
+                } else {
+                    data_key(generation, &req.range_end)
+                });
+                let mut it = view.raw_iterator_cf_opt(data, opts);
+                it.seek(data_key(generation, &req.key));
+                while let (Some(k), Some(v)) = (it.key(), it.value()) {
+                    collect.push(&k[8..], StoredValue::decode(v)?);
+                    it.next();
+                }
+                it.status()?;
+            }
+        } else {
+            let mut it = view.raw_iterator_cf(cf(db, CF_HISTORY)?);
+            mvcc::range_at(&mut it, generation, req, req.revision, &mut collect)?;
+        }
+        Ok(Ok((collect.finish(), current)))
+    }
+
+    /// [`StateReader::range`] on the blocking pool.
+    pub async fn range_async(
+        &self,
+        req: RangeRequest,
+    ) -> Result<Result<(RangeResult, u64), ApplyError>, Error> {
+        let reader = self.clone();
+        off_runtime(move || reader.range(&req)).await
+    }
+
+    /// The compaction point: reads below it are refused.
+    pub fn compact_revision(&self) -> u64 {
+        self.shared.applied_meta().compact_revision
+    }
+
+    /// Versions held in history (a scan: for tests and tools, not for
+    /// every request).
+    pub fn history_versions(&self) -> Result<u64, Error> {
+        let generation = self.shared.generation()?;
+        let db = &self.shared.db;
+        let prefix = mvcc::key_prefix(generation, b"");
+        let start = prefix[..9].to_vec();
+        let mut it = db.raw_iterator_cf(cf(db, CF_HISTORY)?);
+        it.seek(&start);
+        let mut n = 0;
+        while let Some(k) = it.key() {
+            if !k.starts_with(&start) {
+                break;
+            }
+            n += 1;
+            it.next();
+        }
+        it.status()?;
+        Ok(n)
+    }
+
+    /// Request ids currently remembered.
+    pub fn request_ids(&self) -> u64 {
+        self.shared.applied_meta().id_count
     }
 
     /// [`StateReader::get`] for async callers, whose runtime worker must not
@@ -499,9 +1354,16 @@ impl StateReader {
         prefix: String,
         start_after: Option<String>,
         limit: usize,
-    ) -> Result<(Vec<(String, StoredValue)>, bool), Error> {
+    ) -> Result<Page, Error> {
         let reader = self.clone();
-        off_runtime(move || reader.list(&prefix, start_after.as_deref(), limit)).await
+        off_runtime(move || {
+            reader.list(
+                prefix.as_bytes(),
+                start_after.as_deref().map(str::as_bytes),
+                limit,
+            )
+        })
+        .await
     }
 
     /// The log id of the last entry applied to the state machine.
@@ -513,7 +1375,13 @@ impl StateReader {
     pub fn memory_usage(&self) -> Result<MemoryUsage, Error> {
         let db = &self.shared.db;
         let mut usage = MemoryUsage::default();
-        for name in [super::CF_LOGS, super::CF_META, CF_DATA, CF_SM_META] {
+        for name in [
+            super::CF_LOGS,
+            super::CF_META,
+            CF_DATA,
+            CF_HISTORY,
+            CF_SM_META,
+        ] {
             let cf = cf(db, name)?;
             let prop = |p: &str| -> Result<u64, Error> {
                 Ok(db.property_int_value_cf(cf, p)?.unwrap_or(0))
@@ -544,11 +1412,19 @@ impl StateMachine {
     /// See [`StateReader::list`].
     pub fn list(
         &self,
-        prefix: &str,
-        start_after: Option<&str>,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<(Vec<(String, StoredValue)>, bool), Error> {
+    ) -> Result<Page, Error> {
         self.reader().list(prefix, start_after, limit)
+    }
+
+    /// See [`StateReader::range`].
+    pub fn range(
+        &self,
+        req: &RangeRequest,
+    ) -> Result<Result<(RangeResult, u64), ApplyError>, Error> {
+        self.reader().range(req)
     }
 
     /// See [`StateReader::last_applied`].
@@ -559,32 +1435,36 @@ impl StateMachine {
 
 /// Deletes data left behind by an install or a switch that crashed halfway.
 fn drop_other_generations(db: &DB, generation: u64) -> Result<(), Error> {
-    let data = cf(db, CF_DATA)?;
-    let current = generation.to_be_bytes();
-    let mut it = db.raw_iterator_cf(data);
-    it.seek_to_first();
-    let older = it.key().is_some_and(|k| k < &current[..]);
-    it.status()?;
-    let newer = match generation.checked_add(1) {
-        Some(next) => {
-            it.seek(next.to_be_bytes());
-            it.key().is_some()
+    for name in [CF_DATA, CF_HISTORY] {
+        let data = cf(db, name)?;
+        let current = generation.to_be_bytes();
+        let mut it = db.raw_iterator_cf(data);
+        it.seek_to_first();
+        let older = it.key().is_some_and(|k| k < &current[..]);
+        it.status()?;
+        let newer = match generation.checked_add(1) {
+            Some(next) => {
+                it.seek(next.to_be_bytes());
+                it.key().is_some()
+            }
+            None => false,
+        };
+        it.status()?;
+        drop(it);
+        if older {
+            ::log::info!("removing {name} older than generation {generation}");
+            db.delete_range_cf(data, 0u64.to_be_bytes(), current)?;
         }
-        None => false,
-    };
-    it.status()?;
-    drop(it);
-    if older {
-        ::log::info!("removing data older than generation {generation}");
-        db.delete_range_cf(data, 0u64.to_be_bytes(), current)?;
-    }
-    if newer {
-        ::log::info!("removing data of an unfinished snapshot install (generation > {generation})");
-        db.delete_range_cf(
-            data,
-            generation.saturating_add(1).to_be_bytes(),
-            u64::MAX.to_be_bytes(),
-        )?;
+        if newer {
+            ::log::info!(
+                "removing {name} of an unfinished snapshot install (generation > {generation})"
+            );
+            db.delete_range_cf(
+                data,
+                generation.saturating_add(1).to_be_bytes(),
+                u64::MAX.to_be_bytes(),
+            )?;
+        }
     }
     Ok(())
 }
@@ -655,15 +1535,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
             let more = chunk.len() == APPLY_CHUNK;
             let (entries, responders): (Vec<_>, Vec<_>) = chunk.into_iter().unzip();
-            let results = match self.apply_chunk(&entries, Wait::Never) {
-                Err(e) if e.would_block() => {
-                    let applier = StateMachine {
-                        shared: self.shared.clone(),
-                    };
-                    off_runtime(move || applier.apply_chunk(&entries, Wait::Allowed)).await?
-                }
-                done => done?,
-            };
+            let results = self.apply_entries(entries).await?;
             for (responder, result) in responders.into_iter().zip(results) {
                 if let Some(r) = responder {
                     r.send(result);
@@ -775,12 +1647,13 @@ mod tests {
 
     #[test]
     fn stored_value_round_trips_and_rejects_unknown_formats() {
-        for expires_at_ms in [None, Some(1_700_000_000_000)] {
+        for (expires_at_ms, lease) in [(None, 0), (Some(1_700_000_000_000), 0), (None, 7)] {
             let v = StoredValue {
                 value: "héllo".into(),
                 create_revision: 3,
                 mod_revision: 9,
                 version: 4,
+                lease,
                 expires_at_ms,
             };
             let bytes = v.encode();
@@ -788,11 +1661,10 @@ mod tests {
             assert_eq!(StoredValue::decode(&bytes).expect("decode"), v);
         }
         let mut bytes = StoredValue {
-            value: String::new(),
             create_revision: 1,
             mod_revision: 1,
             version: 1,
-            expires_at_ms: None,
+            ..StoredValue::default()
         }
         .encode();
         assert!(StoredValue::decode(&bytes[..10]).is_err(), "truncated");

@@ -10,7 +10,8 @@
 //! searched again. Two reductions keep the search small and are exact:
 //! a read that may go next and matches the current value is placed at once
 //! (placing it later never helps), and a write of unknown outcome whose
-//! value nobody read is dropped (such a write can always be left out).
+//! value nobody read and no compare-and-swap expected is dropped (such a
+//! write can always be left out).
 
 use super::history::{Kind, Op, Outcome};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -58,16 +59,24 @@ struct Entry {
     write: bool,
     /// Interned value; 0 is "absent".
     value: u32,
+    /// A compare-and-swap: the value the register must hold before it.
+    expect: Option<u32>,
     /// Must be linearized (completed operations); unknown writes need not.
     required: bool,
     index: usize,
 }
 
 fn check_key(key: &str, ops: &[&Op]) -> Verdict {
+    // Values some operation depends on: read by a completed read, or
+    // expected by a compare-and-swap.
     let read_values: HashSet<Option<&str>> = ops
         .iter()
         .filter(|o| o.kind == Kind::Read && o.outcome == Outcome::Ok)
         .map(|o| o.value.as_deref())
+        .chain(
+            ops.iter()
+                .filter_map(|o| o.expect.as_ref().map(|x| x.as_deref())),
+        )
         .collect();
     let mut intern: HashMap<Option<&str>, u32> = HashMap::new();
     intern.insert(None, 0);
@@ -85,6 +94,10 @@ fn check_key(key: &str, ops: &[&Op]) -> Verdict {
         }
         let next = intern.len() as u32;
         let value = *intern.entry(op.value.as_deref()).or_insert(next);
+        let expect = op.expect.as_ref().map(|x| {
+            let next = intern.len() as u32;
+            *intern.entry(x.as_deref()).or_insert(next)
+        });
         let ret = match op.outcome {
             Outcome::Ok => op.ret.expect("a completed operation has a completion time"),
             _ => u64::MAX,
@@ -94,6 +107,7 @@ fn check_key(key: &str, ops: &[&Op]) -> Verdict {
             ret,
             write: op.kind == Kind::Write,
             value,
+            expect,
             required: op.outcome == Outcome::Ok,
             index,
         });
@@ -203,7 +217,7 @@ impl Search<'_> {
             }
             for i in eligible.into_iter().rev() {
                 let e = &self.entries[i];
-                if !e.write {
+                if !e.write || e.expect.is_some_and(|x| x != state.value) {
                     continue;
                 }
                 let mut next = state.clone();

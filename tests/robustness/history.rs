@@ -10,7 +10,8 @@
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-/// What an operation did to one register key.
+/// What an operation did to one register key (a compare-and-swap is a
+/// `Write` with [`Op::expect`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
@@ -44,6 +45,12 @@ pub struct Op {
     /// Completion time; `None` while pending or when the outcome is unknown.
     pub ret: Option<u64>,
     pub outcome: Outcome,
+    /// For a compare-and-swap write: the value the key must hold for the
+    /// write to take effect (`Some(None)`: the key must be absent). A CAS
+    /// whose comparison failed is recorded as the read it is: the server
+    /// answers the current value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<Option<String>>,
 }
 
 /// A whole history, as saved next to a failing run's logs and as stored in

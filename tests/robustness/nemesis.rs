@@ -4,10 +4,10 @@
 //! heal it. Each fault heals itself fully (restart, resume, heal links,
 //! restore membership), so the run ends with a whole cluster.
 
-use super::rng::Rng;
 use super::workload::Api;
-use crate::common::Cluster;
-use crate::common::proxy::LinkMode;
+use crate::support::cluster::Cluster;
+use crate::support::cluster::proxy::LinkMode;
+use ferrium::rng::Rng;
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,11 +99,11 @@ enum Undo {
 pub fn run(c: &mut Cluster, rng: &mut Rng, faults: &[Fault], deadline: Instant) -> Report {
     let mut report = Report::default();
     while Instant::now() < deadline {
-        std::thread::sleep(rng.millis(500, 2000));
+        std::thread::sleep(Duration::from_millis(rng.range(500, 2000)));
         if Instant::now() >= deadline {
             break;
         }
-        let fault = rng.pick(faults);
+        let fault = *rng.pick(faults);
         let (undo, what) = inject(c, rng, fault);
         eprintln!("[nemesis] {what}");
         report.faults.push(what);
@@ -111,7 +111,7 @@ pub fn run(c: &mut Cluster, rng: &mut Rng, faults: &[Fault], deadline: Instant) 
             report.membership_faults += 1;
             report.removed += usize::from(removed);
         }
-        std::thread::sleep(rng.millis(1000, 4000));
+        std::thread::sleep(Duration::from_millis(rng.range(1000, 4000)));
         heal(c, undo, &mut report);
     }
     report
@@ -124,7 +124,7 @@ fn leader_or_random(c: &Cluster, rng: &mut Rng) -> u64 {
             return l;
         }
     }
-    rng.pick(&ids)
+    *rng.pick(&ids)
 }
 
 fn inject(c: &mut Cluster, rng: &mut Rng, fault: Fault) -> (Undo, String) {
@@ -141,18 +141,18 @@ fn inject(c: &mut Cluster, rng: &mut Rng, fault: Fault) -> (Undo, String) {
             (Undo::Resume(id), format!("SIGSTOP node {id}"))
         }
         Fault::PauseLeader => {
-            let id = c.current_leader().unwrap_or_else(|| rng.pick(&ids));
+            let id = c.current_leader().unwrap_or_else(|| *rng.pick(&ids));
             c.pause(id);
             (Undo::Resume(id), format!("SIGSTOP leader {id}"))
         }
         Fault::IsolateLeader => {
-            let l = c.current_leader().unwrap_or_else(|| rng.pick(&ids));
+            let l = c.current_leader().unwrap_or_else(|| *rng.pick(&ids));
             let others: Vec<u64> = ids.iter().copied().filter(|i| *i != l).collect();
             c.net().partition(&[l], &others);
             (Undo::HealNet, format!("isolate leader {l}"))
         }
         Fault::LeaderDeaf => {
-            let l = c.current_leader().unwrap_or_else(|| rng.pick(&ids));
+            let l = c.current_leader().unwrap_or_else(|| *rng.pick(&ids));
             for o in ids.iter().filter(|i| **i != l) {
                 c.net().set(l, *o, LinkMode::Blackhole);
             }
@@ -183,7 +183,7 @@ fn inject(c: &mut Cluster, rng: &mut Rng, fault: Fault) -> (Undo, String) {
             for a in &ids {
                 for b in &ids {
                     if a != b {
-                        let d = rng.millis(20, 300);
+                        let d = Duration::from_millis(rng.range(20, 300));
                         c.net().set(*a, *b, LinkMode::Delay(d));
                     }
                 }
@@ -198,7 +198,7 @@ fn inject(c: &mut Cluster, rng: &mut Rng, fault: Fault) -> (Undo, String) {
             // fault is really injected.
             let deadline = Instant::now() + Duration::from_secs(10);
             let (via, r) = loop {
-                let via = rng.pick(&voters);
+                let via = *rng.pick(&voters);
                 let r = change_membership(c, via, &voters);
                 if r.starts_with("200") || Instant::now() > deadline {
                     break (via, r);

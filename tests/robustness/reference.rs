@@ -6,6 +6,8 @@
 //! The semantics are the ones `checker.rs` implements:
 //! - every key is a register that starts absent; a write sets it (a write
 //!   of `None` deletes it), a read observes it (`None`: absent);
+//! - a compare-and-swap write takes effect only where the register holds
+//!   its expected value;
 //! - an operation that completed (`ok`) takes effect exactly once, at some
 //!   point between its invocation and its completion;
 //! - a write of unknown outcome takes effect at most once, at any point
@@ -15,7 +17,7 @@
 //!   as concurrent).
 
 use super::history::{Kind, Op, Outcome};
-use super::rng::Rng;
+use ferrium::rng::Rng;
 use std::collections::BTreeMap;
 
 /// Whether some order of the history's operations is legal.
@@ -74,6 +76,9 @@ fn some_order<'a>(
                 placed[i] = false;
             }
             Kind::Write => {
+                if op.expect.as_ref().is_some_and(|x| current != x.as_deref()) {
+                    continue;
+                }
                 let before = registers.insert(key, op.value.as_deref());
                 placed[i] = true;
                 if some_order(ops, placed, registers, done + 1) {
@@ -124,6 +129,12 @@ pub fn random_history(rng: &mut Rng) -> Vec<Op> {
         if takes_effect {
             effects.push((call + rng.below(ret - call + 1), i));
         }
+        // A third of the writes are compare-and-swaps, expecting absence or
+        // the value of an earlier write.
+        let expect = (!read && rng.below(3) == 0).then(|| {
+            let k = rng.below(i as u64 + 1);
+            (k < i as u64).then(|| format!("v{k}"))
+        });
         ops.push(Op {
             client: i as u32,
             node: 1,
@@ -133,6 +144,7 @@ pub fn random_history(rng: &mut Rng) -> Vec<Op> {
             call,
             ret: (outcome == Outcome::Ok).then_some(ret),
             outcome,
+            expect,
         });
     }
     let written: Vec<Option<String>> = ops
@@ -174,10 +186,13 @@ pub fn sequential_history(rng: &mut Rng, n: usize) -> Vec<Op> {
         let call = t + 1 + rng.below(5);
         let ret = call + rng.below(5);
         t = ret;
-        let (kind, value) = match rng.below(10) {
-            0..5 => (Kind::Read, registers.get(&key).cloned().flatten()),
-            5 => (Kind::Write, None),
-            _ => (Kind::Write, Some(format!("v{i}"))),
+        let current = registers.get(&key).cloned().flatten();
+        let (kind, value, expect) = match rng.below(10) {
+            0..5 => (Kind::Read, current, None),
+            5 => (Kind::Write, None, None),
+            // A compare-and-swap on what the register holds.
+            6 => (Kind::Write, Some(format!("v{i}")), Some(current)),
+            _ => (Kind::Write, Some(format!("v{i}")), None),
         };
         if kind == Kind::Write {
             registers.insert(key.clone(), value.clone());
@@ -191,6 +206,7 @@ pub fn sequential_history(rng: &mut Rng, n: usize) -> Vec<Op> {
             call,
             ret: Some(ret),
             outcome: Outcome::Ok,
+            expect,
         });
     }
     ops

@@ -4,13 +4,19 @@
 //! records the invocation and completion times. Two workloads run mixed:
 //! - registers `r/<n>`: writes of unique values, rare deletes, and reads,
 //!   linearizable and `lease` ones alike; checked for linearizability;
+//!   some writes are compare-and-swaps (on the value or on the mod revision
+//!   the client last read), which the checker models;
 //! - a growing set: every add writes a fresh key `s/<client>/<n>`; at the
 //!   end every acknowledged add must be present and every add that failed
-//!   definitely must be absent.
+//!   definitely must be absent;
+//! - counters `c/<n>`: an increment reads the counter and writes it plus
+//!   one by compare-and-swap on its mod revision, with a request id; an
+//!   unknown outcome is sent again with the same id until it is definite,
+//!   so that at the end every counter equals its acknowledged increments.
 
 use super::history::{Kind, Op, Outcome};
-use super::rng::Rng;
-use crate::common::{Cluster, Reply, request, tls};
+use crate::support::cluster::{Cluster, Reply, request, tls};
+use ferrium::rng::Rng;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,6 +26,11 @@ use std::time::{Duration, Instant};
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(6);
 
 pub const REGISTERS: u32 = 8;
+
+pub const COUNTERS: u32 = 2;
+
+/// How long an increment whose outcome is unknown is sent again.
+const RESOLVE_WITHIN: Duration = Duration::from_secs(30);
 
 /// How clients reach a cluster's API: plain HTTP, with the harness's
 /// bearer token when it has one, over TLS with its client certificate when
@@ -48,9 +59,25 @@ impl Api {
         body: Option<&str>,
         timeout: Duration,
     ) -> std::io::Result<Reply> {
+        self.send_with_id(addr, method, path, body, None, timeout)
+    }
+
+    /// [`Api::send`] with an `Idempotency-Key`.
+    pub fn send_with_id(
+        &self,
+        addr: &str,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        request_id: Option<&str>,
+        timeout: Duration,
+    ) -> std::io::Result<Reply> {
         let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
-        let headers: Vec<(&str, &str)> =
+        let mut headers: Vec<(&str, &str)> =
             auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+        if let Some(id) = request_id {
+            headers.push(("Idempotency-Key", id));
+        }
         match &self.tls {
             Some(config) => {
                 tls::request(addr, config.clone(), method, path, body, &headers, timeout)
@@ -67,11 +94,23 @@ pub struct Add {
     pub outcome: Outcome,
 }
 
+/// One increment of the counter workload: `Ok` applied once, `Fail` not
+/// applied, `Unknown` still unresolved after [`RESOLVE_WITHIN`].
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Increment {
+    pub key: String,
+    pub outcome: Outcome,
+}
+
 /// Everything the clients recorded.
 #[derive(Default)]
 pub struct Recorded {
     pub ops: Vec<Op>,
     pub adds: Vec<Add>,
+    pub increments: Vec<Increment>,
+    /// The value and mod revision each client last read of each register,
+    /// for its compare-and-swaps.
+    seen: std::collections::HashMap<String, (Option<String>, Option<u64>)>,
 }
 
 /// The shared clock of a run.
@@ -94,7 +133,7 @@ pub fn classify(reply: &std::io::Result<Reply>) -> Outcome {
                 .and_then(|v| v["code"].as_str().map(str::to_string));
             match (r.status, code.as_deref()) {
                 (503, Some("unavailable")) => Outcome::Fail,
-                (400 | 404 | 405 | 409 | 411 | 413, _) => Outcome::Fail,
+                (400 | 404 | 405 | 409 | 411 | 412 | 413, _) => Outcome::Fail,
                 _ => Outcome::Unknown,
             }
         }
@@ -128,7 +167,9 @@ pub fn run(
             while !stop.load(Ordering::SeqCst) {
                 n += 1;
                 let (node, addr) = &addrs[rng.below(addrs.len() as u64) as usize];
-                let failed = step(&api, &mut rng, client, n, *node, addr, clock, &mut mine);
+                let failed = step(
+                    &api, &mut rng, client, n, *node, addr, &addrs, clock, &mut mine,
+                );
                 if failed {
                     // A down member refuses at once; do not spin on it.
                     std::thread::sleep(Duration::from_millis(20));
@@ -137,6 +178,7 @@ pub fn run(
             let mut out = out.lock().expect("history lock");
             out.ops.extend(mine.ops);
             out.adds.extend(mine.adds);
+            out.increments.extend(mine.increments);
         }));
     }
     for t in threads {
@@ -155,11 +197,12 @@ fn step(
     n: u64,
     node: u64,
     addr: &str,
+    addrs: &[(u64, String)],
     clock: Clock,
     out: &mut Recorded,
 ) -> bool {
     let dice = rng.below(100);
-    if dice < 15 {
+    if dice < 12 {
         let key = format!("s/{client}/{n}");
         let body = serde_json::json!({"Set": {"key": key, "value": "x"}}).to_string();
         let reply = api.send(addr, "POST", "/write", Some(&body), CLIENT_TIMEOUT);
@@ -167,13 +210,41 @@ fn step(
         out.adds.push(Add { key, outcome });
         return outcome != Outcome::Ok;
     }
+    if dice < 20 {
+        let key = format!("c/{}", rng.below(COUNTERS as u64));
+        let outcome = increment(api, rng, client, n, addr, addrs, &key);
+        out.increments.push(Increment { key, outcome });
+        return outcome != Outcome::Ok;
+    }
     let key = format!("r/{}", rng.below(REGISTERS as u64));
     if dice < 60 {
         let consistency = if dice < 38 { "linearizable" } else { "lease" };
-        let op = read(api, client, node, addr, &key, consistency, clock);
+        let (op, mod_revision) = read_versioned(api, client, node, addr, &key, consistency, clock);
         let failed = op.outcome != Outcome::Ok;
+        if !failed {
+            out.seen.insert(key, (op.value.clone(), mod_revision));
+        }
         out.ops.push(op);
         return failed;
+    }
+    if (63..72).contains(&dice) {
+        if let Some((expect, mod_revision)) = out.seen.get(&key).cloned() {
+            let op = cas(
+                api,
+                rng,
+                client,
+                n,
+                node,
+                addr,
+                &key,
+                expect,
+                mod_revision,
+                clock,
+            );
+            let failed = op.outcome != Outcome::Ok;
+            out.ops.push(op);
+            return failed;
+        }
     }
     let (value, body) = if dice < 63 {
         (None, serde_json::json!({"Delete": {"key": key}}))
@@ -201,8 +272,135 @@ fn step(
         call,
         ret,
         outcome,
+        expect: None,
     });
     outcome != Outcome::Ok
+}
+
+/// A compare-and-swap of a fresh value on what the client last read of
+/// `key`: on the mod revision when it has one and the dice say so, else on
+/// the value (or on absence). A comparison that fails is recorded as the
+/// read it is.
+#[allow(clippy::too_many_arguments)]
+fn cas(
+    api: &Api,
+    rng: &mut Rng,
+    client: u32,
+    n: u64,
+    node: u64,
+    addr: &str,
+    key: &str,
+    expect: Option<String>,
+    mod_revision: Option<u64>,
+    clock: Clock,
+) -> Op {
+    let v = format!("{client}-{n}");
+    let mut set = serde_json::json!({"key": key, "value": v});
+    match (&expect, mod_revision) {
+        (Some(_), Some(m)) if rng.below(2) == 0 => set["if_mod_revision"] = m.into(),
+        (Some(x), _) => set["if_value"] = x.clone().into(),
+        (None, _) => set["if_version"] = 0.into(),
+    }
+    let body = serde_json::json!({ "Set": set }).to_string();
+    let call = clock.now();
+    let reply = api.send(addr, "POST", "/write", Some(&body), CLIENT_TIMEOUT);
+    let ret = clock.now();
+    if let Ok(r) = &reply {
+        if r.status == 412 {
+            let current = serde_json::from_str::<serde_json::Value>(&r.body)
+                .ok()
+                .map(|b| b["current"]["value"].as_str().map(str::to_string));
+            if let Some(current) = current {
+                return Op {
+                    client,
+                    node,
+                    key: key.to_string(),
+                    kind: Kind::Read,
+                    value: current,
+                    call,
+                    ret: Some(ret),
+                    outcome: Outcome::Ok,
+                    expect: None,
+                };
+            }
+        }
+    }
+    let outcome = classify(&reply);
+    Op {
+        client,
+        node,
+        key: key.to_string(),
+        kind: Kind::Write,
+        value: Some(v),
+        call,
+        ret: (outcome == Outcome::Ok).then_some(ret),
+        outcome,
+        expect: Some(expect),
+    }
+}
+
+/// One increment of counter `key` (see the module docs): `Ok` when it
+/// was applied, `Fail` when it was not (the counter moved on, or the
+/// cluster refused), `Unknown` when no definite answer came in time.
+fn increment(
+    api: &Api,
+    rng: &mut Rng,
+    client: u32,
+    n: u64,
+    addr: &str,
+    addrs: &[(u64, String)],
+    key: &str,
+) -> Outcome {
+    let body = serde_json::json!({"key": key, "consistency": "linearizable"}).to_string();
+    let Ok(r) = api.send(addr, "POST", "/read", Some(&body), CLIENT_TIMEOUT) else {
+        return Outcome::Fail;
+    };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&r.body) else {
+        return Outcome::Fail;
+    };
+    if r.status != 200 {
+        return Outcome::Fail;
+    }
+    let current: u64 = v["value"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let mut set = serde_json::json!({"key": key, "value": (current + 1).to_string()});
+    match v["mod_revision"].as_u64() {
+        Some(m) => set["if_mod_revision"] = m.into(),
+        None => set["if_version"] = 0.into(),
+    }
+    let write = serde_json::json!({ "Set": set }).to_string();
+    let id = format!("inc-{client}-{n}");
+    let deadline = Instant::now() + RESOLVE_WITHIN;
+    let mut to = addr.to_string();
+    loop {
+        let reply = api.send_with_id(
+            &to,
+            "POST",
+            "/write",
+            Some(&write),
+            Some(&id),
+            CLIENT_TIMEOUT,
+        );
+        match &reply {
+            // The comparison failed, or the request was refused as it is:
+            // definitely not applied.
+            Ok(r) if (400..500).contains(&r.status) => return Outcome::Fail,
+            _ => {}
+        }
+        match classify(&reply) {
+            Outcome::Ok => return Outcome::Ok,
+            // Refused before it was proposed: try again, same id.
+            Outcome::Fail | Outcome::Unknown if Instant::now() < deadline => {
+                // A client's pause before it sends the same request again.
+                std::thread::sleep(Duration::from_millis(100));
+                to = addrs[rng.below(addrs.len() as u64) as usize].1.clone();
+            }
+            Outcome::Fail => return Outcome::Fail,
+            Outcome::Unknown => return Outcome::Unknown,
+        }
+    }
 }
 
 /// A read at `consistency` (`linearizable` or `lease`: both must be
@@ -216,26 +414,43 @@ pub fn read(
     consistency: &str,
     clock: Clock,
 ) -> Op {
+    read_versioned(api, client, node, addr, key, consistency, clock).0
+}
+
+/// [`read`], with the mod revision of what it read.
+pub fn read_versioned(
+    api: &Api,
+    client: u32,
+    node: u64,
+    addr: &str,
+    key: &str,
+    consistency: &str,
+    clock: Clock,
+) -> (Op, Option<u64>) {
     let body = serde_json::json!({"key": key, "consistency": consistency}).to_string();
     let call = clock.now();
     let reply = api.send(addr, "POST", "/read", Some(&body), CLIENT_TIMEOUT);
     let ret = clock.now();
     let mut outcome = classify(&reply);
     let mut value = None;
+    let mut mod_revision = None;
     if outcome == Outcome::Ok {
         match reply
             .as_ref()
             .ok()
             .and_then(|r| serde_json::from_str::<serde_json::Value>(&r.body).ok())
         {
-            Some(v) => value = v["value"].as_str().map(str::to_string),
+            Some(v) => {
+                value = v["value"].as_str().map(str::to_string);
+                mod_revision = v["mod_revision"].as_u64();
+            }
             None => outcome = Outcome::Fail,
         }
     } else {
         // A failed read has no effect: whatever went wrong, it is dropped.
         outcome = Outcome::Fail;
     }
-    Op {
+    let op = Op {
         client,
         node,
         key: key.to_string(),
@@ -244,5 +459,7 @@ pub fn read(
         call,
         ret: (outcome == Outcome::Ok).then_some(ret),
         outcome,
-    }
+        expect: None,
+    };
+    (op, mod_revision)
 }

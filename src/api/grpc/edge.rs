@@ -76,6 +76,7 @@ where
         }
         let started = Instant::now();
         let fut = self.inner.call(req);
+        let metrics = self.auth.metrics().clone();
         Box::pin(async move {
             let resp = match deadline {
                 None => fut.await,
@@ -97,11 +98,7 @@ where
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse::<i32>().ok())
                     .map_or(Code::Ok, Code::from_i32);
-                crate::metrics::METRICS.grpc_request(
-                    label,
-                    &format!("{code:?}"),
-                    started.elapsed(),
-                );
+                metrics.grpc_request(label, &format!("{code:?}"), started.elapsed());
             }
             resp
         })

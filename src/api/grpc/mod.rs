@@ -84,6 +84,13 @@ pub fn status(e: &node::Error) -> Status {
         node::Error::Conflict(_) => Status::already_exists(message),
         node::Error::Precondition(_) => Status::failed_precondition(message),
         node::Error::Internal(_) => Status::internal(message),
+        // etcd's codes for the same conditions.
+        node::Error::Apply(a) => match a {
+            crate::raft::kv::ApplyError::Compacted { .. }
+            | crate::raft::kv::ApplyError::FutureRevision { .. } => Status::out_of_range(message),
+            crate::raft::kv::ApplyError::KeyNotFound => Status::invalid_argument(message),
+            crate::raft::kv::ApplyError::LeaseNotFound { .. } => Status::not_found(message),
+        },
     }
 }
 

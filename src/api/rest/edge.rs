@@ -4,7 +4,6 @@
 use crate::api::op::RestOps;
 use crate::auth::Auth;
 use crate::http::{self, Router};
-use crate::metrics::METRICS;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -35,9 +34,10 @@ impl http::Handler for Edge {
         let method = req.method().as_str().to_string();
         let start = Instant::now();
         let fut = self.router.call(req);
+        let metrics = self.auth.metrics().clone();
         Box::pin(async move {
             let resp = fut.await;
-            METRICS.http_request(&route, &method, resp.status(), start.elapsed());
+            metrics.http_request(&route, &method, resp.status(), start.elapsed());
             log::debug!("http: method {route} -> {}", resp.status());
             resp
         })

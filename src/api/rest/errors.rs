@@ -17,12 +17,21 @@ pub fn error_response(e: &node::Error) -> Response {
         | node::Error::OutcomeUnknown(_) => 503,
         node::Error::Conflict(_) | node::Error::Precondition(_) => 409,
         node::Error::Internal(_) => 500,
+        node::Error::Apply(a) => match a {
+            crate::raft::kv::ApplyError::Compacted { .. } => 410,
+            crate::raft::kv::ApplyError::FutureRevision { .. } => 400,
+            crate::raft::kv::ApplyError::KeyNotFound => 400,
+            crate::raft::kv::ApplyError::LeaseNotFound { .. } => 404,
+        },
     };
     let code = match e {
         node::Error::Precondition(_) => "conflict",
         other => other.code(),
     };
     let mut body = json!({"error": e.to_string(), "code": code});
+    if let node::Error::Apply(crate::raft::kv::ApplyError::Compacted { compact_revision }) = e {
+        body["compact_revision"] = json!(compact_revision);
+    }
     if let node::Error::NotLeader(Some(l)) = e {
         body["leader"] = json!(l.id);
         if let Some(n) = &l.node {
@@ -61,15 +70,33 @@ pub(super) async fn json_body<T: DeserializeOwned>(
         .map_err(|e| invalid(format!("malformed JSON body: {e}; expected e.g. {example}")))
 }
 
-pub(super) fn value_json(key: &str, v: Option<StoredValue>) -> serde_json::Value {
+/// A key in the answers of `/read` and `/list`: text, or base64 with
+/// `"encoding": "base64"` when the key or the value is not UTF-8.
+pub(super) fn value_json(key: &[u8], v: Option<StoredValue>) -> serde_json::Value {
+    let text_key = std::str::from_utf8(key).ok();
     match v {
-        Some(v) => json!({
-            "key": key,
-            "value": v.value,
-            "create_revision": v.create_revision,
-            "mod_revision": v.mod_revision,
-            "version": v.version,
-        }),
-        None => json!({"key": key, "value": null}),
+        Some(v) => match (text_key, std::str::from_utf8(&v.value).ok()) {
+            (Some(k), Some(value)) => json!({
+                "key": k,
+                "value": value,
+                "create_revision": v.create_revision,
+                "mod_revision": v.mod_revision,
+                "version": v.version,
+            }),
+            _ => json!({
+                "key": crate::api::base64::encode(key),
+                "value": crate::api::base64::encode(&v.value),
+                "create_revision": v.create_revision,
+                "mod_revision": v.mod_revision,
+                "version": v.version,
+                "encoding": "base64",
+            }),
+        },
+        None => match text_key {
+            Some(k) => json!({"key": k, "value": null}),
+            None => {
+                json!({"key": crate::api::base64::encode(key), "value": null, "encoding": "base64"})
+            }
+        },
     }
 }

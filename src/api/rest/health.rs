@@ -1,7 +1,7 @@
 //! Liveness, readiness and metrics: `/health`, `/ready`, `/metrics`.
 
 use crate::http::{Request, Response};
-use crate::metrics::{METRICS, Sources};
+use crate::metrics::Sources;
 use crate::node::{self, Node};
 use serde_json::json;
 
@@ -96,7 +96,7 @@ pub(super) fn prometheus_text(s: &node::Status, sources: &Sources) -> String {
             s.membership.learners.len() as f64,
         ),
     ]);
-    let mut out = METRICS.render(&gauges, &counters);
+    let mut out = sources.metrics.render(&gauges, &counters);
     if !s.replication.is_empty() {
         out.push_str("# HELP ferrium_raft_replication_lag_entries Entries a follower is behind the leader.\n");
         out.push_str("# TYPE ferrium_raft_replication_lag_entries gauge\n");

@@ -1,14 +1,79 @@
-//! Writes, reads and listings: `/write`, `/read`, `/list`.
+//! Writes, reads and listings: `/write` (with its compare-and-swap form),
+//! `/read`, `/list`.
 
 use super::errors::{error_response, invalid, json_body, value_json};
+use super::txn::{Encoding, header_json, kv_json, replayed, request_id};
 use crate::http::{Request, Response};
 use crate::node::{Node, ReadConsistency};
+use crate::raft::kv::{
+    Compare, CompareOp, CompareTarget, DeleteRange, OpResult, Put, RangeRequest, Txn, TxnOp,
+};
 use crate::raft::types::Command;
 use serde::Deserialize;
 use serde_json::json;
 
+/// The body of `/write`: the original commands, where `Set` and `Delete`
+/// may carry a condition (compare-and-swap) and `"encoding": "base64"`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+enum WriteBody {
+    Set(SetBody),
+    Delete(SetBody),
+    BatchSet { pairs: Vec<(String, String)> },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetBody {
+    key: String,
+    /// Required for `Set`, refused for `Delete`.
+    #[serde(default)]
+    value: Option<String>,
+    #[serde(default)]
+    encoding: Option<String>,
+    #[serde(default)]
+    if_version: Option<u64>,
+    #[serde(default)]
+    if_mod_revision: Option<u64>,
+    #[serde(default)]
+    if_create_revision: Option<u64>,
+    #[serde(default)]
+    if_value: Option<String>,
+}
+
+impl SetBody {
+    fn conditions(&self, key: &[u8], enc: Encoding) -> Result<Vec<Compare>, Response> {
+        let mut out = Vec::new();
+        let mut add = |target| {
+            out.push(Compare {
+                key: key.to_vec(),
+                range_end: Vec::new(),
+                op: CompareOp::Equal,
+                target,
+            })
+        };
+        if let Some(v) = self.if_version {
+            add(CompareTarget::Version(v));
+        }
+        if let Some(v) = self.if_mod_revision {
+            add(CompareTarget::ModRevision(v));
+        }
+        if let Some(v) = self.if_create_revision {
+            add(CompareTarget::CreateRevision(v));
+        }
+        if let Some(v) = &self.if_value {
+            add(CompareTarget::Value(enc.bytes("if_value", v)?));
+        }
+        Ok(out)
+    }
+}
+
 pub(super) async fn write(node: Node, mut req: Request, max: usize) -> Response {
-    let cmd: Command = match json_body(
+    let id = match request_id(&req) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    let body: WriteBody = match json_body(
         &mut req,
         max,
         r#"{"Set":{"key":"k","value":"v"}} or {"Delete":{"key":"k"}}"#,
@@ -18,25 +83,113 @@ pub(super) async fn write(node: Node, mut req: Request, max: usize) -> Response 
         Ok(c) => c,
         Err(r) => return r,
     };
-    // What the answer echoes, taken before the command moves into the log.
-    let echo = match &cmd {
-        Command::Set { key, .. } => Some((key.clone(), false)),
-        Command::Delete { key } => Some((key.clone(), true)),
-        Command::BatchSet { .. } => None,
+    let (set, is_delete) = match body {
+        WriteBody::BatchSet { pairs } => {
+            return match node.write_with_id(Command::BatchSet { pairs }, id).await {
+                Ok(result) => replayed(
+                    Response::json(
+                        200,
+                        &json!({"revision": result.revision, "count": result.count}),
+                    ),
+                    result.repeated,
+                ),
+                Err(e) => error_response(&e),
+            };
+        }
+        WriteBody::Set(s) => (s, false),
+        WriteBody::Delete(s) => (s, true),
     };
-    match node.write(cmd).await {
-        Ok(result) => {
-            let mut body = json!({"revision": result.revision});
-            match echo {
-                Some((key, is_delete)) => {
-                    body["key"] = json!(key);
-                    if is_delete {
-                        body["existed"] = json!(result.existed.unwrap_or(false));
-                    }
-                }
-                None => body["count"] = json!(result.count),
+    let enc = match Encoding::parse(set.encoding.as_deref()) {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    let value = match (&set.value, is_delete) {
+        (Some(_), true) => return invalid("a Delete takes no value"),
+        (None, false) => return invalid("a Set needs a value"),
+        (Some(v), false) => match enc.bytes("value", v) {
+            Ok(v) => v,
+            Err(r) => return r,
+        },
+        (None, true) => Vec::new(),
+    };
+    let key = match enc.bytes("key", &set.key) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    let conditions = match set.conditions(&key, enc) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    if conditions.is_empty() && enc == Encoding::Text {
+        // The original form: the original command and answer.
+        let cmd = if is_delete {
+            Command::Delete {
+                key: set.key.clone(),
             }
-            Response::json(200, &body)
+        } else {
+            Command::Set {
+                key: set.key.clone(),
+                value: set.value.clone().unwrap_or_default(),
+            }
+        };
+        return match node.write_with_id(cmd, id).await {
+            Ok(result) => {
+                let mut body = json!({"revision": result.revision, "key": set.key});
+                if is_delete {
+                    body["existed"] = json!(result.existed.unwrap_or(false));
+                }
+                replayed(Response::json(200, &body), result.repeated)
+            }
+            Err(e) => error_response(&e),
+        };
+    }
+    let op = if is_delete {
+        TxnOp::DeleteRange(DeleteRange {
+            key: key.clone(),
+            range_end: Vec::new(),
+            prev_kv: false,
+        })
+    } else {
+        TxnOp::Put(Put {
+            key: key.clone(),
+            value,
+            ..Put::default()
+        })
+    };
+    let txn = Txn {
+        compare: conditions,
+        success: vec![op],
+        failure: vec![TxnOp::Range(RangeRequest::key(key))],
+    };
+    match node.txn(txn, id).await {
+        Ok((result, revision, repeated)) if result.succeeded => {
+            let mut body = json!({"revision": revision, "key": set.key});
+            if is_delete {
+                let deleted = matches!(
+                    result.responses.first(),
+                    Some(OpResult::DeleteRange { deleted, .. }) if *deleted > 0
+                );
+                body["existed"] = json!(deleted);
+            }
+            replayed(Response::json(200, &body), repeated)
+        }
+        Ok((result, revision, repeated)) => {
+            let current = match result.responses.first() {
+                Some(OpResult::Range(r)) => r.kvs.first().map(|kv| kv_json(kv, enc)),
+                _ => None,
+            };
+            replayed(
+                Response::json(
+                    412,
+                    &json!({
+                        "error": "the condition does not hold; nothing was written (current holds the key as it is)",
+                        "code": "compare_failed",
+                        "current": current,
+                        "header": header_json(&node.header(revision)),
+                    }),
+                ),
+                repeated,
+            )
         }
         Err(e) => error_response(&e),
     }
@@ -69,7 +222,7 @@ pub(super) async fn read(node: Node, mut req: Request, max: usize) -> Response {
         Err(r) => return r,
     };
     match node.read(&r.key, c).await {
-        Ok(v) => Response::json(200, &value_json(&r.key, v)),
+        Ok(v) => Response::json(200, &value_json(r.key.as_bytes(), v)),
         Err(e) => error_response(&e),
     }
 }
@@ -102,7 +255,9 @@ pub(super) async fn list(node: Node, mut req: Request, max: usize) -> Response {
     {
         Ok((items, has_more)) => {
             let next = if has_more {
-                items.last().map(|(k, _)| k.clone())
+                items
+                    .last()
+                    .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
             } else {
                 None
             };

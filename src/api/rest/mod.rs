@@ -12,6 +12,7 @@ pub mod errors;
 pub mod health;
 pub mod kv;
 pub mod management;
+pub mod txn;
 
 pub use edge::Edge;
 pub use errors::error_response;
@@ -43,6 +44,25 @@ pub fn routes(routes: Routes, node: Node, max_body: usize, sources: Sources) -> 
     );
     let routes = with(routes, n, Method::Post, "/read", Op::Read, max_body, read);
     let routes = with(routes, n, Method::Post, "/list", Op::List, max_body, list);
+    let routes = with(
+        routes,
+        n,
+        Method::Post,
+        "/range",
+        Op::Range,
+        max_body,
+        txn::range,
+    );
+    let routes = with(routes, n, Method::Post, "/txn", Op::Txn, max_body, txn::txn);
+    let routes = with(
+        routes,
+        n,
+        Method::Post,
+        "/compact",
+        Op::Compact,
+        max_body,
+        txn::compact,
+    );
     let routes = with(
         routes,
         n,
