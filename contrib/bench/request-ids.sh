@@ -54,6 +54,12 @@ start() {
         [ $i -lt 200 ] || { echo "no leader after 20 s; see $RUN/" >&2; exit 1; }
         sleep 0.1 # polling for a leader
     done
+    # A leader that has committed a write: its first term's churn is over.
+    until curl -sf -m 2 -X POST http://127.0.0.1:8001/write -d '{"Set":{"key":"warm-up","value":"x"}}' >/dev/null 2>&1; do
+        i=$((i + 1))
+        [ $i -lt 400 ] || { echo "no write accepted after 40 s; see $RUN/" >&2; exit 1; }
+        sleep 0.1 # polling for a leader that accepts writes
+    done
 }
 
 run() { # ARGS...: one fresh cluster, one bench run; prints "rate cpu_us_per_write errors"

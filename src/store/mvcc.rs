@@ -8,8 +8,7 @@
 //! ```text
 //! 'k' escaped(key) 00 00 rev(u64 BE)  -> stored value, or [0] for a deletion
 //! 'e' rev(u64 BE) seq(u32 BE)         -> key        (the changes of a revision, in order)
-//! 'i' request id                      -> time_ms(u64 LE) result(JSON)
-//! 't' time_ms(u64 BE) request id      -> empty      (ids by age, for expiry)
+//! 't' time_ms(u64 BE) request id      -> kept result (ids by age)
 //! ```
 //!
 //! Keys are escaped (`00` becomes `00 ff`) and terminated by `00 00`, which
@@ -36,8 +35,17 @@
 //! ids. Expiry runs in the entry whose time first passes a whole second, in
 //! a write batch of its own, so every member expires the same ids at the
 //! same entry.
+//!
+//! One record per id, keyed by time first so that expiry is a scan from the
+//! start of the space. A lookup by id needs the id's time: [`IdIndex`], in
+//! memory, maps each id's hash to the times of the ids with that hash, so a
+//! new id (nearly every one) is known to be new without a read, and a held
+//! one is one point read. The result is kept in a short binary form for the
+//! answers of plain writes (revision, count, existed) and as JSON otherwise
+//! (see [`encode_kept`]).
 
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 use rocksdb::DB;
 use rocksdb::DBAccess;
@@ -47,6 +55,7 @@ use rocksdb::WriteBatch;
 
 use super::Error;
 use super::state_machine::StoredValue;
+use crate::raft::types::CommandResult;
 use crate::raft::kv::KeyValue;
 use crate::raft::kv::RangeRequest;
 use crate::raft::kv::RangeResult;
@@ -57,7 +66,6 @@ pub(crate) const CF_HISTORY: &str = "history";
 
 const SPACE_KEY: u8 = b'k';
 const SPACE_EVENT: u8 = b'e';
-const SPACE_ID: u8 = b'i';
 const SPACE_ID_TIME: u8 = b't';
 
 /// How long a request id is remembered, in log time.
@@ -135,13 +143,7 @@ fn event_key(generation: u64, revision: u64, seq: u32) -> Vec<u8> {
     k
 }
 
-pub(crate) fn id_key(generation: u64, id: &[u8]) -> Vec<u8> {
-    let mut k = space(generation, SPACE_ID);
-    k.extend_from_slice(id);
-    k
-}
-
-fn id_time_key(generation: u64, time_ms: u64, id: &[u8]) -> Vec<u8> {
+pub(crate) fn id_time_key(generation: u64, time_ms: u64, id: &[u8]) -> Vec<u8> {
     let mut k = space(generation, SPACE_ID_TIME);
     k.extend_from_slice(&time_ms.to_be_bytes());
     k.extend_from_slice(id);
@@ -327,29 +329,90 @@ pub(crate) fn range_at<D: DBAccess>(
 }
 
 /// A request id's kept result, if the id is remembered.
-pub(crate) fn id_result(stored: &[u8]) -> Result<(u64, Vec<u8>), Error> {
-    let (time, result) = stored
-        .split_at_checked(8)
-        .ok_or_else(|| Error::Corrupt("request id record is truncated".into()))?;
-    let mut b = [0u8; 8];
-    b.copy_from_slice(time);
-    Ok((u64::from_le_bytes(b), result.to_vec()))
-}
-
-/// Adds a request id with its result to `batch`.
+/// Adds a request id with its kept result to `batch`.
 pub(crate) fn put_id(
     batch: &mut WriteBatch,
     history: &rocksdb::ColumnFamily,
+    key: &mut Vec<u8>,
     generation: u64,
     id: &[u8],
     time_ms: u64,
-    result: &[u8],
+    kept: &[u8],
 ) {
-    let mut record = Vec::with_capacity(8 + result.len());
-    record.extend_from_slice(&time_ms.to_le_bytes());
-    record.extend_from_slice(result);
-    batch.put_cf(history, id_key(generation, id), record);
-    batch.put_cf(history, id_time_key(generation, time_ms, id), []);
+    key.clear();
+    key.extend_from_slice(&generation.to_be_bytes());
+    key.push(SPACE_ID_TIME);
+    key.extend_from_slice(&time_ms.to_be_bytes());
+    key.extend_from_slice(id);
+    batch.put_cf(history, &key[..], kept);
+}
+
+/// The first byte of a kept result in the short form; a JSON one starts
+/// with `{`.
+const KEPT_SHORT: u8 = 1;
+
+/// A kept result as stored (see [`encode_kept`]).
+pub(crate) enum Kept {
+    Short([u8; 14]),
+    Json(Vec<u8>),
+}
+
+impl Kept {
+    pub(crate) fn bytes(&self) -> &[u8] {
+        match self {
+            Kept::Short(b) => b,
+            Kept::Json(v) => v,
+        }
+    }
+}
+
+/// The kept form of a result: for the answer of a plain write (no
+/// transaction, error or compaction point) `01 revision(u64 LE)
+/// count(u32 LE) existed(u8: 0 none, 1 false, 2 true)`, 14 bytes; otherwise
+/// its JSON.
+pub(crate) fn encode_kept(result: &CommandResult) -> Result<Kept, Error> {
+    if result.txn.is_none() && result.error.is_none() && result.compact_revision.is_none() {
+        let mut out = [0u8; 14];
+        out[0] = KEPT_SHORT;
+        out[1..9].copy_from_slice(&result.revision.to_le_bytes());
+        out[9..13].copy_from_slice(&result.count.to_le_bytes());
+        out[13] = match result.existed {
+            None => 0,
+            Some(false) => 1,
+            Some(true) => 2,
+        };
+        return Ok(Kept::Short(out));
+    }
+    serde_json::to_vec(result)
+        .map(Kept::Json)
+        .map_err(|e| Error::Corrupt(format!("result does not encode: {e}")))
+}
+
+/// The result [`encode_kept`] kept.
+pub(crate) fn decode_kept(kept: &[u8]) -> Result<CommandResult, Error> {
+    if kept.first() == Some(&KEPT_SHORT) {
+        let corrupt = || Error::Corrupt("the kept result of a request id is truncated".into());
+        let revision: [u8; 8] = kept.get(1..9).and_then(|b| b.try_into().ok()).ok_or_else(corrupt)?;
+        let count: [u8; 4] = kept.get(9..13).and_then(|b| b.try_into().ok()).ok_or_else(corrupt)?;
+        let existed = match kept.get(13).ok_or_else(corrupt)? {
+            0 => None,
+            1 => Some(false),
+            2 => Some(true),
+            b => {
+                return Err(Error::Corrupt(format!(
+                    "the kept result of a request id has an unknown existed flag {b}"
+                )));
+            }
+        };
+        return Ok(CommandResult {
+            revision: u64::from_le_bytes(revision),
+            count: u32::from_le_bytes(count),
+            existed,
+            ..CommandResult::default()
+        });
+    }
+    serde_json::from_slice(kept)
+        .map_err(|e| Error::Corrupt(format!("the kept result of a request id does not decode: {e}")))
 }
 
 /// Where a snapshot record goes: its key (without the generation) and value.
@@ -357,7 +420,7 @@ pub(crate) type Emit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), Error> + 'a;
 
 /// Adds to `batch` the removal of the ids older than `cutoff_ms`, and of the
 /// oldest ones beyond `keep` when `count` ids are held. Returns the ids that
-/// go.
+/// go, with their times.
 #[allow(
     clippy::too_many_arguments,
     reason = "the parts of one apply step it works on"
@@ -371,7 +434,7 @@ pub(crate) fn expire_ids(
     count: u64,
     keep: u64,
     read: ReadOptions,
-) -> Result<Vec<Vec<u8>>, Error> {
+) -> Result<Vec<(Vec<u8>, u64)>, Error> {
     let start = space(generation, SPACE_ID_TIME);
     let end = space(generation, SPACE_ID_TIME + 1);
     let mut it = db.raw_iterator_cf_opt(history, read);
@@ -384,13 +447,13 @@ pub(crate) fn expire_ids(
         }
         let mut t = [0u8; 8];
         t.copy_from_slice(&k[9..17]);
+        let time = u64::from_be_bytes(t);
         let over = count.saturating_sub(removed) > keep;
-        if u64::from_be_bytes(t) >= cutoff_ms && !over {
+        if time >= cutoff_ms && !over {
             break;
         }
         batch.delete_cf(history, k);
-        batch.delete_cf(history, id_key(generation, &k[17..]));
-        ids.push(k[17..].to_vec());
+        ids.push((k[17..].to_vec(), time));
         removed += 1;
         it.next();
     }
@@ -398,59 +461,139 @@ pub(crate) fn expire_ids(
     Ok(ids)
 }
 
-/// The hashes of the request ids held, so that a new id (nearly every one)
-/// is known to be new without a read. A hash present may be another id's:
-/// then the table itself is read. Rebuilt from the table at open and after
-/// a snapshot install; changed only after the batch that changes the table
-/// is written.
-#[derive(Default)]
-pub(crate) struct IdFilter {
-    counts: std::collections::HashMap<u64, u32>,
+/// The request ids held, by hash: for each hash the times of the ids with
+/// that hash (nearly always one), so that a new id is known to be new
+/// without a read and a held one is found with one point read of its
+/// record. The hash is keyed per process, so ids chosen to collide cannot
+/// be made to. Rebuilt from the table at open and after a snapshot install;
+/// changed only after the batch that changes the table is written, and
+/// exact: every id of the table is in it.
+pub(crate) struct IdIndex {
+    keys: std::collections::hash_map::RandomState,
+    times: HashMap<u64, u64, Unhashed>,
+    /// The further times of hashes held more than once.
+    more: HashMap<u64, Vec<u64>, Unhashed>,
 }
 
-impl IdFilter {
-    pub(crate) fn hash(id: &[u8]) -> u64 {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        id.hash(&mut h);
-        h.finish()
+/// The maps of [`IdIndex`] are keyed by a hash already: used as it is.
+pub(crate) type Unhashed = std::hash::BuildHasherDefault<AsIs>;
+
+/// A hasher for keys that are hashes.
+#[derive(Default)]
+pub(crate) struct AsIs(u64);
+
+impl std::hash::Hasher for AsIs {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+impl Default for IdIndex {
+    fn default() -> Self {
+        IdIndex {
+            keys: std::collections::hash_map::RandomState::new(),
+            times: HashMap::default(),
+            more: HashMap::default(),
+        }
+    }
+}
+
+impl IdIndex {
+    /// The hash every other call takes (computed once per id).
+    pub(crate) fn hash(&self, id: &[u8]) -> u64 {
+        use std::hash::BuildHasher;
+        self.keys.hash_one(id)
     }
 
     /// Every id of the table of `generation`.
-    pub(crate) fn load(db: &DB, generation: u64) -> Result<IdFilter, Error> {
+    pub(crate) fn load(db: &DB, generation: u64) -> Result<IdIndex, Error> {
         let history = super::cf(db, CF_HISTORY)?;
         let start = space(generation, SPACE_ID_TIME);
         let end = space(generation, SPACE_ID_TIME + 1);
-        let mut it = db.raw_iterator_cf(history);
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_upper_bound(end);
+        let mut it = db.raw_iterator_cf_opt(history, opts);
         it.seek(&start);
-        let mut f = IdFilter::default();
+        let mut index = IdIndex::default();
         while let Some(k) = it.key() {
-            if k >= end.as_slice() || k.len() < 17 {
-                break;
+            if k.len() < 17 {
+                return Err(Error::Corrupt("a request id record's key is truncated".into()));
             }
-            f.add(&k[17..]);
+            let mut t = [0u8; 8];
+            t.copy_from_slice(&k[9..17]);
+            let h = index.hash(&k[17..]);
+            index.add(h, u64::from_be_bytes(t));
             it.next();
         }
         it.status()?;
-        Ok(f)
+        Ok(index)
     }
 
-    pub(crate) fn may_hold(&self, id: &[u8]) -> bool {
-        self.counts.contains_key(&Self::hash(id))
+    /// Whether an id with hash `h` may be held (nearly always not).
+    pub(crate) fn may_hold(&self, h: u64) -> bool {
+        self.times.contains_key(&h)
     }
 
-    pub(crate) fn add(&mut self, id: &[u8]) {
-        *self.counts.entry(Self::hash(id)).or_default() += 1;
+    /// The times at which an id with hash `h` was kept: where its record
+    /// may be. Empty for an id not held.
+    pub(crate) fn times(&self, h: u64) -> Vec<u64> {
+        let Some(&first) = self.times.get(&h) else {
+            return Vec::new();
+        };
+        let mut out = vec![first];
+        if let Some(more) = self.more.get(&h) {
+            out.extend_from_slice(more);
+        }
+        out
     }
 
-    pub(crate) fn remove(&mut self, id: &[u8]) {
-        let h = Self::hash(id);
-        if let Some(n) = self.counts.get_mut(&h) {
-            *n -= 1;
-            if *n == 0 {
-                self.counts.remove(&h);
+    pub(crate) fn add(&mut self, h: u64, time_ms: u64) {
+        match self.times.entry(h) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(time_ms);
+            }
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.more.entry(h).or_default().push(time_ms)
             }
         }
+    }
+
+    pub(crate) fn remove(&mut self, h: u64, time_ms: u64) {
+        let Some(first) = self.times.get_mut(&h) else {
+            return;
+        };
+        let more = self.more.get_mut(&h);
+        if *first == time_ms {
+            match more.and_then(|m| m.pop()) {
+                Some(next) => *first = next,
+                None => {
+                    self.times.remove(&h);
+                }
+            }
+        } else if let Some(m) = more {
+            if let Some(i) = m.iter().position(|&t| t == time_ms) {
+                m.swap_remove(i);
+            }
+        }
+        if self.more.get(&h).is_some_and(|m| m.is_empty()) {
+            self.more.remove(&h);
+        }
+    }
+
+    /// Ids held.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.times.len() + self.more.values().map(Vec::len).sum::<usize>()
     }
 }
 
@@ -637,5 +780,56 @@ mod tests {
         }
         // All versions of a key sort before the next key.
         assert!(version_key(1, b"a", u64::MAX) < version_key(1, b"a\x00", 0));
+    }
+
+    #[test]
+    fn the_id_index_keeps_every_time_of_a_hash() {
+        let mut index = IdIndex::default();
+        let (a, b) = (index.hash(b"a"), index.hash(b"b"));
+        assert_ne!(a, b);
+        assert!(index.times(a).is_empty() && !index.may_hold(a));
+        index.add(a, 5);
+        index.add(b, 6);
+        assert_eq!(index.times(a), vec![5]);
+        assert!(index.may_hold(a));
+        // Ids whose hashes collide: forced by adding the same hash twice.
+        index.add(a, 7);
+        let mut t = index.times(a);
+        t.sort();
+        assert_eq!(t, vec![5, 7]);
+        assert_eq!(index.len(), 3);
+        index.remove(a, 5);
+        assert_eq!(index.times(a), vec![7]);
+        index.remove(a, 9); // not held: nothing changes
+        assert_eq!(index.times(a), vec![7]);
+        index.remove(a, 7);
+        assert!(index.times(a).is_empty());
+        assert_eq!(index.times(b), vec![6]);
+        assert_eq!(index.len(), 1);
+    }
+
+    #[test]
+    fn kept_results_decode_as_they_were() {
+        let plain = [None, Some(false), Some(true)].map(|existed| CommandResult {
+            revision: 0x0102_0304_0506_0708,
+            existed,
+            count: 3,
+            ..CommandResult::default()
+        });
+        for r in plain {
+            let kept = encode_kept(&r).expect("encodes");
+            assert_eq!(kept.bytes().len(), 14, "the short form");
+            assert_eq!(decode_kept(kept.bytes()).expect("decodes"), r);
+        }
+        let compact = CommandResult {
+            revision: 9,
+            compact_revision: Some(4),
+            ..CommandResult::default()
+        };
+        let kept = encode_kept(&compact).expect("encodes");
+        assert_eq!(kept.bytes().first(), Some(&b'{'), "JSON for the rest");
+        assert_eq!(decode_kept(kept.bytes()).expect("decodes"), compact);
+        assert!(decode_kept(&[KEPT_SHORT, 1, 2]).is_err(), "truncated");
+        assert!(decode_kept(b"{not json").is_err());
     }
 }

@@ -602,10 +602,11 @@ fn install_data(shared: &Shared, meta: &Meta, file: &SnapshotFile) -> Result<(),
     }
     shared.set_last_applied(meta.last_log_id);
     shared.set_applied_meta(applied);
-    let ids = super::mvcc::IdFilter::load(db, new)?;
-    if let Ok(mut f) = shared.ids.lock() {
-        *f = ids;
-    }
+    let ids = super::mvcc::IdIndex::load(db, new)?;
+    *shared
+        .ids
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = ids;
     shared.wake_compactor();
 
     // Readers now use `new`; the old generation can go.

@@ -207,8 +207,8 @@ pub(crate) struct Shared {
     pub(crate) snapshot_dir_lock: Mutex<()>,
     /// Wakes the background compaction of history.
     compactor: Mutex<Option<mpsc::Sender<()>>>,
-    /// Which request ids the table may hold.
-    pub(crate) ids: Mutex<mvcc::IdFilter>,
+    /// Where the table holds each request id (see [`mvcc::IdIndex`]).
+    pub(crate) ids: Mutex<mvcc::IdIndex>,
 }
 
 /// The replicated bookkeeping kept in `sm_meta` next to `last_applied`.
@@ -328,15 +328,33 @@ pub(crate) fn data_key(generation: u64, key: &[u8]) -> Vec<u8> {
     k
 }
 
+/// A request id a chunk adds, with the id index's hash of it (the only
+/// part hashed again).
+#[derive(PartialEq, Eq)]
+struct NewId {
+    hash: u64,
+    id: Vec<u8>,
+}
+
+impl std::hash::Hash for NewId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
 /// A chunk of entries being applied: its write batch so far, the keys it
 /// changed (`None` once deleted), the request ids it applied, how it reads
 /// and the data generation it writes.
 struct Chunk {
     batch: WriteBatch,
     pending: HashMap<Vec<u8>, Option<Current>>,
-    ids: HashMap<Vec<u8>, Vec<u8>>,
-    /// Ids this batch removes from the table.
-    expired: Vec<Vec<u8>>,
+    /// Ids this batch adds to the table (with the index's hash of each),
+    /// their times and results.
+    ids: HashMap<NewId, (u64, CommandResult), mvcc::Unhashed>,
+    /// Ids this batch removes from the table, with their times.
+    expired: Vec<(Vec<u8>, u64)>,
+    /// A buffer for the keys of id records.
+    id_key: Vec<u8>,
     meta: AppliedMeta,
     read: ReadOptions,
     wait: Wait,
@@ -571,7 +589,7 @@ impl StateMachine {
         snapshot::remove_temp_files(&snapshot_dir)?;
         upgrade(&db, generation, last_applied.as_ref().map(|l| l.index()))?;
         let applied = AppliedMeta::read(&db, None)?;
-        let ids = mvcc::IdFilter::load(&db, generation)?;
+        let ids = mvcc::IdIndex::load(&db, generation)?;
         let shared = Arc::new(Shared {
             db,
             generation: RwLock::new(generation),
@@ -628,8 +646,9 @@ impl StateMachine {
         let mut chunk = Chunk {
             batch: WriteBatch::default(),
             pending: HashMap::new(),
-            ids: HashMap::new(),
+            ids: HashMap::default(),
             expired: Vec::new(),
+            id_key: Vec::new(),
             meta,
             read: wait.read_options(),
             wait,
@@ -692,13 +711,20 @@ impl StateMachine {
         }
         db.write_opt(batch, &wait.write_options())?;
         if !chunk.ids.is_empty() || !chunk.expired.is_empty() {
-            if let Ok(mut f) = self.shared.ids.lock() {
-                for id in &chunk.expired {
-                    f.remove(id);
-                }
-                for id in chunk.ids.keys() {
-                    f.add(id);
-                }
+            // The index must stay exact (a missing id would be applied
+            // twice), so a panic elsewhere while it was held does not stop
+            // its updates: each update leaves it whole.
+            let mut index = self
+                .shared
+                .ids
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (id, time) in &chunk.expired {
+                let h = index.hash(id);
+                index.remove(h, *time);
+            }
+            for (new, (time, _)) in &chunk.ids {
+                index.add(new.hash, *time);
             }
         }
         self.shared.set_last_applied(Some(last_applied));
@@ -879,33 +905,52 @@ impl StateMachine {
             chunk.meta.id_count = chunk.meta.id_count.saturating_sub(expired.len() as u64);
             chunk.expired = expired;
         }
-        let known = self.shared.ids.lock().map_or(true, |f| f.may_hold(id));
-        let kept = match chunk.ids.get(id) {
-            Some(r) => Some(r.clone()),
-            // Not in the table: no need to read it.
-            None if !known => None,
-            None => db
-                .get_pinned_cf_opt(history, mvcc::id_key(chunk.generation, id), &chunk.read)?
-                .map(|b| mvcc::id_result(&b).map(|(_, r)| r))
-                .transpose()?,
+        // Where the table may hold the id; nearly always nowhere, and then
+        // there is nothing to read.
+        let (h, times) = {
+            let index = self
+                .shared
+                .ids
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let h = index.hash(id);
+            (h, if index.may_hold(h) { index.times(h) } else { Vec::new() })
         };
-        if let Some(kept) = kept {
-            let mut first: CommandResult = serde_json::from_slice(&kept)
-                .map_err(|e| Error::Corrupt(format!("kept result of a request id: {e}")))?;
+        let this = NewId {
+            hash: h,
+            id: id.to_vec(),
+        };
+        if let Some((_, first)) = chunk.ids.get(&this) {
+            let mut first = first.clone();
             first.repeated = true;
             return Ok(first);
         }
+        for time in times {
+            let key = mvcc::id_time_key(chunk.generation, time, id);
+            if let Some(kept) = db.get_pinned_cf_opt(history, key, &chunk.read)? {
+                let mut first = mvcc::decode_kept(&kept)?;
+                first.repeated = true;
+                return Ok(first);
+            }
+        }
         let result = self.apply_command(chunk, index, command)?;
-        let encoded = kept_result(&result)?;
+        let kept = kept_result(&result)?;
         mvcc::put_id(
             &mut chunk.batch,
             history,
+            &mut chunk.id_key,
             chunk.generation,
             id,
             time_ms,
-            &encoded,
+            kept.bytes(),
         );
-        chunk.ids.insert(id.to_vec(), encoded);
+        // A repeat later in this chunk answers what a later one reads back
+        // (a large transaction's result is kept trimmed).
+        let first = match &kept {
+            mvcc::Kept::Json(json) => mvcc::decode_kept(json)?,
+            mvcc::Kept::Short(_) => result.clone(),
+        };
+        chunk.ids.insert(this, (time_ms, first));
         chunk.meta.id_count += 1;
         Ok(result)
     }
@@ -1000,12 +1045,10 @@ impl StateMachine {
 /// read (their counts stay), so that the table stays small.
 const MAX_KEPT_RESULT: usize = 1 << 20;
 
-fn kept_result(result: &CommandResult) -> Result<Vec<u8>, Error> {
-    let encode = |r: &CommandResult| {
-        serde_json::to_vec(r).map_err(|e| Error::Corrupt(format!("result does not encode: {e}")))
-    };
+fn kept_result(result: &CommandResult) -> Result<mvcc::Kept, Error> {
+    let encode = mvcc::encode_kept;
     let encoded = encode(result)?;
-    if encoded.len() <= MAX_KEPT_RESULT {
+    if encoded.bytes().len() <= MAX_KEPT_RESULT {
         return Ok(encoded);
     }
     fn trim(t: &mut TxnResult) {
