@@ -27,6 +27,9 @@
 //!   instance, plus snapshot files. Knows nothing about HTTP.
 //! - [`systemd`]: `READY=1`/`STOPPING=1` notifications to systemd through
 //!   `$NOTIFY_SOCKET` (a no-op outside systemd).
+//! - [`watch`]: the watchers of a member: the apply path publishes each
+//!   batch's changes to them, a watcher that starts in the past reads
+//!   history first; bounded queues, resume revisions.
 
 pub mod api;
 pub mod auth;
@@ -41,3 +44,4 @@ pub mod rng;
 pub mod server;
 pub mod store;
 pub mod systemd;
+pub mod watch;

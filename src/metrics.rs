@@ -402,6 +402,20 @@ impl Sources {
                 self.reader.request_ids() as f64,
             ),
             (
+                "ferrium_watchers",
+                "Watchers this member serves (streams, long polls and gRPC watches).",
+                self.reader.watch_hub().watchers() as f64,
+            ),
+            (
+                "ferrium_watch_streams",
+                "Open watch streams (REST streams and gRPC Watch calls).",
+                self.reader
+                    .watch_hub()
+                    .stats
+                    .streams
+                    .load(Ordering::Relaxed) as f64,
+            ),
+            (
                 "process_resident_memory_bytes",
                 "Resident memory of this process.",
                 resident_bytes() as f64,
@@ -412,6 +426,20 @@ impl Sources {
                 "ferrium_wal_syncs_total",
                 "Write-ahead log fsyncs (group commits).",
                 self.log_store.wal_syncs() as f64,
+            ),
+            (
+                "ferrium_watch_events_sent_total",
+                "Events handed to watch clients.",
+                self.reader
+                    .watch_hub()
+                    .stats
+                    .events_sent
+                    .load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "ferrium_watch_slow_cancellations_total",
+                "Watchers cancelled because their client fell behind (they get a resume revision).",
+                self.reader.watch_hub().stats.lagged.load(Ordering::Relaxed) as f64,
             ),
             (
                 "ferrium_wal_sync_seconds_total",

@@ -213,6 +213,8 @@ struct Inner {
     quorum_timeout: Duration,
     /// When this node last accepted entries or a heartbeat from a leader.
     last_leader_contact: std::sync::Mutex<Option<std::time::Instant>>,
+    /// How often quiet watches hear from this node.
+    watch: crate::watch::Settings,
 }
 
 /// Counts one write in flight for as long as it lives.
@@ -303,8 +305,45 @@ impl Node {
                 // delayed by a busy moment, when that long passes.
                 quorum_timeout: config.raft.election_timeout_max.as_duration() * 2,
                 last_leader_contact: std::sync::Mutex::new(None),
+                watch: crate::watch::Settings {
+                    progress_interval: config.watch.progress_interval.as_duration(),
+                    keepalive_interval: config.watch.keepalive_interval.as_duration(),
+                },
             }),
         }
+    }
+
+    /// A watcher of `filter` from `start_revision` (0: from the next
+    /// change), served from this member's own applied state.
+    pub fn watch(
+        &self,
+        filter: crate::watch::Filter,
+        start_revision: u64,
+    ) -> Result<crate::watch::Watcher, Error> {
+        if self.is_shutting_down() {
+            return Err(Error::Unavailable(
+                "the node is shutting down; watch on another member".into(),
+            ));
+        }
+        let hub = self.inner.reader.watch_hub();
+        let history: Arc<dyn crate::watch::History> = Arc::new(self.inner.reader.clone());
+        crate::watch::Watcher::create(&hub, history, filter, start_revision)
+            .map_err(|e| Error::Unavailable(e.to_string()))
+    }
+
+    /// This member's watchers (for the front ends' counters).
+    pub fn watch_hub(&self) -> Arc<crate::watch::Hub> {
+        self.inner.reader.watch_hub()
+    }
+
+    /// How often quiet watches hear from this node.
+    pub fn watch_settings(&self) -> crate::watch::Settings {
+        self.inner.watch
+    }
+
+    /// The compaction point: reads and watches below it are refused.
+    pub fn compact_revision(&self) -> u64 {
+        self.inner.reader.compact_revision()
     }
 
     pub fn id(&self) -> u64 {
@@ -344,6 +383,8 @@ impl Node {
     /// are refused with 503.
     pub fn begin_shutdown(&self) {
         self.inner.shutting_down.store(true, Ordering::SeqCst);
+        // Watches end now, each with the revision to go on from elsewhere.
+        self.inner.reader.watch_hub().close();
     }
 
     pub fn is_shutting_down(&self) -> bool {
@@ -528,7 +569,17 @@ impl Node {
                 .leader()
                 .filter(|l| l.id != self.inner.id)
                 .unwrap_or_else(|| leader.clone());
-            result = self.forward(&again, Route::Write, &cmd).await;
+            result = match self.forward(&again, Route::Write, &cmd).await {
+                // The first send may have been applied: a refusal of the
+                // second (no leader yet, a member that does not lead) says
+                // nothing about the first.
+                Err(e) if !matches!(e, Error::OutcomeUnknown(_)) => {
+                    Err(Error::OutcomeUnknown(format!(
+                        "the leader's answer was lost and asking again was refused ({e}); the write may or may not be applied: send it again with the same Idempotency-Key"
+                    )))
+                }
+                other => other,
+            };
         }
         result.map(|mut r: CommandResult| {
             // A repeat of an id this node attached is its own business.

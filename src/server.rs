@@ -268,6 +268,8 @@ pub async fn start(cfg: Config) -> Result<RunningNode, String> {
         registry.clone(),
     );
 
+    reader.watch_hub().set_limits(bound.watch.limits());
+
     let open_connections = Arc::new(AtomicUsize::new(0));
     let sources = metrics::Sources {
         metrics: registry.clone(),
@@ -367,6 +369,7 @@ impl RunningNode {
     /// level), the certificates and the tokens; names what needs a restart.
     pub fn reload(&mut self, new: Config) {
         apply_reload(&self.cfg, &new);
+        self.node.watch_hub().set_limits(new.watch.limits());
         if let Some(tls) = &self.tls {
             tls.reload(&new);
         }
@@ -570,6 +573,10 @@ fn apply_reload(old: &Config, new: &Config) {
             "security.cert_file" | "security.key_file" | "security.ca_file" => {}
             // Re-read on every SIGHUP (see reload_tokens).
             "security.tokens" | "security.token_file" => {}
+            // Applied by RunningNode::reload, to what is queued from now on.
+            "watch.queue_events" | "watch.queue_bytes" | "watch.max_watchers" => {
+                log::warn!("applied {key}");
+            }
             "logging.level" => {
                 crate::logging::set_level(new.logging.level.to_filter());
                 log::warn!(

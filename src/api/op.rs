@@ -27,6 +27,8 @@ pub enum Op {
     Txn,
     /// Forget old history (REST `/compact`, gRPC `Compact`).
     Compact,
+    /// Follow changes (REST `/watch`, gRPC `Watch`).
+    Watch,
     /// Liveness (REST `/health`, gRPC `HealthCheck` and `grpc.health.v1`).
     Health,
     /// Readiness (REST `/ready`).
@@ -73,7 +75,7 @@ impl Op {
         let by_method = if reads { Role::Read } else { Role::Admin };
         match self {
             Op::Write | Op::Txn => Required::Role(Role::Write),
-            Op::Read | Op::List | Op::Range => Required::Role(Role::Read),
+            Op::Read | Op::List | Op::Range | Op::Watch => Required::Role(Role::Read),
             Op::Init | Op::AddLearner | Op::ChangeMembership | Op::Compact => {
                 Required::Role(Role::Admin)
             }
@@ -169,6 +171,7 @@ const GRPC_METHODS: &[(&str, Op, &str)] = &[
     ("/ferrium.kv.KvService/Range", Op::Range, "Range"),
     ("/ferrium.kv.KvService/Txn", Op::Txn, "Txn"),
     ("/ferrium.kv.KvService/Compact", Op::Compact, "Compact"),
+    ("/ferrium.kv.KvService/Watch", Op::Watch, "Watch"),
     (
         "/ferrium.management.ManagementService/Initialize",
         Op::Init,

@@ -193,6 +193,28 @@ impl RestClient {
         Ok((status, bytes))
     }
 
+    /// Opens `GET path` (a path with its query) on `endpoint` and returns
+    /// the answer with its body still to be read, for streamed answers such
+    /// as watches; reading the body waits at most `silence` for each part.
+    pub async fn open_stream(
+        &self,
+        endpoint: &str,
+        path: &str,
+        silence: std::time::Duration,
+    ) -> Result<http::ClientResponse, http::Error> {
+        let mut config = self
+            .options
+            .http_config()
+            .map_err(|e| http::Error::InvalidUrl(e.to_string()))?;
+        config.body_read_timeout = silence;
+        let client = http::Client::new(config);
+        let mut req = ClientRequest::new(http::Method::Get, &url(endpoint, path))?;
+        if let Some(auth) = &self.authorization {
+            req = req.header("authorization", auth.clone());
+        }
+        client.send(req).await
+    }
+
     /// `call` to one endpoint, classified: an answer, a reason to move on,
     /// or a reason to stop.
     async fn attempt(&self, endpoint: &str, call: &Call) -> Result<Reply, Attempt> {

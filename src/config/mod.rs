@@ -35,6 +35,7 @@ pub struct Config {
     pub logging: LoggingConfig,
     pub cluster: ClusterConfig,
     pub security: SecurityConfig,
+    pub watch: WatchConfig,
 }
 
 /// `[node]`: who this node is and where it listens.
@@ -173,6 +174,41 @@ impl Default for StorageConfig {
             write_buffer_size: ByteSize(64 * 1024 * 1024),
             history_retention: Millis(3_600_000),
             history_max_revisions: 1_000_000,
+        }
+    }
+}
+
+/// `[watch]`: the bounds of watchers and how often quiet ones hear from
+/// the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WatchConfig {
+    pub queue_events: u64,
+    pub queue_bytes: ByteSize,
+    pub max_watchers: u64,
+    pub progress_interval: Millis,
+    pub keepalive_interval: Millis,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        WatchConfig {
+            queue_events: 10_000,
+            queue_bytes: ByteSize(8 * 1024 * 1024),
+            max_watchers: 100_000,
+            progress_interval: Millis(10_000),
+            keepalive_interval: Millis(15_000),
+        }
+    }
+}
+
+impl WatchConfig {
+    /// The per-watcher bounds these settings give.
+    pub fn limits(&self) -> crate::watch::Limits {
+        crate::watch::Limits {
+            queue_events: usize::try_from(self.queue_events).unwrap_or(usize::MAX),
+            queue_bytes: usize::try_from(self.queue_bytes.bytes()).unwrap_or(usize::MAX),
+            max_watchers: usize::try_from(self.max_watchers).unwrap_or(usize::MAX),
         }
     }
 }
@@ -605,6 +641,32 @@ pub const KEYS: &[KeyDoc] = &[
         path: "storage.history_max_revisions",
         ty: KeyType::Integer,
         doc: "Keep at most this many revisions of history behind the newest (0: no bound by count).",
+    },
+    // [watch]
+    KeyDoc {
+        path: "watch.queue_events",
+        ty: KeyType::Integer,
+        doc: "Most events queued for one watcher; one whose client falls further behind is cancelled with the revision to resume from.",
+    },
+    KeyDoc {
+        path: "watch.queue_bytes",
+        ty: KeyType::Size,
+        doc: "Most bytes of events queued for one watcher (same rule as queue_events).",
+    },
+    KeyDoc {
+        path: "watch.max_watchers",
+        ty: KeyType::Integer,
+        doc: "Most watchers this member serves at once (streams, long polls and gRPC watches together); more are refused with 503.",
+    },
+    KeyDoc {
+        path: "watch.progress_interval",
+        ty: KeyType::Duration,
+        doc: "How often a quiet watch that asked for progress_notify gets a progress message.",
+    },
+    KeyDoc {
+        path: "watch.keepalive_interval",
+        ty: KeyType::Duration,
+        doc: "How often a quiet REST watch stream carries a keep-alive (1s to 60s).",
     },
     // [raft]
     KeyDoc {

@@ -22,6 +22,7 @@ pub fn validate(loaded: &LoadedConfig) -> Vec<ConfigError> {
     v.logging(&loaded.config);
     v.cluster(&loaded.config);
     v.security(&loaded.config);
+    v.watch(&loaded.config);
     v.errors
 }
 
@@ -201,6 +202,48 @@ impl Validator<'_> {
                 "network.max_concurrent_streams",
                 "0 streams would refuse every gRPC call",
                 "set it above 0 (default 256)",
+            );
+        }
+    }
+
+    fn watch(&mut self, c: &Config) {
+        let w = &c.watch;
+        if w.queue_events == 0 {
+            self.fail(
+                "watch.queue_events",
+                "a queue of 0 events would cancel every watcher at its first change",
+                "set it to at least 1 (default 10000)",
+            );
+        }
+        if w.queue_bytes.0 < 1024 {
+            self.fail(
+                "watch.queue_bytes",
+                format!("{} is too small to hold an event", w.queue_bytes),
+                "set it to at least 1KiB (default 8MiB)",
+            );
+        }
+        if w.max_watchers == 0 {
+            self.fail(
+                "watch.max_watchers",
+                "0 would refuse every watch",
+                "set it to at least 1 (default 100000)",
+            );
+        }
+        if w.progress_interval.0 < 100 {
+            self.fail(
+                "watch.progress_interval",
+                format!("{} is below 100ms", w.progress_interval),
+                "set it to 100ms or more (default 10s)",
+            );
+        }
+        if !(1_000..=60_000).contains(&w.keepalive_interval.0) {
+            self.fail(
+                "watch.keepalive_interval",
+                format!(
+                    "{} is outside 1s to 60s: clients such as ferriumctl give up on a stream silent for 2 minutes",
+                    w.keepalive_interval
+                ),
+                "set it between 1s and 60s (default 15s)",
             );
         }
     }

@@ -55,12 +55,12 @@ use rocksdb::WriteBatch;
 
 use super::Error;
 use super::state_machine::StoredValue;
-use crate::raft::types::CommandResult;
 use crate::raft::kv::KeyValue;
 use crate::raft::kv::RangeRequest;
 use crate::raft::kv::RangeResult;
 use crate::raft::kv::SortOrder;
 use crate::raft::kv::SortTarget;
+use crate::raft::types::CommandResult;
 
 pub(crate) const CF_HISTORY: &str = "history";
 
@@ -392,8 +392,14 @@ pub(crate) fn encode_kept(result: &CommandResult) -> Result<Kept, Error> {
 pub(crate) fn decode_kept(kept: &[u8]) -> Result<CommandResult, Error> {
     if kept.first() == Some(&KEPT_SHORT) {
         let corrupt = || Error::Corrupt("the kept result of a request id is truncated".into());
-        let revision: [u8; 8] = kept.get(1..9).and_then(|b| b.try_into().ok()).ok_or_else(corrupt)?;
-        let count: [u8; 4] = kept.get(9..13).and_then(|b| b.try_into().ok()).ok_or_else(corrupt)?;
+        let revision: [u8; 8] = kept
+            .get(1..9)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(corrupt)?;
+        let count: [u8; 4] = kept
+            .get(9..13)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(corrupt)?;
         let existed = match kept.get(13).ok_or_else(corrupt)? {
             0 => None,
             1 => Some(false),
@@ -411,8 +417,75 @@ pub(crate) fn decode_kept(kept: &[u8]) -> Result<CommandResult, Error> {
             ..CommandResult::default()
         });
     }
-    serde_json::from_slice(kept)
-        .map_err(|e| Error::Corrupt(format!("the kept result of a request id does not decode: {e}")))
+    serde_json::from_slice(kept).map_err(|e| {
+        Error::Corrupt(format!(
+            "the kept result of a request id does not decode: {e}"
+        ))
+    })
+}
+
+/// The changes of revisions `from..=to` whose key `filter` wants, in
+/// revision order (each revision's in the order it made them), from the
+/// change index: stops after the revision in which `max` events are
+/// reached. Returns them with the revision to read next. The caller checks
+/// the compaction point first: below it the index is being removed.
+pub(crate) fn changes(
+    db: &DB,
+    generation: u64,
+    filter: &crate::watch::Filter,
+    from: u64,
+    to: u64,
+    max: usize,
+) -> Result<(Vec<crate::watch::Event>, u64), Error> {
+    use crate::watch::{Event, EventKind};
+    let history = super::cf(db, CF_HISTORY)?;
+    let mut opts = ReadOptions::default();
+    opts.set_iterate_upper_bound(event_key(generation, to.saturating_add(1), 0));
+    let mut it = db.raw_iterator_cf_opt(history, opts);
+    let mut versions = db.raw_iterator_cf(history);
+    it.seek(event_key(generation, from, 0));
+    let mut out: Vec<Event> = Vec::new();
+    let mut next = to.saturating_add(1);
+    while let (Some(k), Some(key)) = (it.key(), it.value()) {
+        if k.len() != 21 {
+            return Err(Error::Corrupt("a change index key is not 21 bytes".into()));
+        }
+        let mut r = [0u8; 8];
+        r.copy_from_slice(&k[9..17]);
+        let revision = u64::from_be_bytes(r);
+        if out.len() >= max && out.last().is_some_and(|l| l.revision != revision) {
+            next = revision;
+            break;
+        }
+        if filter.matches_key(key) {
+            versions.seek(version_key(generation, key, revision));
+            let record = match (versions.key(), versions.value()) {
+                (Some(vk), Some(v)) if vk == version_key(generation, key, revision).as_slice() => {
+                    decode_record(v)?
+                }
+                _ => {
+                    versions.status()?;
+                    return Err(Error::Corrupt(format!(
+                        "the change index names revision {revision} of a key with no such version"
+                    )));
+                }
+            };
+            let event = match record {
+                Some(v) => Event {
+                    revision,
+                    kind: EventKind::Put,
+                    kv: key_value(key.to_vec(), v, false),
+                },
+                None => Event::deleted(key.to_vec(), revision),
+            };
+            if filter.wants(&event) {
+                out.push(event);
+            }
+        }
+        it.next();
+    }
+    it.status()?;
+    Ok((out, next))
 }
 
 /// Where a snapshot record goes: its key (without the generation) and value.
@@ -527,7 +600,9 @@ impl IdIndex {
         let mut index = IdIndex::default();
         while let Some(k) = it.key() {
             if k.len() < 17 {
-                return Err(Error::Corrupt("a request id record's key is truncated".into()));
+                return Err(Error::Corrupt(
+                    "a request id record's key is truncated".into(),
+                ));
             }
             let mut t = [0u8; 8];
             t.copy_from_slice(&k[9..17]);

@@ -602,6 +602,10 @@ fn install_data(shared: &Shared, meta: &Meta, file: &SnapshotFile) -> Result<(),
     }
     shared.set_last_applied(meta.last_log_id);
     shared.set_applied_meta(applied);
+    // Watchers read what the snapshot brought from its history.
+    shared
+        .hub
+        .reset(meta.last_log_id.as_ref().map_or(0, |l| l.index()));
     let ids = super::mvcc::IdIndex::load(db, new)?;
     *shared
         .ids

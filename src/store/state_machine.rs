@@ -209,6 +209,8 @@ pub(crate) struct Shared {
     compactor: Mutex<Option<mpsc::Sender<()>>>,
     /// Where the table holds each request id (see [`mvcc::IdIndex`]).
     pub(crate) ids: Mutex<mvcc::IdIndex>,
+    /// This member's watchers: each written batch's changes go to them.
+    pub(crate) hub: Arc<crate::watch::Hub>,
 }
 
 /// The replicated bookkeeping kept in `sm_meta` next to `last_applied`.
@@ -328,6 +330,26 @@ pub(crate) fn data_key(generation: u64, key: &[u8]) -> Vec<u8> {
     k
 }
 
+impl Chunk {
+    /// Collects a change for the watchers (when anyone watches); a later
+    /// change of the same key in the same revision replaces it, as in the
+    /// change index.
+    fn event(&mut self, revision: u64, seq: u32, key: &[u8], v: Option<&StoredValue>) {
+        if !self.watching {
+            return;
+        }
+        let event = match v {
+            Some(v) => crate::watch::Event {
+                revision,
+                kind: crate::watch::EventKind::Put,
+                kv: mvcc::key_value(key.to_vec(), v.clone(), false),
+            },
+            None => crate::watch::Event::deleted(key.to_vec(), revision),
+        };
+        self.events.insert((revision, seq), event);
+    }
+}
+
 /// A request id a chunk adds, with the id index's hash of it (the only
 /// part hashed again).
 #[derive(PartialEq, Eq)]
@@ -355,6 +377,10 @@ struct Chunk {
     expired: Vec<(Vec<u8>, u64)>,
     /// A buffer for the keys of id records.
     id_key: Vec<u8>,
+    /// Whether anyone watched when the chunk began: then its changes are
+    /// collected for the watchers, by revision and position.
+    watching: bool,
+    events: BTreeMap<(u64, u32), crate::watch::Event>,
     meta: AppliedMeta,
     read: ReadOptions,
     wait: Wait,
@@ -564,6 +590,58 @@ pub struct StateReader {
     shared: Arc<Shared>,
 }
 
+/// Watchers read history through the reader: the changes since a
+/// revision, and a key's version before an event (`prev_kv`).
+impl crate::watch::History for StateReader {
+    fn changes(
+        &self,
+        filter: &crate::watch::Filter,
+        from: u64,
+        to: u64,
+        max: usize,
+    ) -> Result<Result<(Vec<crate::watch::Event>, u64), u64>, String> {
+        let read = || -> Result<Result<(Vec<crate::watch::Event>, u64), u64>, Error> {
+            let guard = self
+                .shared
+                .generation
+                .read()
+                .map_err(|_| Error::Poisoned("generation lock poisoned".into()))?;
+            let compact = self.shared.applied_meta().compact_revision;
+            if from < compact {
+                return Ok(Err(compact));
+            }
+            Ok(Ok(mvcc::changes(
+                &self.shared.db,
+                *guard,
+                filter,
+                from,
+                to,
+                max,
+            )?))
+        };
+        read().map_err(|e| e.to_string())
+    }
+
+    fn get_at(
+        &self,
+        key: &[u8],
+        revision: u64,
+    ) -> Result<Option<crate::raft::kv::KeyValue>, String> {
+        let read = || -> Result<Option<crate::raft::kv::KeyValue>, Error> {
+            let guard = self
+                .shared
+                .generation
+                .read()
+                .map_err(|_| Error::Poisoned("generation lock poisoned".into()))?;
+            let db = &self.shared.db;
+            let mut it = db.raw_iterator_cf(cf(db, CF_HISTORY)?);
+            Ok(mvcc::get_at(&mut it, *guard, key, revision)?
+                .map(|v| mvcc::key_value(key.to_vec(), v, false)))
+        };
+        read().map_err(|e| e.to_string())
+    }
+}
+
 /// Builds a snapshot file from one RocksDB snapshot of the state machine.
 pub struct SnapshotBuilder {
     shared: Arc<Shared>,
@@ -600,7 +678,11 @@ impl StateMachine {
             snapshot_dir_lock: Mutex::new(()),
             compactor: Mutex::new(None),
             ids: Mutex::new(ids),
+            hub: Arc::new(crate::watch::Hub::new(crate::watch::Limits::default())),
         });
+        shared
+            .hub
+            .reset(last_applied.as_ref().map_or(0, |l| l.index()));
         start_compactor(&shared);
         Ok(StateMachine { shared })
     }
@@ -649,6 +731,8 @@ impl StateMachine {
             ids: HashMap::default(),
             expired: Vec::new(),
             id_key: Vec::new(),
+            watching: self.shared.hub.watching(),
+            events: BTreeMap::new(),
             meta,
             read: wait.read_options(),
             wait,
@@ -731,6 +815,10 @@ impl StateMachine {
         if chunk.meta != meta {
             self.shared.set_applied_meta(chunk.meta);
         }
+        let events = chunk
+            .watching
+            .then(|| std::mem::take(&mut chunk.events).into_values().collect());
+        self.shared.hub.publish(events, last_applied.index());
         Ok(results)
     }
 
@@ -840,6 +928,7 @@ impl StateMachine {
                                 seq as u32,
                                 v.as_ref(),
                             );
+                            chunk.event(index, seq as u32, &key, v.as_ref());
                             chunk.pending.insert(
                                 key,
                                 v.map(|v| Current {
@@ -914,7 +1003,14 @@ impl StateMachine {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             let h = index.hash(id);
-            (h, if index.may_hold(h) { index.times(h) } else { Vec::new() })
+            (
+                h,
+                if index.may_hold(h) {
+                    index.times(h)
+                } else {
+                    Vec::new()
+                },
+            )
         };
         let this = NewId {
             hash: h,
@@ -988,6 +1084,7 @@ impl StateMachine {
             seq,
             Some(&stored),
         );
+        chunk.event(index, seq, key, Some(&stored));
         chunk.pending.insert(
             key.to_vec(),
             Some(Current {
@@ -1012,6 +1109,7 @@ impl StateMachine {
             seq,
             None,
         );
+        chunk.event(index, seq, key, None);
         chunk.pending.insert(key.to_vec(), None);
         Ok(())
     }
@@ -1371,6 +1469,11 @@ impl StateReader {
         }
         it.status()?;
         Ok(n)
+    }
+
+    /// This member's watchers.
+    pub fn watch_hub(&self) -> Arc<crate::watch::Hub> {
+        self.shared.hub.clone()
     }
 
     /// Request ids currently remembered.

@@ -14,6 +14,7 @@ mod ops;
 mod peer_hostile;
 mod systemd_notify;
 mod tls;
+mod watch;
 mod wire_replay;
 
 /// The parts of the shared test support (`tests/support/`) these tests use.

@@ -8,7 +8,11 @@
 //! 2. every acknowledged add of the set workload is present, and no add
 //!    that failed definitely is;
 //! 3. every member holds the same data (digest of a full listing);
-//! 4. the run tested something: enough operations succeeded, faults were
+//! 4. one watcher per member, following the set workload's keys through
+//!    the whole run (reconnecting elsewhere from its last revision), got
+//!    every acknowledged add, in revision order, with no duplicate and no
+//!    phantom (schedules with open peers; see `watch.rs`);
+//! 5. the run tested something: enough operations succeeded, faults were
 //!    injected, and a schedule that drew the membership fault changed the
 //!    membership for real.
 //!
@@ -30,6 +34,7 @@ mod checker;
 mod history;
 mod nemesis;
 mod reference;
+mod watch;
 mod workload;
 
 /// The parts of the shared test support (`tests/support/`) these tests use.
@@ -546,6 +551,10 @@ fn run_schedule(s: &Schedule, length: Duration) -> RunStats {
     let clock = Clock(Instant::now());
     let stop = Arc::new(AtomicBool::new(false));
     let addrs: Vec<(u64, String)> = c.ids().into_iter().map(|id| (id, c.addr(id))).collect();
+    // The watch checker needs plain HTTP to the members (the schedules
+    // with a cluster secret or mTLS run without it).
+    let watchers = (s.security == Security::Open)
+        .then(|| watch::Watchers::start(addrs.iter().map(|(_, a)| a.clone()).collect()));
     let clients = {
         let stop = stop.clone();
         let seed = s.seed;
@@ -578,6 +587,27 @@ fn run_schedule(s: &Schedule, length: Duration) -> RunStats {
     final_reads(&c, &api, clock, &mut rec.ops, &mut problems);
     let listing = compare_members(&c, &api, &mut problems);
     check_adds(&rec.adds, &listing, &mut problems);
+    let mut watch_events = 0;
+    if let Some(w) = watchers {
+        // A last add after healing: every watcher must get this far.
+        let body = serde_json::json!({"Set": {"key": "s/final", "value": "x"}}).to_string();
+        let leader = c.wait_leader(Duration::from_secs(60));
+        match api.send(
+            &c.addr(leader),
+            "POST",
+            "/write",
+            Some(&body),
+            Duration::from_secs(15),
+        ) {
+            Ok(r) if r.status == 200 => {
+                let revision = r.json()["revision"].as_u64().unwrap_or(0);
+                watch_events = w.finish(revision, &rec.adds, &mut problems);
+            }
+            other => problems.push(format!(
+                "the last add for the watch checker failed after healing: {other:?}"
+            )),
+        }
+    }
     check_counters(&rec.increments, &listing, &mut problems);
     match checker::check(&rec.ops) {
         Verdict::Linearizable => {}
@@ -590,7 +620,7 @@ fn run_schedule(s: &Schedule, length: Duration) -> RunStats {
     }
 
     eprintln!(
-        "robustness: schedule {} seed {}: {} operations ({} register ops + {} adds; {} ok, {} failed, {} unknown), {} faults injected, {} membership changes succeeded ({} removals of {} tried, {} re-adds), {:.0}s",
+        "robustness: schedule {} seed {}: {} operations ({} register ops + {} adds; {} ok, {} failed, {} unknown), {} faults injected, {} membership changes succeeded ({} removals of {} tried, {} re-adds), {} watch events checked, {:.0}s",
         s.name,
         s.seed,
         sum.ops + sum.adds,
@@ -604,6 +634,7 @@ fn run_schedule(s: &Schedule, length: Duration) -> RunStats {
         report.removed,
         report.membership_faults,
         report.re_added,
+        watch_events,
         began.elapsed().as_secs_f64()
     );
     if !problems.is_empty() {

@@ -179,6 +179,15 @@ impl KvService for KvApi {
         ))
     }
 
+    type WatchStream = super::watch::WatchStream;
+
+    async fn watch(
+        &self,
+        req: Request<tonic::Streaming<pb::WatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        super::watch::watch(self.node.clone(), req).await
+    }
+
     async fn compact(
         &self,
         req: Request<pb::CompactRequest>,
@@ -229,7 +238,7 @@ fn answer<T>(message: T, repeated: bool) -> Response<T> {
     r
 }
 
-fn header(h: node::Header) -> Option<pb::ResponseHeader> {
+pub(super) fn header(h: node::Header) -> Option<pb::ResponseHeader> {
     Some(pb::ResponseHeader {
         cluster_id: h.cluster_id,
         member_id: h.member_id,
@@ -238,7 +247,7 @@ fn header(h: node::Header) -> Option<pb::ResponseHeader> {
     })
 }
 
-fn kv_out(kv: kv::KeyValue) -> pb::VersionedKeyValue {
+pub(super) fn kv_out(kv: kv::KeyValue) -> pb::VersionedKeyValue {
     pb::VersionedKeyValue {
         key: kv.key,
         create_revision: kv.create_revision,

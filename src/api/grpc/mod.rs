@@ -36,6 +36,7 @@ pub mod health;
 pub mod kv;
 pub mod listener;
 pub mod management;
+pub mod watch;
 
 pub use edge::{Deadline, Edge};
 pub use health::HealthApi;

@@ -13,6 +13,7 @@ pub mod health;
 pub mod kv;
 pub mod management;
 pub mod txn;
+pub mod watch;
 
 pub use edge::Edge;
 pub use errors::error_response;
@@ -62,6 +63,15 @@ pub fn routes(routes: Routes, node: Node, max_body: usize, sources: Sources) -> 
         Op::Compact,
         max_body,
         txn::compact,
+    );
+    let routes = with(
+        routes,
+        n,
+        Method::Get,
+        "/watch",
+        Op::Watch,
+        max_body,
+        watch::watch,
     );
     let routes = with(
         routes,

@@ -36,6 +36,13 @@ Commands:
                                 operations otherwise); --json reads the body of
                                 POST /txn instead
   compact REV                   Forget history before revision REV
+  watch KEY [--prefix] [--rev N] [--prev-kv]
+                                Print every change of KEY (or of every key starting
+                                with KEY) as it happens, from revision N (default:
+                                from now), until interrupted; type, key and value
+                                on separate lines (one JSON event per line with
+                                -o json); goes on with the next endpoint, without
+                                a gap, when its member goes away
   status                        Every member's role, term, indexes and replication lag
   leader                        The current leader's id and address
   member add ID ADDR            Add node ID (listening on ADDR, host:port) as a learner
@@ -110,6 +117,7 @@ pub enum Command {
     Metrics {
         prometheus: bool,
     },
+    Watch(crate::watch::WatchArgs),
 }
 
 /// Which API the commands go over, with its client.
@@ -209,6 +217,7 @@ pub fn parse_cli(args: Vec<std::ffi::OsString>) -> Result<Parsed, Failure> {
             }
             Long("prefix") => flags.prefix = true,
             Long("from-key") => flags.from_key = true,
+            Long("prev-kv") => flags.prev_kv = true,
             Long("keys-only") => flags.keys_only = true,
             Long("count-only") => flags.count_only = true,
             Long("json") => flags.json = true,
@@ -303,6 +312,7 @@ struct Flags {
     if_mod_rev: Option<u64>,
     prefix: bool,
     from_key: bool,
+    prev_kv: bool,
     keys_only: bool,
     count_only: bool,
     json: bool,
@@ -365,6 +375,12 @@ fn command(
             json: flags.json,
         },
         ["compact", rev] => Command::Compact(number(rev, "compact")?),
+        ["watch", key] => Command::Watch(crate::watch::WatchArgs {
+            key: key.to_string(),
+            prefix: flags.prefix,
+            revision: flags.rev.unwrap_or(0),
+            prev_kv: flags.prev_kv,
+        }),
         ["del", key] => Command::Del(key.to_string()),
         ["list", prefix] => Command::List {
             prefix: prefix.to_string(),
@@ -387,7 +403,7 @@ fn command(
         ["metrics"] => Command::Metrics { prometheus },
         [
             cmd @ ("put" | "get" | "del" | "list" | "status" | "leader" | "health" | "metrics"
-            | "range" | "txn" | "compact"),
+            | "range" | "txn" | "compact" | "watch"),
             ..,
         ] => {
             return Err(Failure::usage(format!("wrong arguments for {cmd}")));

@@ -12,7 +12,7 @@
 //! cluster applies once; if the outcome is still unknown after that, it is
 //! reported with its own exit status. Those rules live in [`ferrium::client::RestClient::call`]; this
 //! binary parses the command line ([`cli`]), runs one command ([`kv`],
-//! [`txn`], [`members`], [`status`], [`health`], [`grpc`]) and prints the answer
+//! [`txn`], [`members`], [`status`], [`health`], [`watch`], [`grpc`]) and prints the answer
 //! ([`output`]).
 
 mod cli;
@@ -23,6 +23,7 @@ mod members;
 mod output;
 mod status;
 mod txn;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -141,5 +142,6 @@ async fn run(cli: Box<Cli>) -> Outcome {
         Command::MemberRemove(id) => members::remove(&ctl, id).await,
         Command::Health => health::health(&ctl).await,
         Command::Metrics { prometheus } => health::metrics(&ctl, prometheus).await,
+        Command::Watch(args) => watch::watch(&ctl, args).await,
     }
 }

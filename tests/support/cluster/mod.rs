@@ -10,6 +10,7 @@
 pub mod inproc;
 pub mod proxy;
 pub mod tls;
+pub mod watch;
 
 use proxy::Net;
 use std::io::{Read, Write};
