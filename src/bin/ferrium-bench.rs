@@ -21,6 +21,9 @@
 //! Latencies are kept exactly (one `u32` of microseconds per request) and
 //! sorted at the end: a few megabytes for millions of requests.
 
+#[path = "ferrium-bench/watch.rs"]
+mod watch;
+
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -36,7 +39,7 @@ use serde::Serialize;
 use tonic::transport::Channel;
 
 const USAGE: &str = "\
-Usage: ferrium-bench [OPTIONS] <put|get|mixed|batch|cas>
+Usage: ferrium-bench [OPTIONS] <put|get|mixed|batch|cas|watch>
 
 Workloads:
   put      one Set per request
@@ -46,6 +49,12 @@ Workloads:
   cas      compare-and-swap: each connection task sets its own key on the
            mod revision its previous write got (a Set with if_mod_revision
            over HTTP, a Txn over gRPC)
+  watch    --watchers watches of single keys (over --key-space keys) on
+           --streams gRPC Watch streams of the first endpoint, while --conns
+           writers set those keys (at --rate writes/s overall, or as fast as
+           they can) for --duration (default 10 s): events received against
+           expected and delivery latency (write sent to event received);
+           gRPC only
 
 Options:
   --endpoints LIST      comma-separated host:port list [default: 127.0.0.1:8001]
@@ -76,6 +85,8 @@ Options:
   --request-ids         give every write a fresh request id and send a write
                         whose outcome is unknown again with the same id
                         (up to 4 times)
+  --watchers N          watches in `watch` [default: 10000]
+  --streams N           gRPC Watch streams they share in `watch` [default: 200]
   --json                print the result as one JSON object
   -h, --help            print this help
 
@@ -83,6 +94,8 @@ Examples:
   ferrium-bench --leader -c 64 -d 10 put
   ferrium-bench -c 64 -d 10 --consistency stale get
   ferrium-bench --leader -c 8 -n 1000 --batch-size 1000 batch   # load 1M keys
+  ferrium-bench --protocol grpc --endpoints 127.0.0.1:9001 --key-space 1000 \
+      --rate 1000 -c 16 -d 30 watch                              # 10,000 watchers
 ";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -93,6 +106,7 @@ enum Workload {
     Mixed,
     Batch,
     Cas,
+    Watch,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -133,6 +147,8 @@ struct Options {
     seed: u64,
     json: bool,
     request_ids: bool,
+    watchers: usize,
+    streams: usize,
 }
 
 fn parse_args() -> Result<Option<Options>, String> {
@@ -160,6 +176,8 @@ fn parse_args() -> Result<Option<Options>, String> {
         seed: 1,
         json: false,
         request_ids: false,
+        watchers: 10_000,
+        streams: 200,
     };
     let mut workload = None;
     let mut parser = lexopt::Parser::from_env();
@@ -231,6 +249,8 @@ fn parse_args() -> Result<Option<Options>, String> {
             Long("seed") => o.seed = parser.value().map_err(err)?.parse().map_err(err)?,
             Long("json") => o.json = true,
             Long("request-ids") => o.request_ids = true,
+            Long("watchers") => o.watchers = parser.value().map_err(err)?.parse().map_err(err)?,
+            Long("streams") => o.streams = parser.value().map_err(err)?.parse().map_err(err)?,
             Value(v) if workload.is_none() => {
                 workload = Some(match v.string().map_err(err)?.as_str() {
                     "put" => Workload::Put,
@@ -238,9 +258,10 @@ fn parse_args() -> Result<Option<Options>, String> {
                     "mixed" => Workload::Mixed,
                     "batch" => Workload::Batch,
                     "cas" => Workload::Cas,
+                    "watch" => Workload::Watch,
                     w => {
                         return Err(format!(
-                            "unknown workload {w:?}: expected put, get, mixed, batch or cas"
+                            "unknown workload {w:?}: expected put, get, mixed, batch, cas or watch"
                         ));
                     }
                 });
@@ -248,7 +269,7 @@ fn parse_args() -> Result<Option<Options>, String> {
             _ => return Err(arg.unexpected().to_string()),
         }
     }
-    o.workload = workload.ok_or("missing workload: put, get, mixed, batch or cas")?;
+    o.workload = workload.ok_or("missing workload: put, get, mixed, batch, cas or watch")?;
     validate(&mut o)?;
     Ok(Some(o))
 }
@@ -277,6 +298,20 @@ fn validate(o: &mut Options) -> Result<(), String> {
             "--leader works with --protocol http; pass the leader's gRPC address in --endpoints"
                 .into(),
         );
+    }
+    if o.workload == Workload::Watch {
+        if o.protocol != Protocol::Grpc {
+            return Err("watch runs over gRPC: pass --protocol grpc and gRPC endpoints".into());
+        }
+        if o.watchers == 0 || o.streams == 0 || o.streams > o.watchers {
+            return Err(
+                "--watchers and --streams must be at least 1, and --streams at most --watchers"
+                    .into(),
+            );
+        }
+        if o.duration.is_none() {
+            o.duration = Some(Duration::from_secs(10));
+        }
     }
     if !(0.0..=1.0).contains(&o.read_ratio) {
         return Err("--read-ratio must be between 0 and 1".into());
@@ -402,8 +437,9 @@ fn next_op(plan: &Plan, op: u64, rng: &mut Rng) -> Op {
                 .map(|_| plan.write_key(rng))
                 .collect(),
         },
-        // Built by the worker, which knows its key's revision.
-        Workload::Cas => Op::Get {
+        // Built by the worker, which knows its key's revision (`watch`
+        // runs in its own module).
+        Workload::Cas | Workload::Watch => Op::Get {
             key: plan.read_key(op, rng),
         },
     }
@@ -720,17 +756,17 @@ async fn worker(plan: Arc<Plan>, mut conn: Conn, seed: u64) -> Tally {
 }
 
 #[derive(Serialize)]
-struct Latency {
+pub(crate) struct Latency {
     count: usize,
-    mean_ms: f64,
-    p50_ms: f64,
-    p90_ms: f64,
-    p99_ms: f64,
-    p999_ms: f64,
-    max_ms: f64,
+    pub(crate) mean_ms: f64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p90_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) p999_ms: f64,
+    pub(crate) max_ms: f64,
 }
 
-fn latency(mut v: Vec<u32>) -> Option<Latency> {
+pub(crate) fn latency(mut v: Vec<u32>) -> Option<Latency> {
     if v.is_empty() {
         return None;
     }
@@ -790,6 +826,7 @@ impl Report {
             ),
             Workload::Batch => format!("batch ({} keys per request)", self.batch_size.unwrap_or(0)),
             Workload::Cas => "cas (compare-and-swap on the mod revision)".to_string(),
+            Workload::Watch => "watch".to_string(),
         };
         let what = if self.request_ids {
             format!("{what} with request ids")
@@ -996,6 +1033,26 @@ fn main() -> ExitCode {
         }
     };
     let json = opts.json;
+    if opts.workload == Workload::Watch {
+        let (watchers, streams) = (opts.watchers, opts.streams);
+        return match runtime.block_on(watch::run(opts, watchers, streams)) {
+            Ok(report) => {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&report).expect("the report serialises")
+                    );
+                } else {
+                    report.print();
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ferrium-bench: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match runtime.block_on(run(opts)) {
         Ok(report) => {
             let out = if json {
