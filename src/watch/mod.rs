@@ -548,7 +548,7 @@ impl Watcher {
         let st = self.hub.lock();
         let s = self.slot.lock();
         if s.synced && s.queue.is_empty() {
-            st.published.max(self.cursor.saturating_sub(1))
+            st.published
         } else {
             self.cursor.saturating_sub(1)
         }
