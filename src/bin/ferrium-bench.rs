@@ -1103,6 +1103,8 @@ mod tests {
             seed: 1,
             json: false,
             request_ids: false,
+            watchers: 10_000,
+            streams: 200,
         }
     }
 
