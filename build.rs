@@ -11,6 +11,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "proto/kv.proto",
             "proto/management.proto",
             "proto/health.proto",
+            "proto/etcd/kv.proto",
+            "proto/etcd/rpc.proto",
         ],
         &["proto"],
     )?;

@@ -20,4 +20,16 @@ pub mod proto {
     pub mod health {
         tonic::include_proto!("grpc.health.v1");
     }
+    /// The part of etcd's v3 API that Ferrium's tools speak so far
+    /// (`proto/etcd/`): `ferrium-bench` measures etcd with it.
+    pub mod etcd {
+        /// etcd's key-value and event messages.
+        pub mod mvccpb {
+            tonic::include_proto!("mvccpb");
+        }
+        /// etcd's `KV.Put` and `Watch`.
+        pub mod etcdserverpb {
+            tonic::include_proto!("etcdserverpb");
+        }
+    }
 }

@@ -87,6 +87,8 @@ Options:
                         (up to 4 times)
   --watchers N          watches in `watch` [default: 10000]
   --streams N           gRPC Watch streams they share in `watch` [default: 200]
+  --etcd                `watch` only: the endpoint is an etcd server, watched
+                        through etcd's Watch and written with its Put
   --json                print the result as one JSON object
   -h, --help            print this help
 
@@ -149,6 +151,7 @@ struct Options {
     request_ids: bool,
     watchers: usize,
     streams: usize,
+    etcd: bool,
 }
 
 fn parse_args() -> Result<Option<Options>, String> {
@@ -178,6 +181,7 @@ fn parse_args() -> Result<Option<Options>, String> {
         request_ids: false,
         watchers: 10_000,
         streams: 200,
+        etcd: false,
     };
     let mut workload = None;
     let mut parser = lexopt::Parser::from_env();
@@ -251,6 +255,7 @@ fn parse_args() -> Result<Option<Options>, String> {
             Long("request-ids") => o.request_ids = true,
             Long("watchers") => o.watchers = parser.value().map_err(err)?.parse().map_err(err)?,
             Long("streams") => o.streams = parser.value().map_err(err)?.parse().map_err(err)?,
+            Long("etcd") => o.etcd = true,
             Value(v) if workload.is_none() => {
                 workload = Some(match v.string().map_err(err)?.as_str() {
                     "put" => Workload::Put,
@@ -1105,6 +1110,7 @@ mod tests {
             request_ids: false,
             watchers: 10_000,
             streams: 200,
+            etcd: false,
         }
     }
 

@@ -6,13 +6,16 @@
 //! sent, so each event's delivery latency is measured from the write's
 //! start to the event's arrival (one clock: the bench's own). Reports
 //! events received against events expected, delivery latency percentiles,
-//! and the write rate reached.
+//! and the write rate reached. With `--etcd` the endpoint is an etcd
+//! server, watched through etcd's own `Watch` and written with its `Put`,
+//! by the same code.
 
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use ferrium::api::proto::etcd::etcdserverpb as etcd;
 use ferrium::api::proto::kv::kv_service_client::KvServiceClient;
 use ferrium::api::proto::kv::{SetRequest, WatchCreateRequest, WatchRequest, watch_request};
 use ferrium::client::GrpcClient;
@@ -24,6 +27,7 @@ use super::{Latency, Options, client_options, latency};
 #[derive(Serialize)]
 pub struct WatchReport {
     workload: &'static str,
+    server: &'static str,
     endpoint: String,
     watchers: usize,
     streams: usize,
@@ -44,7 +48,8 @@ pub struct WatchReport {
 impl WatchReport {
     pub fn print(&self) {
         println!(
-            "watch over grpc: {} watchers of {} keys on {} streams, {} writers{}",
+            "watch over grpc ({}): {} watchers of {} keys on {} streams, {} writers{}",
+            self.server,
             self.watchers,
             self.keys,
             self.streams,
@@ -77,7 +82,104 @@ fn key(o: &Options, n: u64) -> String {
     format!("{}{:0width$}", o.key_prefix, n)
 }
 
+/// One watch stream's events as the reader sees them, whichever server.
+enum Incoming {
+    Ferrium(tonic::Streaming<ferrium::api::proto::kv::WatchResponse>),
+    Etcd(tonic::Streaming<etcd::WatchResponse>),
+}
+
+impl Incoming {
+    /// The next answer: whether it confirms a watch, and the values of its
+    /// events. `None` when the stream ended.
+    async fn next(&mut self) -> Option<(bool, Vec<Vec<u8>>)> {
+        match self {
+            Incoming::Ferrium(s) => {
+                let r = s.message().await.ok()??;
+                let values = r.events.into_iter().filter_map(|e| e.kv.map(|kv| kv.value));
+                Some((r.created, values.collect()))
+            }
+            Incoming::Etcd(s) => {
+                let r = s.message().await.ok()??;
+                let values = r.events.into_iter().filter_map(|e| e.kv.map(|kv| kv.value));
+                Some((r.created, values.collect()))
+            }
+        }
+    }
+}
+
+/// Opens one watch stream on `channel` with a watch of each of `keys`;
+/// the returned sender keeps the stream's request side open.
+async fn open(
+    etcd_target: bool,
+    channel: Channel,
+    keys: Vec<String>,
+) -> Result<(Incoming, Box<dyn std::any::Any + Send>), String> {
+    // The create requests go first: etcd answers the call (its headers)
+    // only with its first message, so waiting for the call before sending
+    // them would wait forever.
+    let room = keys.len() + 16;
+    if etcd_target {
+        let (tx, rx) = tokio::sync::mpsc::channel::<etcd::WatchRequest>(room);
+        for k in keys {
+            let create = etcd::WatchCreateRequest {
+                key: k.into_bytes(),
+                ..etcd::WatchCreateRequest::default()
+            };
+            let req = etcd::WatchRequest {
+                request_union: Some(etcd::watch_request::RequestUnion::CreateRequest(create)),
+            };
+            tx.send(req)
+                .await
+                .map_err(|_| "a watch stream closed".to_string())?;
+        }
+        let mut client = etcd::watch_client::WatchClient::new(channel);
+        let incoming = client
+            .watch(Receiver(rx))
+            .await
+            .map_err(|e| format!("etcd Watch: {e}"))?
+            .into_inner();
+        return Ok((Incoming::Etcd(incoming), Box::new(tx)));
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<WatchRequest>(room);
+    for k in keys {
+        let req = WatchRequest {
+            request_union: Some(watch_request::RequestUnion::CreateRequest(
+                WatchCreateRequest {
+                    key: k.into_bytes(),
+                    ..WatchCreateRequest::default()
+                },
+            )),
+        };
+        tx.send(req)
+            .await
+            .map_err(|_| "a watch stream closed".to_string())?;
+    }
+    let mut client = KvServiceClient::new(channel);
+    let incoming = client
+        .watch(Receiver(rx))
+        .await
+        .map_err(|e| format!("Watch: {e}"))?
+        .into_inner();
+    Ok((Incoming::Ferrium(incoming), Box::new(tx)))
+}
+
+/// One write of `key`, to Ferrium (`Set`) or to etcd (`Put`).
+async fn put(etcd_target: bool, channel: &Channel, key: String, value: String) -> bool {
+    if etcd_target {
+        let mut kv = etcd::kv_client::KvClient::new(channel.clone());
+        let req = etcd::PutRequest {
+            key: key.into_bytes(),
+            value: value.into_bytes(),
+            ..etcd::PutRequest::default()
+        };
+        return kv.put(req).await.is_ok();
+    }
+    let mut kv = KvServiceClient::new(channel.clone());
+    kv.set(SetRequest { key, value }).await.is_ok()
+}
+
 pub async fn run(o: Options, watchers: usize, streams: usize) -> Result<WatchReport, String> {
+    let etcd_target = o.etcd;
     let endpoint = o.endpoints[0].clone();
     let grpc = GrpcClient::new(&client_options(&o)).map_err(|e| e.to_string())?;
     // Several connections: one HTTP/2 connection carries at most
@@ -99,32 +201,13 @@ pub async fn run(o: Options, watchers: usize, streams: usize) -> Result<WatchRep
     let setup_began = Instant::now();
     let mut readers = Vec::new();
     for s in 0..streams {
-        let mut kv = KvServiceClient::new(channels[s % channels.len()].clone());
-        let (tx, rx) = tokio::sync::mpsc::channel::<WatchRequest>(64);
-        let mine: Vec<u64> = (0..watchers)
+        let mine: Vec<String> = (0..watchers)
             .filter(|w| w % streams == s)
-            .map(|w| w as u64 % o.key_space)
+            .map(|w| key(&o, w as u64 % o.key_space))
             .collect();
         let want = mine.len() as u64;
-        let outgoing = ReceiverStream(rx);
-        let mut incoming = kv
-            .watch(outgoing)
-            .await
-            .map_err(|e| format!("Watch on {endpoint}: {e}"))?
-            .into_inner();
-        for k in mine {
-            let req = WatchRequest {
-                request_union: Some(watch_request::RequestUnion::CreateRequest(
-                    WatchCreateRequest {
-                        key: key(&o, k).into_bytes(),
-                        ..WatchCreateRequest::default()
-                    },
-                )),
-            };
-            tx.send(req)
-                .await
-                .map_err(|_| "a watch stream closed".to_string())?;
-        }
+        let channel = channels[s % channels.len()].clone();
+        let (mut incoming, tx) = open(etcd_target, channel, mine).await?;
         let (received, latencies, created, stop) = (
             received.clone(),
             latencies.clone(),
@@ -137,24 +220,23 @@ pub async fn run(o: Options, watchers: usize, streams: usize) -> Result<WatchRep
             let mut local = Vec::new();
             while !stop.load(Ordering::Relaxed) || mine_created < want {
                 let msg = tokio::select! {
-                    m = incoming.message() => m,
+                    m = incoming.next() => m,
                     () = tokio::time::sleep(Duration::from_millis(200)) => {
                         if stop.load(Ordering::Relaxed) { break } else { continue }
                     }
                 };
-                let Ok(Some(r)) = msg else { break };
-                if r.created {
+                let Some((is_created, values)) = msg else {
+                    break;
+                };
+                if is_created {
                     mine_created += 1;
                     created.fetch_add(1, Ordering::Relaxed);
                 }
                 let now = start.elapsed().as_micros() as u64;
-                for e in r.events {
-                    let sent =
-                        e.kv.as_ref()
-                            .and_then(|kv| {
-                                std::str::from_utf8(&kv.value[..16.min(kv.value.len())]).ok()
-                            })
-                            .and_then(|t| t.parse::<u64>().ok());
+                for value in values {
+                    let sent = std::str::from_utf8(&value[..16.min(value.len())])
+                        .ok()
+                        .and_then(|t| t.parse::<u64>().ok());
                     if let Some(sent) = sent {
                         local.push(u32::try_from(now.saturating_sub(sent)).unwrap_or(u32::MAX));
                     }
@@ -196,7 +278,7 @@ pub async fn run(o: Options, watchers: usize, streams: usize) -> Result<WatchRep
     let began = Instant::now();
     let mut writers = Vec::new();
     for w in 0..o.conns {
-        let mut kv = KvServiceClient::new(channels[w % channels.len()].clone());
+        let channel = channels[w % channels.len()].clone();
         let (writes, errors, expected, per_key, o) = (
             writes.clone(),
             errors.clone(),
@@ -218,18 +300,11 @@ pub async fn run(o: Options, watchers: usize, streams: usize) -> Result<WatchRep
                 let sent = start.elapsed().as_micros() as u64;
                 let mut value = format!("{sent:016}");
                 value.push_str(&"v".repeat(o.value_size.saturating_sub(16)));
-                let req = SetRequest {
-                    key: key(&o, k),
-                    value,
-                };
-                match kv.set(req).await {
-                    Ok(_) => {
-                        writes.fetch_add(1, Ordering::Relaxed);
-                        expected.fetch_add(per_key[k as usize], Ordering::Relaxed);
-                    }
-                    Err(_) => {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                    }
+                if put(etcd_target, &channel, key(&o, k), value).await {
+                    writes.fetch_add(1, Ordering::Relaxed);
+                    expected.fetch_add(per_key[k as usize], Ordering::Relaxed);
+                } else {
+                    errors.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }));
@@ -260,6 +335,7 @@ pub async fn run(o: Options, watchers: usize, streams: usize) -> Result<WatchRep
     let got = received.load(Ordering::Relaxed);
     Ok(WatchReport {
         workload: "watch",
+        server: if etcd_target { "etcd" } else { "ferrium" },
         endpoint: endpoint.to_string(),
         watchers,
         streams,
@@ -279,15 +355,15 @@ pub async fn run(o: Options, watchers: usize, streams: usize) -> Result<WatchRep
 }
 
 /// An mpsc receiver as a stream of requests.
-struct ReceiverStream(tokio::sync::mpsc::Receiver<WatchRequest>);
+struct Receiver<T>(tokio::sync::mpsc::Receiver<T>);
 
-impl futures_util::Stream for ReceiverStream {
-    type Item = WatchRequest;
+impl<T> futures_util::Stream for Receiver<T> {
+    type Item = T;
 
     fn poll_next(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<WatchRequest>> {
+    ) -> std::task::Poll<Option<T>> {
         self.0.poll_recv(cx)
     }
 }
