@@ -9,7 +9,8 @@
 #   contrib/bench/watch-vs-etcd.sh [WATCHERS] [STREAMS] [KEYS] [RATE] [SECONDS]
 #
 # Defaults: 10000 watchers on 200 streams over 1000 keys, 1000 writes/s
-# (one per key per second), 20 s. Data in ./data/watch-bench, deleted after.
+# (one per key per second), 20 s. RATE 0 writes as fast as $CONNS writers
+# can (default 16). Data in ./data/watch-bench, deleted after.
 set -eu
 cd "$(dirname "$0")/../.."
 WATCHERS=${1:-10000}
@@ -17,6 +18,7 @@ STREAMS=${2:-200}
 KEYS=${3:-1000}
 RATE=${4:-1000}
 SECS=${5:-20}
+CONNS=${CONNS:-16}
 BIN="${FERRIUM_BIN_DIR:-${CARGO_TARGET_DIR:-target}/debug}"
 ETCD=${ETCD:-etcd}
 RUN=./data/watch-bench
@@ -28,8 +30,11 @@ bench() { # ENDPOINT PID [--etcd]
     ep=$1 pid=$2
     shift 2
     before=$(rss "$pid")
+    rate=""
+    [ "$RATE" = 0 ] || rate="--rate $RATE"
+    # shellcheck disable=SC2086 # $rate is empty or two words
     "$BIN/ferrium-bench" --protocol grpc "$@" --endpoints "$ep" --key-space "$KEYS" \
-        --watchers "$WATCHERS" --streams "$STREAMS" --rate "$RATE" -c 16 -d "$SECS" watch \
+        --watchers "$WATCHERS" --streams "$STREAMS" $rate -c "$CONNS" -d "$SECS" watch \
         >"$RUN/out" 2>&1 &
     b=$!
     sleep $((SECS / 2 + 1))
