@@ -325,6 +325,15 @@ impl Node {
                 "the node is shutting down; watch on another member".into(),
             ));
         }
+        if filter.key.is_empty() && filter.range_end.is_empty() {
+            return Err(Error::Invalid(
+                "a watch needs a key (with a range end, a prefix or from_key for a range)".into(),
+            ));
+        }
+        let compact_revision = self.compact_revision();
+        if start_revision != 0 && start_revision < compact_revision {
+            return Err(Error::Apply(ApplyError::Compacted { compact_revision }));
+        }
         let hub = self.inner.reader.watch_hub();
         let history: Arc<dyn crate::watch::History> = Arc::new(self.inner.reader.clone());
         crate::watch::Watcher::create(&hub, history, filter, start_revision)

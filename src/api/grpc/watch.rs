@@ -19,7 +19,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::kv::{header, kv_out};
 use crate::api::proto::kv as pb;
-use crate::node::Node;
+use crate::node::{self, Node};
+use crate::raft::kv::ApplyError;
 use crate::watch::{End, Event, EventKind, Filter, Next, Watcher};
 
 /// Most events in one response (whole revisions).
@@ -148,37 +149,31 @@ async fn create(
     c: pb::WatchCreateRequest,
     tx: mpsc::Sender<Result<pb::WatchResponse, Status>>,
 ) -> Result<Option<(tokio::task::JoinHandle<()>, mpsc::Sender<()>)>, String> {
-    if c.key.is_empty() {
-        return Err("a watch needs a key (with range_end for a range)".into());
-    }
     let filter = Filter {
         key: c.key,
         range_end: c.range_end,
         no_put: c.no_put,
         no_delete: c.no_delete,
     };
-    let compact = node.compact_revision();
-    if c.start_revision != 0 && c.start_revision < compact {
-        let _ = tx
-            .send(Ok(pb::WatchResponse {
-                header: header(node.header(node.applied_revision())),
-                watch_id: id,
-                created: true,
-                canceled: true,
-                compact_revision: compact,
-                cancel_reason: End::Compacted {
-                    compact_revision: compact,
-                }
-                .reason(),
-                ..pb::WatchResponse::default()
-            }))
-            .await;
-        // The answer is sent; nothing runs.
-        return Ok(None);
-    }
-    let mut w = node
-        .watch(filter, c.start_revision)
-        .map_err(|e| e.to_string())?;
+    let mut w = match node.watch(filter, c.start_revision) {
+        Ok(w) => w,
+        Err(node::Error::Apply(ApplyError::Compacted { compact_revision })) => {
+            let _ = tx
+                .send(Ok(pb::WatchResponse {
+                    header: header(node.header(node.applied_revision())),
+                    watch_id: id,
+                    created: true,
+                    canceled: true,
+                    compact_revision,
+                    cancel_reason: End::Compacted { compact_revision }.reason(),
+                    ..pb::WatchResponse::default()
+                }))
+                .await;
+            // The answer is sent; nothing runs.
+            return Ok(None);
+        }
+        Err(e) => return Err(e.to_string()),
+    };
     let created = pb::WatchResponse {
         header: header(node.header(node.applied_revision())),
         watch_id: id,

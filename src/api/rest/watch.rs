@@ -281,12 +281,6 @@ pub(super) async fn watch(node: Node, req: Request, _max: usize) -> Response {
         Some((None, _)) => 0,
         None => q.start_revision,
     };
-    let compact = node.compact_revision();
-    if start != 0 && start < compact {
-        return error_response(&node::Error::Apply(ApplyError::Compacted {
-            compact_revision: compact,
-        }));
-    }
     let watcher = match node.watch(q.filter.clone(), start) {
         Ok(w) => w,
         Err(e) => return error_response(&e),
