@@ -357,8 +357,10 @@ async fn compaction_refuses_old_reads_removes_old_versions_and_survives() {
     assert_eq!(range(&sm, prefix_at("k", 60)).expect("at 60"), before);
     // 100 versions: once what no read reaches is removed, the newest of
     // each key at or below 60, the 40 above it and the deletion remain.
+    // The removal runs in the background and may already have finished, so
+    // only its end state is checked: never fewer than what reads still reach.
     let versions = || sm.reader().history_versions().expect("count");
-    assert_eq!(versions(), 101);
+    assert!(versions() >= 51, "versions removed that reads at 60 still reach");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while versions() != 51 && std::time::Instant::now() < deadline {
         // Polling the background removal.
