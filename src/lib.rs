@@ -12,12 +12,15 @@
 //! - [`config`]: the TOML schema, its defaults, search paths, `FERRIUM_*` and
 //!   command-line overrides, and validation. Everything else receives typed,
 //!   already-validated settings.
+//! - [`lock`]: locks and elections built on leases, transactions and watches
+//!   (etcd's `v3lock` and `v3election`), with fencing by revision.
 //! - [`logging`]: `log` + `env_logger` set-up, text or JSON lines.
 //! - [`http`]: our own HTTP/1.1 server and pooled client. Knows nothing about
 //!   Raft or keys.
 //! - [`metrics`]: counters and histograms in the Prometheus text format.
 //! - [`node`]: the core every front end calls: writes, reads at a
-//!   consistency level, membership, status, forwarding to the leader.
+//!   consistency level, leases and the leader's lease clock
+//!   ([`node::lease`]), membership, status, forwarding to the leader.
 //! - [`raft`]: the openraft type configuration, the commands that go into the
 //!   log, and the peer network over [`http`].
 //! - [`rng`]: a small seeded pseudo-random generator for the tests and
@@ -36,6 +39,7 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod http;
+pub mod lock;
 pub mod logging;
 pub mod metrics;
 pub mod node;

@@ -124,6 +124,7 @@ pub struct Metrics {
     snapshot_builds: AtomicU64,
     snapshot_installs: AtomicU64,
     applied_entries: AtomicU64,
+    lease_keep_alives: AtomicU64,
 }
 
 /// Escapes a label value for the text format.
@@ -181,6 +182,11 @@ impl Metrics {
             .inc(format!("reason=\"{}\"", label(reason)));
     }
 
+    /// One lease keep-alive served by this node.
+    pub fn lease_keep_alive(&self) {
+        self.lease_keep_alives.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn snapshot_installed(&self) {
         self.snapshot_installs.fetch_add(1, Ordering::Relaxed);
     }
@@ -226,6 +232,11 @@ impl Metrics {
                 "ferrium_raft_applied_entries_total",
                 "Log entries applied to the state machine.",
                 &self.applied_entries,
+            ),
+            (
+                "ferrium_lease_keepalives_total",
+                "Lease keep-alives this node served (answered with the lease renewed).",
+                &self.lease_keep_alives,
             ),
         ];
         for (name, help, v) in plain {
@@ -416,6 +427,11 @@ impl Sources {
                     .load(Ordering::Relaxed) as f64,
             ),
             (
+                "ferrium_leases",
+                "Live leases.",
+                self.reader.leases().len() as f64,
+            ),
+            (
                 "process_resident_memory_bytes",
                 "Resident memory of this process.",
                 resident_bytes() as f64,
@@ -440,6 +456,11 @@ impl Sources {
                 "ferrium_watch_slow_cancellations_total",
                 "Watchers cancelled because their client fell behind (they get a resume revision).",
                 self.reader.watch_hub().stats.lagged.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "ferrium_lease_expirations_total",
+                "Leases this member applied the end of by expiry (their keys deleted).",
+                self.reader.leases_expired() as f64,
             ),
             (
                 "ferrium_wal_sync_seconds_total",

@@ -18,6 +18,8 @@
 //! 5xx from the leader) may have committed, because openraft may already
 //! have sent the entry to followers and a new leader can commit it.
 
+pub mod lease;
+
 use crate::config::{Config, Millis};
 use crate::http;
 use crate::metrics::Metrics;
@@ -215,6 +217,10 @@ struct Inner {
     last_leader_contact: std::sync::Mutex<Option<std::time::Instant>>,
     /// How often quiet watches hear from this node.
     watch: crate::watch::Settings,
+    /// How leases are run.
+    lease: lease::Settings,
+    /// The lease clock while this node leads (see [`lease`]).
+    lease_clock: tokio::sync::Mutex<Option<lease::LeaderClock>>,
 }
 
 /// Counts one write in flight for as long as it lives.
@@ -309,6 +315,8 @@ impl Node {
                     progress_interval: config.watch.progress_interval.as_duration(),
                     keepalive_interval: config.watch.keepalive_interval.as_duration(),
                 },
+                lease: config.lease.settings(),
+                lease_clock: tokio::sync::Mutex::new(None),
             }),
         }
     }
@@ -485,6 +493,20 @@ impl Node {
                 }
                 self.check_command(command)
             }
+            Command::Lease { op, .. } => match op {
+                crate::raft::types::LeaseOp::Grant { ttl, .. }
+                    if *ttl > crate::store::MAX_TTL_SECS =>
+                {
+                    Err(Error::Invalid(format!(
+                        "a lease TTL of {ttl} s is too large; the most is {} s",
+                        crate::store::MAX_TTL_SECS
+                    )))
+                }
+                crate::raft::types::LeaseOp::Expire { ids } if ids.len() > 100_000 => Err(
+                    Error::TooLarge(format!("an expiry of {} leases at once", ids.len())),
+                ),
+                _ => Ok(()),
+            },
             Command::BatchSet { pairs } => {
                 if pairs.is_empty() {
                     return Err(Error::Invalid("the batch is empty".into()));
@@ -557,7 +579,17 @@ impl Node {
         leader: &LeaderInfo,
         cmd: Command,
     ) -> Result<CommandResult, Error> {
-        let attached = !matches!(cmd, Command::Tagged { .. });
+        // A keep-alive or a checkpoint applied twice changes nothing more
+        // than once: no id, so that they do not fill the table of ids.
+        let attached = !matches!(
+            cmd,
+            Command::Tagged { .. }
+                | Command::Lease {
+                    op: crate::raft::types::LeaseOp::KeepAlive { .. }
+                        | crate::raft::types::LeaseOp::Checkpoint,
+                    ..
+                }
+        );
         let cmd = if attached {
             Command::Tagged {
                 id: crate::client::new_request_id().into_bytes(),
@@ -611,6 +643,13 @@ impl Node {
 
     /// Hands an already checked command to Raft on this node.
     async fn submit(&self, mut cmd: Command) -> Result<CommandResult, Error> {
+        // The proposing leader stamps lease entries with its lease clock.
+        if cmd.lease_clock_mut().is_some() {
+            let now = self.leader_lease_clock().await?;
+            if let Some(clock) = cmd.lease_clock_mut() {
+                *clock = now;
+            }
+        }
         let _in_flight = InFlight::new(&self.inner.writes_in_flight);
         // The proposing leader dates request ids with its own clock.
         if let Command::Tagged { time_ms, .. } = &mut cmd {

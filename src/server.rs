@@ -316,6 +316,7 @@ pub async fn start(cfg: Config) -> Result<RunningNode, String> {
                 .run_retention(retention, cfg.storage.history_max_revisions),
         );
     }
+    tokio::spawn(node.clone().run_leases());
     let shutdown = server.shutdown_handle();
     let serving = tokio::spawn(server.run());
     let grpc_serving = grpc_server.spawn();

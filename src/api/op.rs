@@ -29,6 +29,16 @@ pub enum Op {
     Compact,
     /// Follow changes (REST `/watch`, gRPC `Watch`).
     Watch,
+    /// Grant, keep alive or revoke a lease (REST `/lease/grant`,
+    /// `/lease/keepalive`, `/lease/revoke`; gRPC `LeaseGrant`,
+    /// `LeaseKeepAlive`, `LeaseRevoke`).
+    Lease,
+    /// Read leases (REST `/lease/timetolive`, `/lease/leases`; gRPC
+    /// `LeaseTimeToLive`, `LeaseLeases`).
+    LeaseRead,
+    /// Locks and elections (REST `/lock`, `/unlock`, `/election/...`; gRPC
+    /// `ferrium.lock`): they write keys.
+    Lock,
     /// Liveness (REST `/health`, gRPC `HealthCheck` and `grpc.health.v1`).
     Health,
     /// Readiness (REST `/ready`).
@@ -74,8 +84,10 @@ impl Op {
     pub fn required(self, reads: bool) -> Required {
         let by_method = if reads { Role::Read } else { Role::Admin };
         match self {
-            Op::Write | Op::Txn => Required::Role(Role::Write),
-            Op::Read | Op::List | Op::Range | Op::Watch => Required::Role(Role::Read),
+            Op::Write | Op::Txn | Op::Lease | Op::Lock => Required::Role(Role::Write),
+            Op::Read | Op::List | Op::Range | Op::Watch | Op::LeaseRead => {
+                Required::Role(Role::Read)
+            }
             Op::Init | Op::AddLearner | Op::ChangeMembership | Op::Compact => {
                 Required::Role(Role::Admin)
             }

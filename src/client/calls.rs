@@ -162,6 +162,99 @@ impl RestClient {
             .await
     }
 
+    /// Grants a lease of `ttl` seconds (`id` 0: the cluster picks one),
+    /// `POST /lease/grant`; the answer has `id` and `ttl`.
+    pub async fn lease_grant(&self, ttl: u64, id: u64) -> Result<Answer<Value>, Error> {
+        let body = json!({"ttl": ttl, "id": id});
+        self.typed(Call::post("/lease/grant", body, Kind::Write).once())
+            .await
+    }
+
+    /// Renews lease `id` (`POST /lease/keepalive`): repeating it is harmless,
+    /// so it moves on to another endpoint like a read.
+    pub async fn lease_keep_alive(&self, id: u64) -> Result<Answer<Value>, Error> {
+        let body = json!({"id": id});
+        self.typed(Call::post("/lease/keepalive", body, Kind::Repeatable))
+            .await
+    }
+
+    /// Revokes lease `id` and deletes its keys (`POST /lease/revoke`).
+    pub async fn lease_revoke(&self, id: u64) -> Result<Answer<Value>, Error> {
+        let body = json!({"id": id});
+        self.typed(Call::post("/lease/revoke", body, Kind::Write).once())
+            .await
+    }
+
+    /// Lease `id`'s remaining time, with its keys when `keys`
+    /// (`POST /lease/timetolive`).
+    pub async fn lease_time_to_live(&self, id: u64, keys: bool) -> Result<Answer<Value>, Error> {
+        let body = json!({"id": id, "keys": keys});
+        self.typed(Call::post("/lease/timetolive", body, Kind::Repeatable))
+            .await
+    }
+
+    /// Every lease (`POST /lease/leases`).
+    pub async fn lease_list(&self) -> Result<Answer<Value>, Error> {
+        self.typed(Call::post("/lease/leases", json!({}), Kind::Repeatable))
+            .await
+    }
+
+    /// Takes lock `name` for `lease`, waiting up to `wait` for its turn
+    /// (`POST /lock`); the answer has the lock `key` and `rev`, the
+    /// fencing token. Repeating it is harmless (the same lease holds the
+    /// same place in the queue).
+    pub async fn lock(
+        &self,
+        name: &str,
+        lease: u64,
+        wait: Duration,
+    ) -> Result<Answer<Value>, Error> {
+        let body = json!({"name": name, "lease": lease});
+        self.typed(Call::post("/lock", body, Kind::Repeatable).waiting(wait))
+            .await
+    }
+
+    /// Releases a lock by its key (`POST /unlock`).
+    pub async fn unlock(&self, key: &str) -> Result<Answer<Value>, Error> {
+        self.typed(Call::post("/unlock", json!({"key": key}), Kind::Repeatable))
+            .await
+    }
+
+    /// Campaigns in election `name` with `lease`, proposing `value`, waiting
+    /// up to `wait` to lead (`POST /election/campaign`); the answer's
+    /// `leader` is what `resign` and `proclaim` take.
+    pub async fn campaign(
+        &self,
+        name: &str,
+        lease: u64,
+        value: &str,
+        wait: Duration,
+    ) -> Result<Answer<Value>, Error> {
+        let body = json!({"name": name, "lease": lease, "value": value});
+        self.typed(Call::post("/election/campaign", body, Kind::Repeatable).waiting(wait))
+            .await
+    }
+
+    /// Gives up leadership (`POST /election/resign`).
+    pub async fn resign(&self, leader: &Value) -> Result<Answer<Value>, Error> {
+        let body = json!({"leader": leader});
+        self.typed(Call::post("/election/resign", body, Kind::Repeatable))
+            .await
+    }
+
+    /// Sets `key` to `value` attached to lease `lease` (deleted when the
+    /// lease ends).
+    pub async fn put_with_lease(
+        &self,
+        key: &str,
+        value: &str,
+        lease: u64,
+    ) -> Result<Answer<Written>, Error> {
+        let body = json!({"Set": {"key": key, "value": value, "lease": lease}});
+        self.typed(Call::post("/write", body, Kind::Write).once())
+            .await
+    }
+
     /// Reads `key` at `consistency` (`linearizable`, `lease`, `stale`).
     pub async fn get(&self, key: &str, consistency: &str) -> Result<Answer<Read>, Error> {
         let body = json!({"key": key, "consistency": consistency});

@@ -36,6 +36,9 @@ pub struct Call {
     /// often it is sent, so [`RestClient::call`] sends it again after an
     /// unknown outcome.
     pub request_id: Option<String>,
+    /// How long to wait for the answer instead of the client's timeout
+    /// (a lock or a campaign waits for its turn).
+    pub timeout: Option<std::time::Duration>,
 }
 
 impl Call {
@@ -48,6 +51,7 @@ impl Call {
             kind: Kind::Repeatable,
             accept: None,
             request_id: None,
+            timeout: None,
         }
     }
 
@@ -60,7 +64,14 @@ impl Call {
             kind,
             accept: None,
             request_id: None,
+            timeout: None,
         }
+    }
+
+    /// This call waiting up to `wait` for its answer.
+    pub fn waiting(mut self, wait: std::time::Duration) -> Call {
+        self.timeout = Some(wait);
+        self
     }
 
     /// This call with a fresh request id (see [`new_request_id`]).
@@ -172,7 +183,7 @@ impl RestClient {
         call: &Call,
     ) -> Result<(u16, Vec<u8>), http::Error> {
         let mut req = ClientRequest::new(call.method.clone(), &url(endpoint, call.path))?
-            .timeout(self.options.timeout);
+            .timeout(call.timeout.unwrap_or(self.options.timeout));
         if let Some(a) = call.accept {
             req = req.header("accept", a);
         }

@@ -36,6 +36,7 @@ pub struct Config {
     pub cluster: ClusterConfig,
     pub security: SecurityConfig,
     pub watch: WatchConfig,
+    pub lease: LeaseConfig,
 }
 
 /// `[node]`: who this node is and where it listens.
@@ -198,6 +199,36 @@ impl Default for WatchConfig {
             max_watchers: 100_000,
             progress_interval: Millis(10_000),
             keepalive_interval: Millis(15_000),
+        }
+    }
+}
+
+/// `[lease]`: how the leader runs leases.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LeaseConfig {
+    pub check_interval: Millis,
+    pub checkpoint_interval: Millis,
+    pub min_ttl: u64,
+}
+
+impl Default for LeaseConfig {
+    fn default() -> Self {
+        LeaseConfig {
+            check_interval: Millis(100),
+            checkpoint_interval: Millis(500),
+            min_ttl: 2,
+        }
+    }
+}
+
+impl LeaseConfig {
+    /// The node's lease settings.
+    pub fn settings(&self) -> crate::node::lease::Settings {
+        crate::node::lease::Settings {
+            check_interval: self.check_interval.as_duration(),
+            checkpoint_interval: self.checkpoint_interval.as_duration(),
+            min_ttl: self.min_ttl,
         }
     }
 }
@@ -667,6 +698,22 @@ pub const KEYS: &[KeyDoc] = &[
         path: "watch.keepalive_interval",
         ty: KeyType::Duration,
         doc: "How often a quiet REST watch stream carries a keep-alive (1s to 60s).",
+    },
+    // [lease]
+    KeyDoc {
+        path: "lease.check_interval",
+        ty: KeyType::Duration,
+        doc: "How often the leader looks for expired leases (a lease ends at most this much after its TTL, plus a commit).",
+    },
+    KeyDoc {
+        path: "lease.checkpoint_interval",
+        ty: KeyType::Duration,
+        doc: "Longest the leader goes without writing the lease clock into the log while leases exist; bounds how late a lease may end after a leader change.",
+    },
+    KeyDoc {
+        path: "lease.min_ttl",
+        ty: KeyType::Integer,
+        doc: "Shortest lease TTL in seconds; shorter grants get it (a lease should outlive a leader failover).",
     },
     // [raft]
     KeyDoc {

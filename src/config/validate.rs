@@ -23,6 +23,7 @@ pub fn validate(loaded: &LoadedConfig) -> Vec<ConfigError> {
     v.cluster(&loaded.config);
     v.security(&loaded.config);
     v.watch(&loaded.config);
+    v.lease(&loaded.config);
     v.errors
 }
 
@@ -202,6 +203,34 @@ impl Validator<'_> {
                 "network.max_concurrent_streams",
                 "0 streams would refuse every gRPC call",
                 "set it above 0 (default 256)",
+            );
+        }
+    }
+
+    fn lease(&mut self, c: &Config) {
+        let l = &c.lease;
+        if !(10..=10_000).contains(&l.check_interval.0) {
+            self.fail(
+                "lease.check_interval",
+                format!("{} is outside 10ms to 10s", l.check_interval),
+                "set it between 10ms and 10s (default 100ms)",
+            );
+        }
+        if l.checkpoint_interval.0 < l.check_interval.0 || l.checkpoint_interval.0 > 60_000 {
+            self.fail(
+                "lease.checkpoint_interval",
+                format!(
+                    "{} is outside lease.check_interval ({}) to 60s",
+                    l.checkpoint_interval, l.check_interval
+                ),
+                "set it between lease.check_interval and 60s (default 500ms)",
+            );
+        }
+        if !(1..=3600).contains(&l.min_ttl) {
+            self.fail(
+                "lease.min_ttl",
+                format!("{} s is outside 1 s to 3600 s", l.min_ttl),
+                "set it between 1 and 3600 seconds (default 2)",
             );
         }
     }

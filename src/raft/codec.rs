@@ -19,7 +19,7 @@ use crate::raft::kv::{
     Compare, CompareOp, CompareTarget, DeleteRange, Put, RangeRequest, SortOrder, SortTarget, Txn,
     TxnOp,
 };
-use crate::raft::types::{Command, TypeConfig};
+use crate::raft::types::{Command, LeaseOp, TypeConfig};
 use openraft::EntryPayload;
 use openraft::alias::{EntryOf, LogIdOf, VoteOf};
 use openraft::impls::leader_id_adv::LeaderId;
@@ -44,6 +44,13 @@ const CMD_BATCH_SET: u8 = 2;
 const CMD_TXN: u8 = 3;
 const CMD_COMPACT: u8 = 4;
 const CMD_TAGGED: u8 = 5;
+const CMD_LEASE: u8 = 6;
+
+const LEASE_GRANT: u8 = 0;
+const LEASE_REVOKE: u8 = 1;
+const LEASE_KEEP_ALIVE: u8 = 2;
+const LEASE_EXPIRE: u8 = 3;
+const LEASE_CHECKPOINT: u8 = 4;
 
 const OP_PUT: u8 = 0;
 const OP_DELETE_RANGE: u8 = 1;
@@ -142,6 +149,33 @@ fn encode_command(cmd: &Command, out: &mut Vec<u8>) -> Result<(), CodecError> {
             put_bytes(out, id)?;
             put_u64(out, *time_ms);
             encode_command(command, out)?;
+        }
+        Command::Lease { clock_ms, op } => {
+            out.push(CMD_LEASE);
+            put_u64(out, *clock_ms);
+            match op {
+                LeaseOp::Grant { id, ttl } => {
+                    out.push(LEASE_GRANT);
+                    put_u64(out, *id);
+                    put_u64(out, *ttl);
+                }
+                LeaseOp::Revoke { id } => {
+                    out.push(LEASE_REVOKE);
+                    put_u64(out, *id);
+                }
+                LeaseOp::KeepAlive { id } => {
+                    out.push(LEASE_KEEP_ALIVE);
+                    put_u64(out, *id);
+                }
+                LeaseOp::Expire { ids } => {
+                    out.push(LEASE_EXPIRE);
+                    put_u32(out, len32(ids.len())?);
+                    for id in ids {
+                        put_u64(out, *id);
+                    }
+                }
+                LeaseOp::Checkpoint => out.push(LEASE_CHECKPOINT),
+            }
         }
     }
     Ok(())
@@ -261,6 +295,15 @@ fn command_len(cmd: &Command) -> usize {
         }
         Command::Compact { .. } => 8,
         Command::Tagged { id, command, .. } => 4 + id.len() + 8 + command_len(command),
+        Command::Lease { op, .. } => {
+            8 + 1
+                + match op {
+                    LeaseOp::Grant { .. } => 16,
+                    LeaseOp::Revoke { .. } | LeaseOp::KeepAlive { .. } => 8,
+                    LeaseOp::Expire { ids } => 4 + 8 * ids.len(),
+                    LeaseOp::Checkpoint => 0,
+                }
+        }
     }
 }
 
@@ -492,6 +535,28 @@ impl<'a> Reader<'a> {
                 })
             }
             CMD_TAGGED => Err(err("commands nested too deeply")),
+            CMD_LEASE => {
+                let clock_ms = self.u64()?;
+                let op = match self.u8()? {
+                    LEASE_GRANT => LeaseOp::Grant {
+                        id: self.u64()?,
+                        ttl: self.u64()?,
+                    },
+                    LEASE_REVOKE => LeaseOp::Revoke { id: self.u64()? },
+                    LEASE_KEEP_ALIVE => LeaseOp::KeepAlive { id: self.u64()? },
+                    LEASE_EXPIRE => {
+                        let n = self.u32()? as usize;
+                        let mut ids = Vec::with_capacity(n.min(self.remaining() / 8));
+                        for _ in 0..n {
+                            ids.push(self.u64()?);
+                        }
+                        LeaseOp::Expire { ids }
+                    }
+                    LEASE_CHECKPOINT => LeaseOp::Checkpoint,
+                    t => return Err(err(format!("unknown lease operation tag {t}"))),
+                };
+                Ok(Command::Lease { clock_ms, op })
+            }
             t => Err(err(format!("unknown command tag {t}"))),
         }
     }
@@ -671,6 +736,45 @@ mod tests {
                     command: Box::new(Command::Txn(Box::new(sample_txn()))),
                 }),
             ),
+            entry(
+                9,
+                EntryPayload::Normal(Command::Lease {
+                    clock_ms: 12_345,
+                    op: LeaseOp::Grant { id: 7, ttl: 10 },
+                }),
+            ),
+            entry(
+                10,
+                EntryPayload::Normal(Command::Tagged {
+                    id: b"req-2".to_vec(),
+                    time_ms: 1_700_000_000_001,
+                    command: Box::new(Command::Lease {
+                        clock_ms: 12_346,
+                        op: LeaseOp::Revoke { id: 7 },
+                    }),
+                }),
+            ),
+            entry(
+                11,
+                EntryPayload::Normal(Command::Lease {
+                    clock_ms: 12_347,
+                    op: LeaseOp::KeepAlive { id: 8 },
+                }),
+            ),
+            entry(
+                12,
+                EntryPayload::Normal(Command::Lease {
+                    clock_ms: 12_348,
+                    op: LeaseOp::Expire { ids: vec![1, 2, 3] },
+                }),
+            ),
+            entry(
+                13,
+                EntryPayload::Normal(Command::Lease {
+                    clock_ms: 12_349,
+                    op: LeaseOp::Checkpoint,
+                }),
+            ),
             // Last: its size is only estimated before it is written.
             entry(8, EntryPayload::Membership(membership)),
         ]
@@ -775,7 +879,7 @@ mod tests {
 
     #[test]
     fn damaged_entries_are_refused_not_panicked_on() {
-        for sample in [3, 4, 6] {
+        for sample in [3, 4, 6, 7, 8, 10, 11] {
             let mut out = Vec::new();
             encode_entry(&samples()[sample], &mut out).expect("encodes");
             for cut in 0..out.len() {

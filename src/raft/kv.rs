@@ -372,6 +372,8 @@ pub enum ApplyError {
     KeyNotFound,
     /// A lease that does not exist.
     LeaseNotFound { lease: u64 },
+    /// A grant of an id that is already a lease.
+    LeaseExists { lease: u64 },
 }
 
 impl ApplyError {
@@ -382,6 +384,7 @@ impl ApplyError {
             ApplyError::FutureRevision { .. } => "future_revision",
             ApplyError::KeyNotFound => "key_not_found",
             ApplyError::LeaseNotFound { .. } => "lease_not_found",
+            ApplyError::LeaseExists { .. } => "lease_exists",
         }
     }
 
@@ -396,6 +399,7 @@ impl ApplyError {
             }
             ApplyError::KeyNotFound => "etcdserver: key not found",
             ApplyError::LeaseNotFound { .. } => "etcdserver: requested lease not found",
+            ApplyError::LeaseExists { .. } => "etcdserver: lease already exists",
         }
     }
 }
@@ -417,6 +421,10 @@ impl std::fmt::Display for ApplyError {
             ApplyError::LeaseNotFound { lease } => write!(
                 f,
                 "lease {lease} does not exist (it expired, was revoked or was never granted); grant a lease first"
+            ),
+            ApplyError::LeaseExists { lease } => write!(
+                f,
+                "lease {lease} already exists; grant with another id, or with id 0 to have one chosen"
             ),
         }
     }

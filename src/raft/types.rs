@@ -75,6 +75,45 @@ pub enum Command {
         time_ms: u64,
         command: Box<Command>,
     },
+    /// A lease operation. `clock_ms` is the lease clock of the proposing
+    /// leader (see [`crate::node::lease`]): every member keeps the largest seen,
+    /// and a lease ends only by an entry whose clock has passed its expiry.
+    Lease { clock_ms: u64, op: LeaseOp },
+}
+
+/// What a [`Command::Lease`] does.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum LeaseOp {
+    /// Create lease `id` (0: the state machine picks one) for `ttl` seconds.
+    Grant { id: u64, ttl: u64 },
+    /// End lease `id` now, deleting its keys.
+    Revoke { id: u64 },
+    /// Renew lease `id` to its full TTL from the entry's clock.
+    KeepAlive { id: u64 },
+    /// End those of `ids` whose expiry the entry's clock has passed (the
+    /// leader's expiry check; a lease renewed since is left alone).
+    Expire { ids: Vec<u64> },
+    /// Record the leader's clock, so that a new leader goes on from it.
+    Checkpoint,
+}
+
+impl Command {
+    /// The lease clock a leader stamps into this command, if it carries one.
+    pub fn lease_clock_mut(&mut self) -> Option<&mut u64> {
+        match self {
+            Command::Lease { clock_ms, .. } => Some(clock_ms),
+            Command::Tagged { command, .. } => command.lease_clock_mut(),
+            _ => None,
+        }
+    }
+}
+
+/// A lease as an answer gives it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct LeaseAnswer {
+    pub id: u64,
+    /// The TTL granted, in seconds.
+    pub ttl: u64,
 }
 
 impl fmt::Display for Command {
@@ -93,6 +132,13 @@ impl fmt::Display for Command {
             Command::Tagged { id, command, .. } => {
                 write!(f, "{command} with request id of {} bytes", id.len())
             }
+            Command::Lease { op, .. } => match op {
+                LeaseOp::Grant { id, ttl } => write!(f, "LeaseGrant({id}, {ttl} s)"),
+                LeaseOp::Revoke { id } => write!(f, "LeaseRevoke({id})"),
+                LeaseOp::KeepAlive { id } => write!(f, "LeaseKeepAlive({id})"),
+                LeaseOp::Expire { ids } => write!(f, "LeaseExpire({} leases)", ids.len()),
+                LeaseOp::Checkpoint => f.write_str("LeaseCheckpoint"),
+            },
         }
     }
 }
@@ -121,4 +167,10 @@ pub struct CommandResult {
     /// same request id, which was not applied again.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub repeated: bool,
+    /// For lease grants, keep-alives and revokes: the lease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseAnswer>,
+    /// For lease expiries: the leases that ended.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expired: Vec<u64>,
 }

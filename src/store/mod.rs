@@ -9,9 +9,10 @@
 //! - `data`: user keys (behind a generation prefix, see [`state_machine`]) ->
 //!   encoded [`StoredValue`];
 //! - `history`: every version of every key since the compaction point, the
-//!   changes of each revision, and the applied request ids (see [`mvcc`]);
+//!   changes of each revision, the applied request ids (see [`mvcc`]), and
+//!   the leases with the keys attached to each (see [`lease`]);
 //! - `sm_meta`: last applied log id, last membership, data generation,
-//!   compaction point, layout version.
+//!   compaction point, lease clock, layout version.
 //!
 //! Because every write goes through the same WAL, what survives a crash is a
 //! prefix of what was written: a synced log append also makes durable every
@@ -24,6 +25,7 @@
 //! (never a panic) and the log store refuses further appends. Nor must it
 //! make a tokio worker wait on the disk (see [`Wait`]).
 
+mod lease;
 mod log;
 mod mvcc;
 mod snapshot;
@@ -50,6 +52,9 @@ pub const MAX_KEY_BYTES: u64 = snapshot::MAX_KEY_LEN as u64;
 /// lease id and for kept request results.
 pub const MAX_VALUE_BYTES: u64 = (64 << 20) - 34;
 
+pub use self::lease::LeaseInfo;
+pub use self::lease::LeaseTable;
+pub use self::lease::MAX_TTL_SECS;
 pub use self::log::FAIL_WAL_SYNC_ENV;
 pub use self::log::LogReader;
 pub use self::log::LogStore;

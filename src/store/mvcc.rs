@@ -367,11 +367,16 @@ impl Kept {
 }
 
 /// The kept form of a result: for the answer of a plain write (no
-/// transaction, error or compaction point) `01 revision(u64 LE)
+/// transaction, error, compaction point or lease) `01 revision(u64 LE)
 /// count(u32 LE) existed(u8: 0 none, 1 false, 2 true)`, 14 bytes; otherwise
 /// its JSON.
 pub(crate) fn encode_kept(result: &CommandResult) -> Result<Kept, Error> {
-    if result.txn.is_none() && result.error.is_none() && result.compact_revision.is_none() {
+    if result.txn.is_none()
+        && result.error.is_none()
+        && result.compact_revision.is_none()
+        && result.lease.is_none()
+        && result.expired.is_empty()
+    {
         let mut out = [0u8; 14];
         out[0] = KEPT_SHORT;
         out[1..9].copy_from_slice(&result.revision.to_le_bytes());

@@ -11,9 +11,10 @@
 //! ```
 //!
 //! Tag 1 is a key with its stored value (`data`), tag 2 a record of the
-//! `history` column family (versions, the change index, request ids; see
-//! the mvcc module), tag 3 a replicated `sm_meta` value (the compaction
-//! point, the request-id bookkeeping). Records of each tag come in key
+//! `history` column family (versions, the change index, request ids, leases
+//! and their keys; see the mvcc and lease modules), tag 3 a replicated
+//! `sm_meta` value (the compaction point, the request-id bookkeeping, the
+//! lease clock). Records of each tag come in key
 //! order, tag 1 first. Versions that no read can reach at the compaction
 //! point are left out. Version 1 files hold tag 1 only; installing one gives
 //! every key a history record at its `mod_revision` and puts the compaction
@@ -611,6 +612,16 @@ fn install_data(shared: &Shared, meta: &Meta, file: &SnapshotFile) -> Result<(),
         .ids
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner) = ids;
+    let leases = super::lease::LeaseTable::load(db, new)?;
+    *shared
+        .leases
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = leases;
+    *shared
+        .lease_clock_seen
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) =
+        (applied.lease_clock, std::time::Instant::now());
     shared.wake_compactor();
 
     // Readers now use `new`; the old generation can go.

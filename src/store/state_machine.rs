@@ -58,6 +58,9 @@ use super::CF_SM_META;
 use super::Error;
 use super::Wait;
 use super::cf;
+use super::lease;
+use super::lease::LeaseInfo;
+use super::lease::LeaseTable;
 use super::log::decode;
 use super::log::encode;
 use super::mvcc;
@@ -79,6 +82,8 @@ use crate::raft::kv::TxnResult;
 use crate::raft::kv::in_range;
 use crate::raft::types::Command;
 use crate::raft::types::CommandResult;
+use crate::raft::types::LeaseAnswer;
+use crate::raft::types::LeaseOp;
 use crate::raft::types::TypeConfig;
 
 pub(crate) const KEY_LAST_APPLIED: &[u8] = b"last_applied";
@@ -87,6 +92,7 @@ pub(crate) const KEY_GENERATION: &[u8] = b"data_generation";
 pub(crate) const KEY_COMPACT_REVISION: &[u8] = b"compact_revision";
 pub(crate) const KEY_ID_COUNT: &[u8] = b"request_id_count";
 pub(crate) const KEY_ID_SECOND: &[u8] = b"request_id_second";
+pub(crate) const KEY_LEASE_CLOCK: &[u8] = b"lease_clock";
 /// The layout of the state machine (absent: before history was kept).
 const KEY_FORMAT: &[u8] = b"format";
 const FORMAT_HISTORY: u64 = 2;
@@ -211,6 +217,13 @@ pub(crate) struct Shared {
     pub(crate) ids: Mutex<mvcc::IdIndex>,
     /// This member's watchers: each written batch's changes go to them.
     pub(crate) hub: Arc<crate::watch::Hub>,
+    /// Every lease (see [`lease`]); changed only after a batch is written.
+    pub(crate) leases: Mutex<LeaseTable>,
+    /// The lease clock of the last applied entry that moved it, and when
+    /// this member applied it (see [`StateReader::lease_clock`]).
+    pub(crate) lease_clock_seen: Mutex<(u64, std::time::Instant)>,
+    /// Leases ended by expiry since this process started.
+    leases_expired: std::sync::atomic::AtomicU64,
 }
 
 /// The replicated bookkeeping kept in `sm_meta` next to `last_applied`.
@@ -222,6 +235,8 @@ pub(crate) struct AppliedMeta {
     pub(crate) id_count: u64,
     /// The log-time second of the last request-id expiry.
     pub(crate) id_second: u64,
+    /// The largest lease clock of an applied entry (see [`lease`]).
+    pub(crate) lease_clock: u64,
 }
 
 impl AppliedMeta {
@@ -238,6 +253,7 @@ impl AppliedMeta {
             compact_revision: get(KEY_COMPACT_REVISION)?,
             id_count: get(KEY_ID_COUNT)?,
             id_second: get(KEY_ID_SECOND)?,
+            lease_clock: get(KEY_LEASE_CLOCK)?,
         })
     }
 
@@ -249,14 +265,16 @@ impl AppliedMeta {
         );
         batch.put_cf(sm_meta, KEY_ID_COUNT, self.id_count.to_be_bytes());
         batch.put_cf(sm_meta, KEY_ID_SECOND, self.id_second.to_be_bytes());
+        batch.put_cf(sm_meta, KEY_LEASE_CLOCK, self.lease_clock.to_be_bytes());
     }
 
     /// The `sm_meta` records a snapshot carries.
-    pub(crate) fn records(&self) -> [(&'static [u8], [u8; 8]); 3] {
+    pub(crate) fn records(&self) -> [(&'static [u8], [u8; 8]); 4] {
         [
             (KEY_COMPACT_REVISION, self.compact_revision.to_be_bytes()),
             (KEY_ID_COUNT, self.id_count.to_be_bytes()),
             (KEY_ID_SECOND, self.id_second.to_be_bytes()),
+            (KEY_LEASE_CLOCK, self.lease_clock.to_be_bytes()),
         ]
     }
 
@@ -267,6 +285,7 @@ impl AppliedMeta {
             KEY_COMPACT_REVISION => self.compact_revision = v,
             KEY_ID_COUNT => self.id_count = v,
             KEY_ID_SECOND => self.id_second = v,
+            KEY_LEASE_CLOCK => self.lease_clock = v,
             other => {
                 return Err(Error::Corrupt(format!(
                     "unknown state-machine record {:?} in snapshot",
@@ -381,6 +400,8 @@ struct Chunk {
     /// collected for the watchers, by revision and position.
     watching: bool,
     events: BTreeMap<(u64, u32), crate::watch::Event>,
+    /// Leases this batch granted, renewed (`Some`) or ended (`None`).
+    leases: HashMap<u64, Option<LeaseInfo>>,
     meta: AppliedMeta,
     read: ReadOptions,
     wait: Wait,
@@ -394,6 +415,7 @@ struct Chunk {
 struct Current {
     create_revision: u64,
     version: u64,
+    lease: u64,
 }
 
 /// Most value bytes one write batch holds, beyond its first entry.
@@ -525,8 +547,7 @@ impl TxnView<'_> {
         if (p.ignore_value || p.ignore_lease) && prev.is_none() {
             return Err(TxnFail::Apply(ApplyError::KeyNotFound));
         }
-        if p.lease != 0 && !p.ignore_lease {
-            // No lease exists until leases are granted through the log.
+        if p.lease != 0 && !p.ignore_lease && self.sm.lease(self.chunk, p.lease).is_none() {
             return Err(TxnFail::Apply(ApplyError::LeaseNotFound { lease: p.lease }));
         }
         let stored = StoredValue {
@@ -668,6 +689,7 @@ impl StateMachine {
         upgrade(&db, generation, last_applied.as_ref().map(|l| l.index()))?;
         let applied = AppliedMeta::read(&db, None)?;
         let ids = mvcc::IdIndex::load(&db, generation)?;
+        let leases = LeaseTable::load(&db, generation)?;
         let shared = Arc::new(Shared {
             db,
             generation: RwLock::new(generation),
@@ -679,6 +701,9 @@ impl StateMachine {
             compactor: Mutex::new(None),
             ids: Mutex::new(ids),
             hub: Arc::new(crate::watch::Hub::new(crate::watch::Limits::default())),
+            leases: Mutex::new(leases),
+            lease_clock_seen: Mutex::new((applied.lease_clock, std::time::Instant::now())),
+            leases_expired: std::sync::atomic::AtomicU64::new(0),
         });
         shared
             .hub
@@ -733,6 +758,7 @@ impl StateMachine {
             id_key: Vec::new(),
             watching: self.shared.hub.watching(),
             events: BTreeMap::new(),
+            leases: HashMap::new(),
             meta,
             read: wait.read_options(),
             wait,
@@ -811,6 +837,33 @@ impl StateMachine {
                 index.add(new.hash, *time);
             }
         }
+        if !chunk.leases.is_empty() {
+            let mut table = self
+                .shared
+                .leases
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (id, info) in chunk.leases.drain() {
+                match info {
+                    Some(info) => table.insert(id, info),
+                    None => table.remove(id),
+                }
+            }
+        }
+        let expired: usize = results.iter().map(|r| r.expired.len()).sum();
+        if expired > 0 {
+            self.shared
+                .leases_expired
+                .fetch_add(expired as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        if chunk.meta.lease_clock != meta.lease_clock {
+            *self
+                .shared
+                .lease_clock_seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                (chunk.meta.lease_clock, std::time::Instant::now());
+        }
         self.shared.set_last_applied(Some(last_applied));
         if chunk.meta != meta {
             self.shared.set_applied_meta(chunk.meta);
@@ -858,6 +911,11 @@ impl StateMachine {
     fn needs_own_batch(&self, chunk: &Chunk, command: &Command) -> bool {
         match command {
             Command::Txn(_) => true,
+            // They read the keys attached to leases from disk.
+            Command::Lease {
+                op: LeaseOp::Revoke { .. } | LeaseOp::Expire { .. },
+                ..
+            } => true,
             Command::Tagged {
                 time_ms, command, ..
             } => time_ms / 1000 > chunk.meta.id_second || self.needs_own_batch(chunk, command),
@@ -911,6 +969,9 @@ impl StateMachine {
                         result.count = u32::try_from(changes.len()).unwrap_or(u32::MAX);
                         let data = cf(&self.shared.db, CF_DATA)?;
                         for (seq, (key, v)) in changes.into_iter().enumerate() {
+                            let before = self.current(chunk, &key)?.map_or(0, |c| c.lease);
+                            let after = v.as_ref().map_or(0, |v| v.lease);
+                            self.attach(chunk, &key, before, after)?;
                             let dk = data_key(chunk.generation, &key);
                             match &v {
                                 Some(v) => {
@@ -934,6 +995,7 @@ impl StateMachine {
                                 v.map(|v| Current {
                                     create_revision: v.create_revision,
                                     version: v.version,
+                                    lease: v.lease,
                                 }),
                             );
                         }
@@ -961,8 +1023,158 @@ impl StateMachine {
                 time_ms,
                 command,
             } => return self.apply_tagged(chunk, index, id, *time_ms, command),
+            Command::Lease { clock_ms, op } => {
+                chunk.meta.lease_clock = chunk.meta.lease_clock.max(*clock_ms);
+                self.apply_lease(chunk, index, *clock_ms, op, &mut result)?;
+            }
         }
         Ok(result)
+    }
+
+    /// A lease operation at lease clock `clock`.
+    fn apply_lease(
+        &self,
+        chunk: &mut Chunk,
+        index: u64,
+        clock: u64,
+        op: &LeaseOp,
+        result: &mut CommandResult,
+    ) -> Result<(), Error> {
+        let history = cf(&self.shared.db, CF_HISTORY)?;
+        match op {
+            LeaseOp::Grant { id, ttl } => {
+                let id = if *id == 0 {
+                    // Deterministic on every member: the entry's index, or
+                    // the next free id after it.
+                    let mut id = index.max(1);
+                    while self.lease(chunk, id).is_some() {
+                        id = id.wrapping_add(1).max(1);
+                    }
+                    id
+                } else if self.lease(chunk, *id).is_some() {
+                    result.error = Some(ApplyError::LeaseExists { lease: *id });
+                    return Ok(());
+                } else {
+                    *id
+                };
+                let info = LeaseInfo::renewed_at(*ttl, clock);
+                chunk.batch.put_cf(
+                    history,
+                    lease::lease_key(chunk.generation, id),
+                    info.encode(),
+                );
+                chunk.leases.insert(id, Some(info));
+                result.lease = Some(LeaseAnswer { id, ttl: *ttl });
+            }
+            LeaseOp::KeepAlive { id } => match self.lease(chunk, *id) {
+                Some(old) => {
+                    let mut info = LeaseInfo::renewed_at(old.ttl, clock);
+                    info.expires_at = info.expires_at.max(old.expires_at);
+                    chunk.batch.put_cf(
+                        history,
+                        lease::lease_key(chunk.generation, *id),
+                        info.encode(),
+                    );
+                    chunk.leases.insert(*id, Some(info));
+                    result.lease = Some(LeaseAnswer {
+                        id: *id,
+                        ttl: old.ttl,
+                    });
+                }
+                None => result.error = Some(ApplyError::LeaseNotFound { lease: *id }),
+            },
+            LeaseOp::Revoke { id } => match self.lease(chunk, *id) {
+                Some(info) => {
+                    let mut seq = 0;
+                    result.count = self.end_lease(chunk, index, *id, &mut seq)?;
+                    result.lease = Some(LeaseAnswer {
+                        id: *id,
+                        ttl: info.ttl,
+                    });
+                }
+                None => result.error = Some(ApplyError::LeaseNotFound { lease: *id }),
+            },
+            LeaseOp::Expire { ids } => {
+                let mut seq = 0;
+                for id in ids {
+                    // Renewed since the leader looked, or already gone:
+                    // left alone, so a stale expiry never ends a live lease.
+                    if self
+                        .lease(chunk, *id)
+                        .is_some_and(|info| info.expires_at <= clock)
+                    {
+                        result.count += self.end_lease(chunk, index, *id, &mut seq)?;
+                        result.expired.push(*id);
+                    }
+                }
+            }
+            LeaseOp::Checkpoint => {}
+        }
+        Ok(())
+    }
+
+    /// Ends lease `id`: deletes its keys at revision `index` (numbered from
+    /// `seq` on) and its record; returns how many keys went.
+    fn end_lease(
+        &self,
+        chunk: &mut Chunk,
+        index: u64,
+        id: u64,
+        seq: &mut u32,
+    ) -> Result<u32, Error> {
+        let db = &self.shared.db;
+        let history = cf(db, CF_HISTORY)?;
+        // Alone in its batch (see `needs_own_batch`): the attachments on
+        // disk are all there are.
+        let keys = lease::attached_keys(db, chunk.generation, id, chunk.wait.read_options())?;
+        let mut deleted = 0u32;
+        for key in keys {
+            chunk
+                .batch
+                .delete_cf(history, lease::attach_key(chunk.generation, id, &key));
+            if self.current(chunk, &key)?.is_some_and(|c| c.lease == id) {
+                self.delete(chunk, index, *seq, &key)?;
+                *seq += 1;
+                deleted += 1;
+            }
+        }
+        chunk
+            .batch
+            .delete_cf(history, lease::lease_key(chunk.generation, id));
+        chunk.leases.insert(id, None);
+        Ok(deleted)
+    }
+
+    /// Lease `id` as the entry being applied sees it: this batch's changes
+    /// first, then the table.
+    fn lease(&self, chunk: &Chunk, id: u64) -> Option<LeaseInfo> {
+        if let Some(l) = chunk.leases.get(&id) {
+            return *l;
+        }
+        self.shared
+            .leases
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(id)
+    }
+
+    /// Moves `key` from lease `before` to lease `after` (0: none).
+    fn attach(&self, chunk: &mut Chunk, key: &[u8], before: u64, after: u64) -> Result<(), Error> {
+        if before == after {
+            return Ok(());
+        }
+        let history = cf(&self.shared.db, CF_HISTORY)?;
+        if before != 0 {
+            chunk
+                .batch
+                .delete_cf(history, lease::attach_key(chunk.generation, before, key));
+        }
+        if after != 0 {
+            chunk
+                .batch
+                .put_cf(history, lease::attach_key(chunk.generation, after, key), []);
+        }
+        Ok(())
     }
 
     /// A command with a request id: the kept result of the id when it was
@@ -1060,6 +1272,7 @@ impl StateMachine {
         value: &[u8],
     ) -> Result<(), Error> {
         let prev = self.current(chunk, key)?;
+        self.attach(chunk, key, prev.map_or(0, |c| c.lease), 0)?;
         let stored = StoredValue {
             value: value.to_vec(),
             create_revision: prev.map_or(index, |c| c.create_revision),
@@ -1090,12 +1303,15 @@ impl StateMachine {
             Some(Current {
                 create_revision: stored.create_revision,
                 version: stored.version,
+                lease: 0,
             }),
         );
         Ok(())
     }
 
     fn delete(&self, chunk: &mut Chunk, index: u64, seq: u32, key: &[u8]) -> Result<(), Error> {
+        let before = self.current(chunk, key)?.map_or(0, |c| c.lease);
+        self.attach(chunk, key, before, 0)?;
         let db = &self.shared.db;
         chunk
             .batch
@@ -1124,6 +1340,7 @@ impl StateMachine {
         Ok(self.stored(chunk, key)?.map(|v| Current {
             create_revision: v.create_revision,
             version: v.version,
+            lease: v.lease,
         }))
     }
 
@@ -1446,6 +1663,58 @@ impl StateReader {
     }
 
     /// The compaction point: reads below it are refused.
+    /// The lease clock as this member knows it: the clock of the last
+    /// applied entry that moved it, advanced by the time since this member
+    /// applied that entry. Never ahead of the clock of the leader that wrote
+    /// the entry (an entry is applied after it was written), which is what
+    /// makes it safe for a new leader to go on from (see [`crate::node::lease`]).
+    pub fn lease_clock(&self) -> u64 {
+        let (clock, seen) = *self
+            .shared
+            .lease_clock_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        clock.saturating_add(u64::try_from(seen.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// Leases this member ended by expiry since it started.
+    pub fn leases_expired(&self) -> u64 {
+        self.shared
+            .leases_expired
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The lease clock of the last applied entry that moved it.
+    pub fn applied_lease_clock(&self) -> u64 {
+        self.shared.applied_meta().lease_clock
+    }
+
+    /// Lease `id`, if it exists.
+    pub fn lease(&self, id: u64) -> Option<LeaseInfo> {
+        self.leases().get(id)
+    }
+
+    /// The table of leases, locked (hold it briefly).
+    pub fn leases(&self) -> std::sync::MutexGuard<'_, LeaseTable> {
+        self.shared
+            .leases
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The keys attached to lease `id`, in key order.
+    pub async fn lease_keys(&self, id: u64) -> Result<Vec<Vec<u8>>, Error> {
+        let shared = self.shared.clone();
+        off_runtime(move || {
+            let guard = shared
+                .generation
+                .read()
+                .map_err(|_| Error::Poisoned("generation lock poisoned".into()))?;
+            lease::attached_keys(&shared.db, *guard, id, ReadOptions::default())
+        })
+        .await
+    }
+
     pub fn compact_revision(&self) -> u64 {
         self.shared.applied_meta().compact_revision
     }

@@ -4,6 +4,7 @@
 
 mod crash;
 mod install_crash;
+mod lease;
 mod mvcc;
 mod snapshot;
 mod state_machine;

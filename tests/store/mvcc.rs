@@ -360,7 +360,10 @@ async fn compaction_refuses_old_reads_removes_old_versions_and_survives() {
     // The removal runs in the background and may already have finished, so
     // only its end state is checked: never fewer than what reads still reach.
     let versions = || sm.reader().history_versions().expect("count");
-    assert!(versions() >= 51, "versions removed that reads at 60 still reach");
+    assert!(
+        versions() >= 51,
+        "versions removed that reads at 60 still reach"
+    );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while versions() != 51 && std::time::Instant::now() < deadline {
         // Polling the background removal.

@@ -91,6 +91,7 @@ pub fn status(e: &node::Error) -> Status {
             | crate::raft::kv::ApplyError::FutureRevision { .. } => Status::out_of_range(message),
             crate::raft::kv::ApplyError::KeyNotFound => Status::invalid_argument(message),
             crate::raft::kv::ApplyError::LeaseNotFound { .. } => Status::not_found(message),
+            crate::raft::kv::ApplyError::LeaseExists { .. } => Status::failed_precondition(message),
         },
     }
 }

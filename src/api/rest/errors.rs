@@ -22,6 +22,7 @@ pub fn error_response(e: &node::Error) -> Response {
             crate::raft::kv::ApplyError::FutureRevision { .. } => 400,
             crate::raft::kv::ApplyError::KeyNotFound => 400,
             crate::raft::kv::ApplyError::LeaseNotFound { .. } => 404,
+            crate::raft::kv::ApplyError::LeaseExists { .. } => 409,
         },
     };
     let code = match e {

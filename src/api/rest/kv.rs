@@ -39,6 +39,9 @@ struct SetBody {
     if_create_revision: Option<u64>,
     #[serde(default)]
     if_value: Option<String>,
+    /// For `Set`: attach the key to this lease (deleted when it ends).
+    #[serde(default)]
+    lease: Option<u64>,
 }
 
 impl SetBody {
@@ -103,6 +106,10 @@ pub(super) async fn write(node: Node, mut req: Request, max: usize) -> Response 
         Ok(e) => e,
         Err(r) => return r,
     };
+    if is_delete && set.lease.is_some() {
+        return invalid("a Delete takes no lease");
+    }
+    let lease = set.lease.unwrap_or(0);
     let value = match (&set.value, is_delete) {
         (Some(_), true) => return invalid("a Delete takes no value"),
         (None, false) => return invalid("a Set needs a value"),
@@ -120,7 +127,7 @@ pub(super) async fn write(node: Node, mut req: Request, max: usize) -> Response 
         Ok(c) => c,
         Err(r) => return r,
     };
-    if conditions.is_empty() && enc == Encoding::Text {
+    if conditions.is_empty() && enc == Encoding::Text && lease == 0 {
         // The original form: the original command and answer.
         let cmd = if is_delete {
             Command::Delete {
@@ -153,6 +160,7 @@ pub(super) async fn write(node: Node, mut req: Request, max: usize) -> Response 
         TxnOp::Put(Put {
             key: key.clone(),
             value,
+            lease,
             ..Put::default()
         })
     };

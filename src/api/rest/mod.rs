@@ -2,7 +2,7 @@
 //! [`Node`] calls and of [`node::Error`] into statuses and JSON error bodies.
 //!
 //! The rooms mirror the gRPC front end ([`super::grpc`]): [`kv`],
-//! [`management`] and [`health`] hold the handlers, [`errors`] the one
+//! [`management`], [`health`], [`txn`], [`watch`], [`lease`] and [`lock`] hold the handlers, [`errors`] the one
 //! error translation, and [`edge`] what every request goes through (the
 //! access check by [`super::op`], metrics). This file registers each
 //! route with its operation.
@@ -11,6 +11,8 @@ pub mod edge;
 pub mod errors;
 pub mod health;
 pub mod kv;
+pub mod lease;
+pub mod lock;
 pub mod management;
 pub mod txn;
 pub mod watch;
@@ -63,6 +65,123 @@ pub fn routes(routes: Routes, node: Node, max_body: usize, sources: Sources) -> 
         Op::Compact,
         max_body,
         txn::compact,
+    );
+    let routes = with(
+        routes,
+        n,
+        Method::Post,
+        "/lease/grant",
+        Op::Lease,
+        max_body,
+        lease::grant,
+    );
+    let routes = with(
+        routes,
+        n,
+        Method::Post,
+        "/lease/keepalive",
+        Op::Lease,
+        max_body,
+        lease::keep_alive,
+    );
+    let routes = with(
+        routes,
+        n,
+        Method::Post,
+        "/lease/revoke",
+        Op::Lease,
+        max_body,
+        lease::revoke,
+    );
+    let routes = with(
+        routes,
+        n,
+        Method::Post,
+        "/lease/timetolive",
+        Op::LeaseRead,
+        max_body,
+        lease::time_to_live,
+    );
+    let routes = with(
+        routes,
+        n,
+        Method::Post,
+        "/lease/leases",
+        Op::LeaseRead,
+        max_body,
+        lease::leases,
+    );
+    let routes = with(
+        routes,
+        n,
+        Method::Get,
+        "/lease/leases",
+        Op::LeaseRead,
+        max_body,
+        lease::leases,
+    );
+    let routes = with(
+        routes,
+        n,
+        Method::Post,
+        "/lock",
+        Op::Lock,
+        max_body,
+        lock::lock,
+    );
+    let routes = with(
+        routes,
+        n,
+        Method::Post,
+        "/unlock",
+        Op::Lock,
+        max_body,
+        lock::unlock,
+    );
+    let routes = with(
+        routes,
+        n,
+        Method::Post,
+        "/election/campaign",
+        Op::Lock,
+        max_body,
+        lock::campaign,
+    );
+    let routes = with(
+        routes,
+        n,
+        Method::Post,
+        "/election/proclaim",
+        Op::Lock,
+        max_body,
+        lock::proclaim,
+    );
+    let routes = with(
+        routes,
+        n,
+        Method::Post,
+        "/election/resign",
+        Op::Lock,
+        max_body,
+        lock::resign,
+    );
+    let routes = with(
+        routes,
+        n,
+        Method::Post,
+        "/election/leader",
+        Op::LeaseRead,
+        max_body,
+        lock::leader,
+    );
+    let routes = with(
+        routes,
+        n,
+        Method::Get,
+        "/election/observe",
+        Op::LeaseRead,
+        max_body,
+        lock::observe,
     );
     let routes = with(
         routes,

@@ -14,10 +14,11 @@ Usage: ferriumctl [OPTIONS] COMMAND [ARGS]
 Operates a Ferrium cluster over its HTTP API.
 
 Commands:
-  put KEY VALUE [--if-mod-rev N]
+  put KEY VALUE [--if-mod-rev N] [--lease ID]
                                 Set KEY to VALUE (VALUE '-' reads it from stdin);
                                 with --if-mod-rev only if KEY's mod revision is N
-                                (0: only if KEY does not exist)
+                                (0: only if KEY does not exist); with --lease
+                                attached to lease ID (deleted when it ends)
   get KEY [--consistency C] [--rev N]
                                 Print the value of KEY (at revision N); C is
                                 linearizable (default), lease or stale
@@ -43,6 +44,27 @@ Commands:
                                 on separate lines (one JSON event per line with
                                 -o json); goes on with the next endpoint, without
                                 a gap, when its member goes away
+  lease grant TTL [--id N]      Grant a lease of TTL seconds (id N, or one the
+                                cluster picks)
+  lease keep-alive ID [--once]  Renew lease ID every TTL/3 until interrupted
+                                (once with --once)
+  lease revoke ID               End lease ID now; its keys are deleted
+  lease timetolive ID [--keys]  Lease ID's remaining and granted TTL (and keys)
+  lease list                    Every lease's id
+  lock NAME [--ttl N] [-- COMMAND [ARGS...]]
+                                Take lock NAME (waiting for its turn) under a
+                                lease of N seconds (default 60) kept alive
+                                meanwhile; run COMMAND holding it, with
+                                FERRIUM_LOCK_KEY and FERRIUM_LOCK_REV (the
+                                fencing token) in its environment, and release
+                                it when COMMAND exits (with its exit status);
+                                without COMMAND print the key and hold the lock
+                                until interrupted
+  elect NAME [PROPOSAL] [--ttl N]
+                                Campaign in election NAME with PROPOSAL: print
+                                the leader key and value once elected and lead
+                                until interrupted; without PROPOSAL print each
+                                leader (key and value) as leadership changes
   status                        Every member's role, term, indexes and replication lag
   leader                        The current leader's id and address
   member add ID ADDR            Add node ID (listening on ADDR, host:port) as a learner
@@ -118,6 +140,31 @@ pub enum Command {
         prometheus: bool,
     },
     Watch(crate::watch::WatchArgs),
+    PutLease(String, String, u64),
+    LeaseGrant {
+        ttl: u64,
+        id: u64,
+    },
+    LeaseKeepAlive {
+        id: u64,
+        once: bool,
+    },
+    LeaseRevoke(u64),
+    LeaseTimeToLive {
+        id: u64,
+        keys: bool,
+    },
+    LeaseList,
+    Lock {
+        name: String,
+        ttl: u64,
+        command: Vec<String>,
+    },
+    Elect {
+        name: String,
+        proposal: Option<String>,
+        ttl: u64,
+    },
 }
 
 /// Which API the commands go over, with its client.
@@ -215,6 +262,20 @@ pub fn parse_cli(args: Vec<std::ffi::OsString>) -> Result<Parsed, Failure> {
                     "--if-mod-rev",
                 )?)
             }
+            Long("lease") => {
+                flags.lease = Some(lease_id(&value(&mut parser, "--lease")?, "--lease")?)
+            }
+            Long("id") => flags.id = Some(lease_id(&value(&mut parser, "--id")?, "--id")?),
+            Long("ttl") => {
+                let v = value(&mut parser, "--ttl")?;
+                flags.ttl = Some(v.parse::<u64>().ok().filter(|t| *t > 0).ok_or_else(|| {
+                    Failure::usage(format!(
+                        "--ttl {v:?} is not a number of seconds (1 or more)"
+                    ))
+                })?);
+            }
+            Long("once") => flags.once = true,
+            Long("keys") => flags.keys = true,
             Long("prefix") => flags.prefix = true,
             Long("from-key") => flags.from_key = true,
             Long("prev-kv") => flags.prev_kv = true,
@@ -318,6 +379,22 @@ struct Flags {
     json: bool,
     sort_by: Option<String>,
     order: Option<String>,
+    lease: Option<u64>,
+    id: Option<u64>,
+    ttl: Option<u64>,
+    once: bool,
+    keys: bool,
+}
+
+fn lease_id(v: &str, what: &str) -> Result<u64, Failure> {
+    v.parse::<u64>()
+        .ok()
+        .filter(|id| *id > 0 && i64::try_from(*id).is_ok())
+        .ok_or_else(|| {
+            Failure::usage(format!(
+                "{what} {v:?} is not a lease id (a positive integer)"
+            ))
+        })
 }
 
 fn number(v: &str, flag: &str) -> Result<u64, Failure> {
@@ -354,9 +431,48 @@ fn command(
     };
     let cmd = match args.as_slice() {
         [] => return Err(Failure::usage("no command given")),
-        ["put", key, value] => match flags.if_mod_rev {
-            Some(n) => Command::PutIf(key.to_string(), value.to_string(), n),
-            None => Command::Put(key.to_string(), value.to_string()),
+        ["put", key, value] => match (flags.if_mod_rev, flags.lease) {
+            (Some(_), Some(_)) => {
+                return Err(Failure::usage(
+                    "put takes --if-mod-rev or --lease, not both (use txn for both)",
+                ));
+            }
+            (Some(n), None) => Command::PutIf(key.to_string(), value.to_string(), n),
+            (None, Some(l)) => Command::PutLease(key.to_string(), value.to_string(), l),
+            (None, None) => Command::Put(key.to_string(), value.to_string()),
+        },
+        ["lease", "grant", ttl] => Command::LeaseGrant {
+            ttl: ttl.parse::<u64>().map_err(|_| {
+                Failure::usage(format!(
+                    "lease grant {ttl:?}: the TTL is a number of seconds"
+                ))
+            })?,
+            id: flags.id.unwrap_or(0),
+        },
+        ["lease", "keep-alive" | "keepalive", id] => Command::LeaseKeepAlive {
+            id: lease_id(id, "lease keep-alive")?,
+            once: flags.once,
+        },
+        ["lease", "revoke", id] => Command::LeaseRevoke(lease_id(id, "lease revoke")?),
+        ["lease", "timetolive", id] => Command::LeaseTimeToLive {
+            id: lease_id(id, "lease timetolive")?,
+            keys: flags.keys,
+        },
+        ["lease", "list"] => Command::LeaseList,
+        ["lock", name, command @ ..] => Command::Lock {
+            name: name.to_string(),
+            ttl: flags.ttl.unwrap_or(crate::lease::SESSION_TTL),
+            command: command.iter().map(|s| s.to_string()).collect(),
+        },
+        ["elect", name] => Command::Elect {
+            name: name.to_string(),
+            proposal: None,
+            ttl: flags.ttl.unwrap_or(crate::lease::SESSION_TTL),
+        },
+        ["elect", name, proposal] => Command::Elect {
+            name: name.to_string(),
+            proposal: Some(proposal.to_string()),
+            ttl: flags.ttl.unwrap_or(crate::lease::SESSION_TTL),
         },
         ["get", key] => match flags.rev {
             Some(_) => Command::GetAt(range_args(key, None, consistency)),
@@ -403,10 +519,15 @@ fn command(
         ["metrics"] => Command::Metrics { prometheus },
         [
             cmd @ ("put" | "get" | "del" | "list" | "status" | "leader" | "health" | "metrics"
-            | "range" | "txn" | "compact" | "watch"),
+            | "range" | "txn" | "compact" | "watch" | "lock" | "elect"),
             ..,
         ] => {
             return Err(Failure::usage(format!("wrong arguments for {cmd}")));
+        }
+        ["lease", ..] => {
+            return Err(Failure::usage(
+                "lease needs: grant TTL, keep-alive ID, revoke ID, timetolive ID or list",
+            ));
         }
         ["member", ..] => {
             return Err(Failure::usage(

@@ -6,19 +6,23 @@ use serde_json::{Value, json};
 use crate::output::{Output, print_json};
 use crate::{Ctl, EXIT_FAILED, EXIT_NOT_FOUND, Failure, Outcome};
 
+/// A value argument: `-` reads it from stdin.
+pub fn value_arg(value: String) -> Result<String, Failure> {
+    if value != "-" {
+        return Ok(value);
+    }
+    let mut s = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).map_err(|e| {
+        Failure::new(
+            EXIT_FAILED,
+            format!("cannot read the value from stdin: {e}"),
+        )
+    })?;
+    Ok(s)
+}
+
 pub async fn put(ctl: &Ctl, key: String, value: String) -> Outcome {
-    let value = if value == "-" {
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).map_err(|e| {
-            Failure::new(
-                EXIT_FAILED,
-                format!("cannot read the value from stdin: {e}"),
-            )
-        })?;
-        s
-    } else {
-        value
-    };
+    let value = value_arg(value)?;
     let a = ctl.client.put(&key, &value).await?;
     ctl.output
         .print(&a.body, || println!("OK revision {}", a.value.revision));

@@ -12,13 +12,14 @@
 //! cluster applies once; if the outcome is still unknown after that, it is
 //! reported with its own exit status. Those rules live in [`ferrium::client::RestClient::call`]; this
 //! binary parses the command line ([`cli`]), runs one command ([`kv`],
-//! [`txn`], [`members`], [`status`], [`health`], [`watch`], [`grpc`]) and prints the answer
+//! [`txn`], [`lease`], [`members`], [`status`], [`health`], [`watch`], [`grpc`]) and prints the answer
 //! ([`output`]).
 
 mod cli;
 mod grpc;
 mod health;
 mod kv;
+mod lease;
 mod members;
 mod output;
 mod status;
@@ -143,5 +144,17 @@ async fn run(cli: Box<Cli>) -> Outcome {
         Command::Health => health::health(&ctl).await,
         Command::Metrics { prometheus } => health::metrics(&ctl, prometheus).await,
         Command::Watch(args) => watch::watch(&ctl, args).await,
+        Command::PutLease(key, value, l) => lease::put(&ctl, key, value, l).await,
+        Command::LeaseGrant { ttl, id } => lease::grant(&ctl, ttl, id).await,
+        Command::LeaseKeepAlive { id, once } => lease::keep_alive(&ctl, id, once).await,
+        Command::LeaseRevoke(id) => lease::revoke(&ctl, id).await,
+        Command::LeaseTimeToLive { id, keys } => lease::time_to_live(&ctl, id, keys).await,
+        Command::LeaseList => lease::list(&ctl).await,
+        Command::Lock { name, ttl, command } => lease::lock(&ctl, name, ttl, command).await,
+        Command::Elect {
+            name,
+            proposal,
+            ttl,
+        } => lease::elect(&ctl, name, proposal, ttl).await,
     }
 }

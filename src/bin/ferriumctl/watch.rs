@@ -25,7 +25,7 @@ const SILENCE: Duration = Duration::from_secs(120);
 /// Rounds over every endpoint without one stream opening before giving up.
 const ROUNDS: u32 = 5;
 
-fn percent(s: &str) -> String {
+pub fn percent(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
