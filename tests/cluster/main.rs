@@ -10,6 +10,7 @@ mod ctl;
 mod deploy_examples;
 mod grpc;
 mod kv2;
+mod lease;
 mod ops;
 mod peer_hostile;
 mod systemd_notify;
