@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure().compile_protos(
         &[
             "proto/kv.proto",
+            "proto/lock.proto",
             "proto/management.proto",
             "proto/health.proto",
             "proto/etcd/kv.proto",

@@ -12,6 +12,10 @@ pub mod proto {
     pub mod kv {
         tonic::include_proto!("ferrium.kv");
     }
+    /// `ferrium.lock`: locks and elections.
+    pub mod lock {
+        tonic::include_proto!("ferrium.lock");
+    }
     /// `ferrium.management`: cluster management.
     pub mod management {
         tonic::include_proto!("ferrium.management");

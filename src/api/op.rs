@@ -184,6 +184,50 @@ const GRPC_METHODS: &[(&str, Op, &str)] = &[
     ("/ferrium.kv.KvService/Txn", Op::Txn, "Txn"),
     ("/ferrium.kv.KvService/Compact", Op::Compact, "Compact"),
     ("/ferrium.kv.KvService/Watch", Op::Watch, "Watch"),
+    ("/ferrium.kv.KvService/LeaseGrant", Op::Lease, "LeaseGrant"),
+    (
+        "/ferrium.kv.KvService/LeaseRevoke",
+        Op::Lease,
+        "LeaseRevoke",
+    ),
+    (
+        "/ferrium.kv.KvService/LeaseKeepAlive",
+        Op::Lease,
+        "LeaseKeepAlive",
+    ),
+    (
+        "/ferrium.kv.KvService/LeaseTimeToLive",
+        Op::LeaseRead,
+        "LeaseTimeToLive",
+    ),
+    (
+        "/ferrium.kv.KvService/LeaseLeases",
+        Op::LeaseRead,
+        "LeaseLeases",
+    ),
+    ("/ferrium.lock.LockService/Lock", Op::Lock, "Lock"),
+    ("/ferrium.lock.LockService/Unlock", Op::Lock, "Unlock"),
+    (
+        "/ferrium.lock.ElectionService/Campaign",
+        Op::Lock,
+        "Campaign",
+    ),
+    (
+        "/ferrium.lock.ElectionService/Proclaim",
+        Op::Lock,
+        "Proclaim",
+    ),
+    (
+        "/ferrium.lock.ElectionService/Leader",
+        Op::LeaseRead,
+        "Leader",
+    ),
+    (
+        "/ferrium.lock.ElectionService/Observe",
+        Op::LeaseRead,
+        "Observe",
+    ),
+    ("/ferrium.lock.ElectionService/Resign", Op::Lock, "Resign"),
     (
         "/ferrium.management.ManagementService/Initialize",
         Op::Init,

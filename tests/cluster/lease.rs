@@ -467,3 +467,200 @@ fn a_lock_keeps_a_plain_counter_exact_through_kills_and_pauses() {
     let version = read["kvs"][0]["version"].as_u64().unwrap();
     assert_eq!(version, CLIENTS * EACH + 1, "one write per increment");
 }
+
+#[test]
+fn leases_locks_and_elections_over_grpc() {
+    use ferrium::api::proto::kv::kv_service_client::KvServiceClient;
+    use ferrium::api::proto::kv::{
+        LeaseGrantRequest, LeaseKeepAliveRequest, LeaseLeasesRequest, LeaseRevokeRequest,
+        LeaseTimeToLiveRequest, PutRequest, RequestOp, TxnRequest, request_op,
+    };
+    use ferrium::api::proto::lock::election_service_client::ElectionServiceClient;
+    use ferrium::api::proto::lock::lock_service_client::LockServiceClient;
+    use ferrium::api::proto::lock::{
+        CampaignRequest, LeaderRequest, LockRequest, ProclaimRequest, ResignRequest, UnlockRequest,
+    };
+    let c = Cluster::start_in_process("lease-grpc", 1, Bootstrap::Static, "");
+    c.wait_leader(Duration::from_secs(30));
+    let addr = c.node(1).grpc_addr();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect");
+        let mut kv = KvServiceClient::new(channel.clone());
+        let g = kv
+            .lease_grant(LeaseGrantRequest { ttl: 30, id: 0 })
+            .await
+            .expect("grant")
+            .into_inner();
+        assert_eq!(g.ttl, 30);
+        let lease = g.id;
+        let put = RequestOp {
+            request: Some(request_op::Request::RequestPut(PutRequest {
+                key: b"g/a".to_vec(),
+                value: b"1".to_vec(),
+                lease: lease as u64,
+                ..PutRequest::default()
+            })),
+        };
+        let t = kv
+            .txn(TxnRequest {
+                success: vec![put],
+                ..TxnRequest::default()
+            })
+            .await
+            .expect("txn")
+            .into_inner();
+        assert!(t.succeeded);
+        // One answer per keep-alive, in order; an unknown lease answers 0.
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tx.send(LeaseKeepAliveRequest { id: lease }).await.unwrap();
+        tx.send(LeaseKeepAliveRequest { id: 987_654 })
+            .await
+            .unwrap();
+        drop(tx);
+        let stream = futures_util::stream::poll_fn({
+            let mut rx = rx;
+            move |cx| rx.poll_recv(cx)
+        });
+        let mut answers = kv
+            .lease_keep_alive(stream)
+            .await
+            .expect("keep-alive")
+            .into_inner();
+        let first = answers.message().await.unwrap().unwrap();
+        let second = answers.message().await.unwrap().unwrap();
+        assert_eq!((first.id, first.ttl), (lease, 30));
+        assert_eq!((second.id, second.ttl), (987_654, 0));
+        let ttl = kv
+            .lease_time_to_live(LeaseTimeToLiveRequest {
+                id: lease,
+                keys: true,
+                ..LeaseTimeToLiveRequest::default()
+            })
+            .await
+            .expect("ttl")
+            .into_inner();
+        assert_eq!(ttl.granted_ttl, 30);
+        assert!(ttl.ttl > 25 && ttl.ttl <= 30, "{}", ttl.ttl);
+        assert_eq!(ttl.keys, vec![b"g/a".to_vec()]);
+        let all = kv
+            .lease_leases(LeaseLeasesRequest::default())
+            .await
+            .expect("leases")
+            .into_inner();
+        assert_eq!(
+            all.leases.iter().map(|l| l.id).collect::<Vec<_>>(),
+            vec![lease]
+        );
+
+        // A lock, with its revision as the fencing token.
+        let mut locks = LockServiceClient::new(channel.clone());
+        let held = locks
+            .lock(LockRequest {
+                name: b"jobs".to_vec(),
+                lease,
+            })
+            .await
+            .expect("lock")
+            .into_inner();
+        assert_eq!(held.key, format!("jobs/{lease:x}").into_bytes());
+        assert!(held.rev > 0);
+        locks
+            .unlock(UnlockRequest { key: held.key })
+            .await
+            .expect("unlock");
+
+        // An election: campaign, leader, proclaim, observe, resign.
+        let mut e = ElectionServiceClient::new(channel.clone());
+        let won = e
+            .campaign(CampaignRequest {
+                name: b"sched".to_vec(),
+                lease,
+                value: b"a".to_vec(),
+            })
+            .await
+            .expect("campaign")
+            .into_inner();
+        let leader = won.leader.expect("a leader key");
+        let mut observe = e
+            .observe(LeaderRequest {
+                name: b"sched".to_vec(),
+            })
+            .await
+            .expect("observe")
+            .into_inner();
+        let seen = observe.message().await.unwrap().unwrap();
+        assert_eq!(seen.kv.unwrap().value, b"a");
+        e.proclaim(ProclaimRequest {
+            leader: Some(leader.clone()),
+            value: b"b".to_vec(),
+        })
+        .await
+        .expect("proclaim");
+        let seen = observe.message().await.unwrap().unwrap();
+        assert_eq!(seen.kv.unwrap().value, b"b");
+        let now = e
+            .leader(LeaderRequest {
+                name: b"sched".to_vec(),
+            })
+            .await
+            .expect("leader")
+            .into_inner();
+        assert_eq!(now.kv.unwrap().key, leader.key);
+        e.resign(ResignRequest {
+            leader: Some(leader.clone()),
+        })
+        .await
+        .expect("resign");
+        let gone = e
+            .leader(LeaderRequest {
+                name: b"sched".to_vec(),
+            })
+            .await
+            .expect_err("no leader after the resignation");
+        assert_eq!(gone.code(), tonic::Code::FailedPrecondition);
+        assert!(
+            gone.message().contains("election: no leader"),
+            "{}",
+            gone.message()
+        );
+        // Proclaiming after resigning is refused with etcd's words.
+        let refused = e
+            .proclaim(ProclaimRequest {
+                leader: Some(leader),
+                value: b"c".to_vec(),
+            })
+            .await
+            .expect_err("not the leader");
+        assert!(
+            refused.message().contains("election: not leader"),
+            "{}",
+            refused.message()
+        );
+
+        // Revoking deletes the lease's keys.
+        let r = kv
+            .lease_revoke(LeaseRevokeRequest { id: lease })
+            .await
+            .expect("revoke")
+            .into_inner();
+        assert_eq!(r.deleted, 1);
+        let missing = kv
+            .lease_time_to_live(LeaseTimeToLiveRequest {
+                id: lease,
+                ..LeaseTimeToLiveRequest::default()
+            })
+            .await
+            .expect_err("revoked");
+        assert_eq!(missing.code(), tonic::Code::NotFound);
+        assert!(
+            missing.message().contains("does not exist"),
+            "{}",
+            missing.message()
+        );
+    });
+}

@@ -188,6 +188,45 @@ impl KvService for KvApi {
         super::watch::watch(self.node.clone(), req).await
     }
 
+    async fn lease_grant(
+        &self,
+        req: Request<pb::LeaseGrantRequest>,
+    ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+        let id = request_id(&req)?;
+        super::lease::grant(&self.node, id, req.into_inner()).await
+    }
+
+    async fn lease_revoke(
+        &self,
+        req: Request<pb::LeaseRevokeRequest>,
+    ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+        let id = request_id(&req)?;
+        super::lease::revoke(&self.node, id, req.into_inner()).await
+    }
+
+    type LeaseKeepAliveStream = super::lease::KeepAliveStream;
+
+    async fn lease_keep_alive(
+        &self,
+        req: Request<tonic::Streaming<pb::LeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        super::lease::keep_alive(self.node.clone(), req).await
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        req: Request<pb::LeaseTimeToLiveRequest>,
+    ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        super::lease::time_to_live(&self.node, req.into_inner()).await
+    }
+
+    async fn lease_leases(
+        &self,
+        req: Request<pb::LeaseLeasesRequest>,
+    ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
+        super::lease::leases(&self.node, req.into_inner()).await
+    }
+
     async fn compact(
         &self,
         req: Request<pb::CompactRequest>,
@@ -212,7 +251,7 @@ pub const IDEMPOTENCY_METADATA: &str = "idempotency-key";
 /// same id.
 pub const REPLAYED_METADATA: &str = "idempotent-replayed";
 
-fn request_id<T>(req: &Request<T>) -> Result<Option<Vec<u8>>, Status> {
+pub(super) fn request_id<T>(req: &Request<T>) -> Result<Option<Vec<u8>>, Status> {
     match req.metadata().get(IDEMPOTENCY_METADATA) {
         None => Ok(None),
         Some(v) => {
@@ -232,10 +271,15 @@ fn request_id<T>(req: &Request<T>) -> Result<Option<Vec<u8>>, Status> {
 fn answer<T>(message: T, repeated: bool) -> Response<T> {
     let mut r = Response::new(message);
     if repeated {
-        r.metadata_mut()
-            .insert(REPLAYED_METADATA, MetadataValue::from_static("true"));
+        mark_replayed(&mut r);
     }
     r
+}
+
+/// Says on `r` that it is the kept answer of an earlier request.
+pub(super) fn mark_replayed<T>(r: &mut Response<T>) {
+    r.metadata_mut()
+        .insert(REPLAYED_METADATA, MetadataValue::from_static("true"));
 }
 
 pub(super) fn header(h: node::Header) -> Option<pb::ResponseHeader> {

@@ -1,6 +1,6 @@
 //! The gRPC listener and the tonic server behind both listeners.
 
-use super::{Edge, HealthApi, KvApi, ManagementApi};
+use super::{Edge, HealthApi, KvApi, LockApi, ManagementApi};
 use crate::api::proto::health::health_server::HealthServer;
 use crate::api::proto::kv::kv_service_server::KvServiceServer;
 use crate::api::proto::management::management_service_server::ManagementServiceServer;
@@ -95,6 +95,20 @@ impl GrpcServer {
             ManagementServiceServer::new(ManagementApi { node: node.clone() })
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
+        )
+        .add_service(
+            crate::api::proto::lock::lock_service_server::LockServiceServer::new(LockApi {
+                node: node.clone(),
+            })
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
+        )
+        .add_service(
+            crate::api::proto::lock::election_service_server::ElectionServiceServer::new(LockApi {
+                node: node.clone(),
+            })
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
         )
         .add_service(HealthServer::new(HealthApi { node }));
         let (sender, receiver) = mpsc::channel(PENDING_CONNECTIONS);

@@ -5,7 +5,9 @@
 //! [`node::Error`] into a [`Status`] ([`status`] is the one place that does
 //! it); no request logic lives here.
 //!
-//! The rooms: [`kv`], [`management`] and [`health`] hold one service each;
+//! The rooms: [`kv`], [`management`] and [`health`] hold one service each
+//! ([`watch`] and [`lease`] the streams and lease calls of `kv`, and the
+//! `ferrium.lock` services);
 //! [`edge`] is what every call goes through (deadlines, the oversize
 //! rewrite, the access check by [`super::op`], metrics); [`listener`] takes
 //! connections from both listeners and runs the tonic server.
@@ -34,6 +36,7 @@
 pub mod edge;
 pub mod health;
 pub mod kv;
+pub mod lease;
 pub mod listener;
 pub mod management;
 pub mod watch;
@@ -41,6 +44,7 @@ pub mod watch;
 pub use edge::{Deadline, Edge};
 pub use health::HealthApi;
 pub use kv::KvApi;
+pub use lease::LockApi;
 pub use listener::{ConnectionPeer, GrpcServer, RunningGrpc};
 pub use management::ManagementApi;
 
