@@ -12,7 +12,11 @@
 //!    the whole run (reconnecting elsewhere from its last revision), got
 //!    every acknowledged add, in revision order, with no duplicate and no
 //!    phantom (schedules with open peers; see `watch.rs`);
-//! 5. the run tested something: enough operations succeeded, faults were
+//! 5. in the `lease` schedule, holders keep keys alive under short leases
+//!    and abandon them: no key disappears while an acknowledged keep-alive
+//!    still guarantees it, and none outlives its documented bound (see
+//!    `lease.rs`);
+//! 6. the run tested something: enough operations succeeded, faults were
 //!    injected, and a schedule that drew the membership fault changed the
 //!    membership for real.
 //!
@@ -32,6 +36,7 @@
 
 mod checker;
 mod history;
+mod lease;
 mod nemesis;
 mod reference;
 mod watch;
@@ -264,6 +269,14 @@ fn schedules(random_seed: u64) -> Vec<Schedule> {
             404,
         ),
         plain("membership", 3, vec![Membership], 505),
+        // Keys with leases kept alive through kills, pauses and partitions
+        // (the lease checker runs in this schedule).
+        plain(
+            "lease",
+            3,
+            vec![Kill, Pause, PauseLeader, IsolateLeader, Split],
+            808,
+        ),
         Schedule {
             name: "secret",
             nodes: 3,
@@ -555,6 +568,13 @@ fn run_schedule(s: &Schedule, length: Duration) -> RunStats {
     // with a cluster secret or mTLS run without it).
     let watchers = (s.security == Security::Open)
         .then(|| watch::Watchers::start(addrs.iter().map(|(_, a)| a.clone()).collect()));
+    let leases = (s.name == "lease").then(|| {
+        lease::Leases::start(
+            api.clone(),
+            addrs.iter().map(|(_, a)| a.clone()).collect(),
+            s.seed,
+        )
+    });
     let clients = {
         let stop = stop.clone();
         let seed = s.seed;
@@ -608,6 +628,7 @@ fn run_schedule(s: &Schedule, length: Duration) -> RunStats {
             )),
         }
     }
+    let leased = leases.map_or(0, |l| l.finish(&mut problems));
     check_counters(&rec.increments, &listing, &mut problems);
     match checker::check(&rec.ops) {
         Verdict::Linearizable => {}
@@ -620,7 +641,7 @@ fn run_schedule(s: &Schedule, length: Duration) -> RunStats {
     }
 
     eprintln!(
-        "robustness: schedule {} seed {}: {} operations ({} register ops + {} adds; {} ok, {} failed, {} unknown), {} faults injected, {} membership changes succeeded ({} removals of {} tried, {} re-adds), {} watch events checked, {:.0}s",
+        "robustness: schedule {} seed {}: {} operations ({} register ops + {} adds; {} ok, {} failed, {} unknown), {} faults injected, {} membership changes succeeded ({} removals of {} tried, {} re-adds), {} watch events checked, {} leased keys checked, {:.0}s",
         s.name,
         s.seed,
         sum.ops + sum.adds,
@@ -635,6 +656,7 @@ fn run_schedule(s: &Schedule, length: Duration) -> RunStats {
         report.membership_faults,
         report.re_added,
         watch_events,
+        leased,
         began.elapsed().as_secs_f64()
     );
     if !problems.is_empty() {

@@ -1,0 +1,276 @@
+//! The lease checker: holders put keys with short leases and keep them
+//! alive through any member, each abandoning its lease after a while; a
+//! monitor reads the keys linearizably all along. Afterwards:
+//!
+//! - *safety*: no read saw a key missing before the TTL had passed since
+//!   the send of a keep-alive (or of the grant) that was acknowledged;
+//! - *liveness*: every abandoned key is gone from the first read that
+//!   began after its bound: the last keep-alive sent (acknowledged or
+//!   not) + TTL + 1.5 s (the expiry check and a commit), plus, for every
+//!   time the cluster could not serve the monitor overlapping that time
+//!   (a gap of more than 300 ms between its successful reads: no leader, or
+//!   no quorum), the gap and 1 s (the lease clock checkpoint and the new
+//!   leader catching up), as the README documents the bound per leader
+//!   change.
+//!
+//! All times are the test process's monotonic clock, which the members on
+//! this machine share.
+
+use crate::workload::Api;
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// The TTL of every lease, in seconds (above a failover, below the faults'
+/// length, so that both renewals across faults and expiries happen).
+const TTL: u64 = 3;
+const HOLDERS: usize = 4;
+const EVERY: Duration = Duration::from_millis(400);
+
+/// One key under a lease, as its holder saw it.
+#[derive(Clone, Debug)]
+struct Held {
+    key: String,
+    /// When the put was acknowledged: the key exists from then on.
+    put_acked: Instant,
+    /// Send times of acknowledged keep-alives, and of the grant.
+    acked: Vec<Instant>,
+    /// The last keep-alive sent, whatever its outcome.
+    last_sent: Instant,
+}
+
+/// One monitor read: when it began and ended, and the keys it saw.
+struct Read {
+    began: Instant,
+    ended: Instant,
+    keys: BTreeSet<String>,
+}
+
+pub struct Leases {
+    stop: Arc<AtomicBool>,
+    stop_monitor: Arc<AtomicBool>,
+    holders: Vec<JoinHandle<Vec<Held>>>,
+    monitor: JoinHandle<Vec<Read>>,
+}
+
+fn any(
+    api: &Api,
+    addrs: &[String],
+    i: &mut usize,
+    path: &str,
+    body: &Value,
+    id: Option<&str>,
+) -> Option<Value> {
+    let text = body.to_string();
+    for _ in 0..addrs.len() {
+        *i += 1;
+        let addr = &addrs[*i % addrs.len()];
+        if let Ok(r) = api.send_with_id(addr, "POST", path, Some(&text), id, Duration::from_secs(1))
+        {
+            if r.status == 200 {
+                return serde_json::from_str(&r.body).ok();
+            }
+        }
+    }
+    None
+}
+
+impl Leases {
+    pub fn start(api: Api, addrs: Vec<String>, seed: u64) -> Leases {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_monitor = Arc::new(AtomicBool::new(false));
+        let holders = (0..HOLDERS)
+            .map(|h| {
+                let (api, addrs, stop) = (api.clone(), addrs.clone(), stop.clone());
+                std::thread::spawn(move || hold(api, addrs, stop, h, seed))
+            })
+            .collect();
+        let monitor = {
+            let (stop, addrs) = (stop_monitor.clone(), addrs.clone());
+            std::thread::spawn(move || {
+                let mut reads = Vec::new();
+                let mut i = 0usize;
+                let body = json!({"key": "lease/", "prefix": true, "keys_only": true});
+                while !stop.load(Ordering::SeqCst) {
+                    let began = Instant::now();
+                    if let Some(v) = any(&api, &addrs, &mut i, "/range", &body, None) {
+                        let keys = v["kvs"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|kv| kv["key"].as_str().map(str::to_string))
+                            .collect();
+                        reads.push(Read {
+                            began,
+                            ended: Instant::now(),
+                            keys,
+                        });
+                    }
+                    // Polling the keys.
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                reads
+            })
+        };
+        Leases {
+            stop,
+            stop_monitor,
+            holders,
+            monitor,
+        }
+    }
+
+    /// Stops the holders and the monitor, then checks what they recorded
+    /// against the bound; returns how many leased keys were checked.
+    pub fn finish(self, problems: &mut Vec<String>) -> usize {
+        // The holders stop keeping their leases alive; the monitor reads on
+        // until the last of them is past its bound.
+        self.stop.store(true, Ordering::SeqCst);
+        let mut held = Vec::new();
+        for h in self.holders {
+            held.extend(h.join().unwrap_or_default());
+        }
+        // With the cluster healed, the last bound is TTL and a little away.
+        std::thread::sleep(Duration::from_secs(TTL + 4)); // the monitor reads meanwhile
+        self.stop_monitor.store(true, Ordering::SeqCst);
+        let reads = self.monitor.join().unwrap_or_default();
+        let gaps: Vec<(Instant, Instant)> = reads
+            .windows(2)
+            .filter(|w| w[1].began.duration_since(w[0].ended) > Duration::from_millis(300))
+            .map(|w| (w[0].ended, w[1].began))
+            .collect();
+        check(&held, &reads, &gaps, problems);
+        held.len()
+    }
+}
+
+/// One holder: grant, put, keep alive for a while, abandon, again.
+fn hold(api: Api, addrs: Vec<String>, stop: Arc<AtomicBool>, h: usize, seed: u64) -> Vec<Held> {
+    let mut out = Vec::new();
+    let mut i = h;
+    let mut n = 0u64;
+    let mut rng = ferrium::rng::Rng::new(seed ^ (h as u64 + 1) * 0x9e37_79b9);
+    while !stop.load(Ordering::SeqCst) {
+        n += 1;
+        let grant_sent = Instant::now();
+        let gid = format!("grant-{seed}-{h}-{n}");
+        let Some(g) = any(
+            &api,
+            &addrs,
+            &mut i,
+            "/lease/grant",
+            &json!({"ttl": TTL}),
+            Some(&gid),
+        ) else {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        };
+        let Some(lease) = g["id"].as_u64() else {
+            continue;
+        };
+        let key = format!("lease/{h}/{n}");
+        let pid = format!("put-{seed}-{h}-{n}");
+        let put = json!({"Set": {"key": key, "value": "held", "lease": lease}});
+        if any(&api, &addrs, &mut i, "/write", &put, Some(&pid)).is_none() {
+            // Not known to exist: not tracked (its lease ends on its own).
+            continue;
+        }
+        let mut held = Held {
+            key,
+            put_acked: Instant::now(),
+            acked: vec![grant_sent],
+            last_sent: grant_sent,
+        };
+        let hold_for = Duration::from_millis(rng.range(2_000, 8_000));
+        let began = Instant::now();
+        while began.elapsed() < hold_for && !stop.load(Ordering::SeqCst) {
+            let sent = Instant::now();
+            held.last_sent = sent;
+            let text = json!({"id": lease}).to_string();
+            i += 1;
+            let addr = &addrs[i % addrs.len()];
+            match api.send(
+                addr,
+                "POST",
+                "/lease/keepalive",
+                Some(&text),
+                Duration::from_secs(1),
+            ) {
+                Ok(r) if r.status == 200 => held.acked.push(sent),
+                // The lease ended (keep-alives failed for a TTL): the
+                // checker decides whether that was allowed.
+                Ok(r) if r.status == 404 => break,
+                _ => {}
+            }
+            std::thread::sleep(EVERY.saturating_sub(sent.elapsed()));
+        }
+        out.push(held);
+    }
+    out
+}
+
+/// The latest time a key whose keep-alives stopped at `last_sent` may
+/// still exist, given when the cluster could not serve (`gaps`).
+fn bound(last_sent: Instant, gaps: &[(Instant, Instant)]) -> Instant {
+    let mut deadline = last_sent + Duration::from_secs(TTL) + Duration::from_millis(1500);
+    let mut counted = vec![false; gaps.len()];
+    loop {
+        let mut moved = false;
+        for (w, (start, end)) in gaps.iter().enumerate() {
+            if !counted[w] && *start < deadline && *end > last_sent {
+                counted[w] = true;
+                deadline += end.duration_since((*start).max(last_sent)) + Duration::from_secs(1);
+                moved = true;
+            }
+        }
+        if !moved {
+            return deadline;
+        }
+    }
+}
+
+fn check(held: &[Held], reads: &[Read], gaps: &[(Instant, Instant)], problems: &mut Vec<String>) {
+    let ttl = Duration::from_secs(TTL);
+    for h in held {
+        let guaranteed = h.acked.iter().max().map(|s| *s + ttl);
+        for r in reads {
+            let present = r.keys.contains(&h.key);
+            // Safety: missing in a read that ended before an acknowledged
+            // keep-alive's TTL had run out.
+            if !present && r.began >= h.put_acked {
+                if let Some(g) = guaranteed.filter(|g| r.ended < *g) {
+                    problems.push(format!(
+                        "lease key {} was missing in a read {:?} before its lease could end (an acknowledged keep-alive guaranteed it until {:?} later)",
+                        h.key,
+                        r.ended.duration_since(h.put_acked),
+                        g.duration_since(r.ended)
+                    ));
+                    break;
+                }
+            }
+        }
+        // Liveness: gone from every read that began after its bound.
+        let deadline = bound(h.last_sent, gaps);
+        if let Some(r) = reads
+            .iter()
+            .find(|r| r.began > deadline && r.keys.contains(&h.key))
+        {
+            problems.push(format!(
+                "lease key {} outlived its bound: still there {:?} after its last keep-alive was sent (bound {:?})",
+                h.key,
+                r.began.duration_since(h.last_sent),
+                deadline.duration_since(h.last_sent)
+            ));
+        }
+    }
+    // A leased key nobody tracked may exist too, but a tracked one must
+    // have been seen at least once, or the monitor saw nothing.
+    let seen: BTreeSet<&String> = reads.iter().flat_map(|r| r.keys.iter()).collect();
+    let tracked = held.iter().filter(|h| seen.contains(&h.key)).count();
+    if !held.is_empty() && tracked == 0 {
+        problems.push("the lease monitor never saw a tracked key".into());
+    }
+}
