@@ -152,7 +152,7 @@ fn hold(api: Api, addrs: Vec<String>, stop: Arc<AtomicBool>, h: usize, seed: u64
     let mut out = Vec::new();
     let mut i = h;
     let mut n = 0u64;
-    let mut rng = ferrium::rng::Rng::new(seed ^ (h as u64 + 1) * 0x9e37_79b9);
+    let mut rng = ferrium::rng::Rng::new(seed ^ ((h as u64 + 1) * 0x9e37_79b9));
     while !stop.load(Ordering::SeqCst) {
         n += 1;
         let grant_sent = Instant::now();
