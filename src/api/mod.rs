@@ -31,7 +31,7 @@ pub mod proto {
         pub mod mvccpb {
             tonic::include_proto!("mvccpb");
         }
-        /// etcd's `KV.Put` and `Watch`.
+        /// etcd's `KV.Put`, `Watch` and `Lease` (grant, revoke, keep-alive).
         pub mod etcdserverpb {
             tonic::include_proto!("etcdserverpb");
         }

@@ -21,6 +21,8 @@
 //! Latencies are kept exactly (one `u32` of microseconds per request) and
 //! sorted at the end: a few megabytes for millions of requests.
 
+#[path = "ferrium-bench/lease.rs"]
+mod lease;
 #[path = "ferrium-bench/watch.rs"]
 mod watch;
 
@@ -39,7 +41,7 @@ use serde::Serialize;
 use tonic::transport::Channel;
 
 const USAGE: &str = "\
-Usage: ferrium-bench [OPTIONS] <put|get|mixed|batch|cas|watch>
+Usage: ferrium-bench [OPTIONS] <put|get|mixed|batch|cas|watch|lease>
 
 Workloads:
   put      one Set per request
@@ -54,6 +56,12 @@ Workloads:
            writers set those keys (at --rate writes/s overall, or as fast as
            they can) for --duration (default 10 s): events received against
            expected and delivery latency (write sent to event received);
+           gRPC only
+  lease    grants --leases leases of --lease-ttl seconds over --conns
+           connections, then renews them for --duration through --streams
+           gRPC keep-alive streams (--concurrency in flight on each, at
+           --rate keep-alives/s overall or as fast as they are answered):
+           grants/s, keep-alives/s and their latency; revokes them after;
            gRPC only
 
 Options:
@@ -87,8 +95,11 @@ Options:
                         (up to 4 times)
   --watchers N          watches in `watch` [default: 10000]
   --streams N           gRPC Watch streams they share in `watch` [default: 200]
-  --etcd                `watch` only: the endpoint is an etcd server, watched
-                        through etcd's Watch and written with its Put
+  --leases N            leases in `lease` [default: 10000]
+  --lease-ttl SECS      their TTL in `lease` [default: 60]
+  --etcd                `watch` and `lease`: the endpoint is an etcd server,
+                        driven through etcd's Watch and Put, or its Lease
+                        service
   --json                print the result as one JSON object
   -h, --help            print this help
 
@@ -98,6 +109,8 @@ Examples:
   ferrium-bench --leader -c 8 -n 1000 --batch-size 1000 batch   # load 1M keys
   ferrium-bench --protocol grpc --endpoints 127.0.0.1:9001 --key-space 1000 \
       --rate 1000 -c 16 -d 30 watch                              # 10,000 watchers
+  ferrium-bench --protocol grpc --endpoints 127.0.0.1:9001 --streams 16 \
+      --concurrency 64 -d 10 lease                               # keep-alives/s
 ";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -109,6 +122,7 @@ enum Workload {
     Batch,
     Cas,
     Watch,
+    Lease,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -152,6 +166,8 @@ struct Options {
     watchers: usize,
     streams: usize,
     etcd: bool,
+    leases: usize,
+    lease_ttl: u64,
 }
 
 fn parse_args() -> Result<Option<Options>, String> {
@@ -182,6 +198,8 @@ fn parse_args() -> Result<Option<Options>, String> {
         watchers: 10_000,
         streams: 200,
         etcd: false,
+        leases: 10_000,
+        lease_ttl: 60,
     };
     let mut workload = None;
     let mut parser = lexopt::Parser::from_env();
@@ -253,6 +271,8 @@ fn parse_args() -> Result<Option<Options>, String> {
             Long("seed") => o.seed = parser.value().map_err(err)?.parse().map_err(err)?,
             Long("json") => o.json = true,
             Long("request-ids") => o.request_ids = true,
+            Long("leases") => o.leases = parser.value().map_err(err)?.parse().map_err(err)?,
+            Long("lease-ttl") => o.lease_ttl = parser.value().map_err(err)?.parse().map_err(err)?,
             Long("watchers") => o.watchers = parser.value().map_err(err)?.parse().map_err(err)?,
             Long("streams") => o.streams = parser.value().map_err(err)?.parse().map_err(err)?,
             Long("etcd") => o.etcd = true,
@@ -264,9 +284,10 @@ fn parse_args() -> Result<Option<Options>, String> {
                     "batch" => Workload::Batch,
                     "cas" => Workload::Cas,
                     "watch" => Workload::Watch,
+                    "lease" => Workload::Lease,
                     w => {
                         return Err(format!(
-                            "unknown workload {w:?}: expected put, get, mixed, batch, cas or watch"
+                            "unknown workload {w:?}: expected put, get, mixed, batch, cas, watch or lease"
                         ));
                     }
                 });
@@ -274,7 +295,7 @@ fn parse_args() -> Result<Option<Options>, String> {
             _ => return Err(arg.unexpected().to_string()),
         }
     }
-    o.workload = workload.ok_or("missing workload: put, get, mixed, batch, cas or watch")?;
+    o.workload = workload.ok_or("missing workload: put, get, mixed, batch, cas, watch or lease")?;
     validate(&mut o)?;
     Ok(Some(o))
 }
@@ -303,6 +324,14 @@ fn validate(o: &mut Options) -> Result<(), String> {
             "--leader works with --protocol http; pass the leader's gRPC address in --endpoints"
                 .into(),
         );
+    }
+    if o.workload == Workload::Lease {
+        if o.protocol != Protocol::Grpc {
+            return Err("lease runs over gRPC: pass --protocol grpc and gRPC endpoints".into());
+        }
+        if o.leases == 0 || o.lease_ttl == 0 {
+            return Err("--leases and --lease-ttl must be at least 1".into());
+        }
     }
     if o.workload == Workload::Watch {
         if o.protocol != Protocol::Grpc {
@@ -443,8 +472,8 @@ fn next_op(plan: &Plan, op: u64, rng: &mut Rng) -> Op {
                 .collect(),
         },
         // Built by the worker, which knows its key's revision (`watch`
-        // runs in its own module).
-        Workload::Cas | Workload::Watch => Op::Get {
+        // and `lease` run in their own modules).
+        Workload::Cas | Workload::Watch | Workload::Lease => Op::Get {
             key: plan.read_key(op, rng),
         },
     }
@@ -832,6 +861,7 @@ impl Report {
             Workload::Batch => format!("batch ({} keys per request)", self.batch_size.unwrap_or(0)),
             Workload::Cas => "cas (compare-and-swap on the mod revision)".to_string(),
             Workload::Watch => "watch".to_string(),
+            Workload::Lease => "lease".to_string(),
         };
         let what = if self.request_ids {
             format!("{what} with request ids")
@@ -1038,6 +1068,26 @@ fn main() -> ExitCode {
         }
     };
     let json = opts.json;
+    if opts.workload == Workload::Lease {
+        let (leases, ttl) = (opts.leases, opts.lease_ttl);
+        return match runtime.block_on(lease::run(opts, leases, ttl)) {
+            Ok(report) => {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&report).expect("the report serialises")
+                    );
+                } else {
+                    report.print();
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ferrium-bench: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if opts.workload == Workload::Watch {
         let (watchers, streams) = (opts.watchers, opts.streams);
         return match runtime.block_on(watch::run(opts, watchers, streams)) {
@@ -1111,6 +1161,8 @@ mod tests {
             watchers: 10_000,
             streams: 200,
             etcd: false,
+            leases: 10_000,
+            lease_ttl: 60,
         }
     }
 

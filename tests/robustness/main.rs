@@ -271,12 +271,14 @@ fn schedules(random_seed: u64) -> Vec<Schedule> {
         plain("membership", 3, vec![Membership], 505),
         // Keys with leases kept alive through kills, pauses and partitions
         // (the lease checker runs in this schedule).
-        plain(
-            "lease",
-            3,
-            vec![Kill, Pause, PauseLeader, IsolateLeader, Split],
-            808,
-        ),
+        Schedule {
+            name: "lease",
+            nodes: 3,
+            faults: vec![Kill, Pause, PauseLeader, IsolateLeader, Split],
+            seed: 808,
+            security: Security::Open,
+            short: true,
+        },
         Schedule {
             name: "secret",
             nodes: 3,

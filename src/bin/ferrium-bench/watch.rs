@@ -355,7 +355,7 @@ pub async fn run(o: Options, watchers: usize, streams: usize) -> Result<WatchRep
 }
 
 /// An mpsc receiver as a stream of requests.
-struct Receiver<T>(tokio::sync::mpsc::Receiver<T>);
+pub(super) struct Receiver<T>(pub(super) tokio::sync::mpsc::Receiver<T>);
 
 impl<T> futures_util::Stream for Receiver<T> {
     type Item = T;
