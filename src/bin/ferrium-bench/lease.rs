@@ -123,14 +123,21 @@ impl Answers {
     }
 }
 
-/// Opens a keep-alive stream; `send` renews one lease on it.
+/// Opens a keep-alive stream with a first keep-alive of `first` (etcd
+/// answers the call only with its first message, so the call cannot be
+/// waited for before something is sent); `send` renews one lease on it.
 async fn open(
     etcd_target: bool,
     channel: Channel,
+    first: i64,
 ) -> Result<(tokio::sync::mpsc::Sender<i64>, Answers), String> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<i64>(1024);
     if etcd_target {
         let (req_tx, req_rx) = tokio::sync::mpsc::channel::<etcd::LeaseKeepAliveRequest>(1024);
+        req_tx
+            .send(etcd::LeaseKeepAliveRequest { id: first })
+            .await
+            .map_err(|_| "a keep-alive stream closed".to_string())?;
         tokio::spawn(async move {
             while let Some(id) = rx.recv().await {
                 if req_tx
@@ -151,6 +158,10 @@ async fn open(
         return Ok((tx, Answers::Etcd(answers)));
     }
     let (req_tx, req_rx) = tokio::sync::mpsc::channel::<pb::LeaseKeepAliveRequest>(1024);
+    req_tx
+        .send(pb::LeaseKeepAliveRequest { id: first })
+        .await
+        .map_err(|_| "a keep-alive stream closed".to_string())?;
     tokio::spawn(async move {
         while let Some(id) = rx.recv().await {
             if req_tx.send(pb::LeaseKeepAliveRequest { id }).await.is_err() {
@@ -222,7 +233,9 @@ pub async fn run(o: Options, leases: usize, ttl: u64) -> Result<LeaseReport, Str
         let channel = channels[s % channels.len()].clone();
         let (answered, failed, latencies) = (answered.clone(), failed.clone(), latencies.clone());
         tasks.push(tokio::spawn(async move {
-            let (send, mut answers) = match open(etcd_target, channel).await {
+            let sent: Arc<Mutex<VecDeque<Instant>>> = Arc::default();
+            sent.lock().unwrap().push_back(Instant::now());
+            let (send, mut answers) = match open(etcd_target, channel, mine[0]).await {
                 Ok(x) => x,
                 Err(e) => {
                     eprintln!("ferrium-bench: {e}");
@@ -230,12 +243,12 @@ pub async fn run(o: Options, leases: usize, ttl: u64) -> Result<LeaseReport, Str
                     return;
                 }
             };
-            let sent: Arc<Mutex<VecDeque<Instant>>> = Arc::default();
-            let slots = Arc::new(tokio::sync::Semaphore::new(window));
+            // The first keep-alive holds one of the window's places.
+            let slots = Arc::new(tokio::sync::Semaphore::new(window - 1));
             let sender = {
                 let (sent, slots) = (sent.clone(), slots.clone());
                 tokio::spawn(async move {
-                    let mut i = 0usize;
+                    let mut i = 1usize;
                     let mut next = Instant::now();
                     while Instant::now() < end {
                         if let Some(r) = per_stream_rate {
