@@ -221,6 +221,8 @@ struct Inner {
     lease: lease::Settings,
     /// The lease clock while this node leads (see [`lease`]).
     lease_clock: tokio::sync::Mutex<Option<lease::LeaderClock>>,
+    /// Keep-alives waiting for the leader's next keep-alive entry.
+    keep_alives: std::sync::OnceLock<lease::KeepAliveQueue>,
 }
 
 /// Counts one write in flight for as long as it lives.
@@ -317,6 +319,7 @@ impl Node {
                 },
                 lease: config.lease.settings(),
                 lease_clock: tokio::sync::Mutex::new(None),
+                keep_alives: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -502,9 +505,15 @@ impl Node {
                         crate::store::MAX_TTL_SECS
                     )))
                 }
-                crate::raft::types::LeaseOp::Expire { ids } if ids.len() > 100_000 => Err(
-                    Error::TooLarge(format!("an expiry of {} leases at once", ids.len())),
-                ),
+                crate::raft::types::LeaseOp::Expire { ids }
+                | crate::raft::types::LeaseOp::KeepAliveMany { ids }
+                    if ids.len() > 100_000 =>
+                {
+                    Err(Error::TooLarge(format!(
+                        "a lease operation on {} leases at once",
+                        ids.len()
+                    )))
+                }
                 _ => Ok(()),
             },
             Command::BatchSet { pairs } => {
@@ -638,6 +647,14 @@ impl Node {
     pub async fn propose(&self, cmd: Command) -> Result<CommandResult, Error> {
         self.check_serving()?;
         self.check_command(&cmd)?;
+        // Forwarded keep-alives join the leader's next keep-alive entry.
+        if let Command::Lease {
+            op: crate::raft::types::LeaseOp::KeepAlive { id },
+            ..
+        } = &cmd
+        {
+            return self.keep_alive_batched(*id).await;
+        }
         self.submit(cmd).await
     }
 

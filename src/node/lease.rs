@@ -54,6 +54,19 @@ use crate::store::MAX_TTL_SECS;
 
 /// Most leases one expiry entry ends.
 const MAX_EXPIRE_PER_ENTRY: usize = 1000;
+/// Most keep-alives one keep-alive entry carries.
+const MAX_KEEP_ALIVE_BATCH: usize = 4096;
+/// Keep-alive entries proposed and not yet answered, at most.
+const KEEP_ALIVE_ENTRIES_IN_FLIGHT: usize = 8;
+
+/// A keep-alive waiting for its entry, and where its answer goes.
+type Pending = (
+    u64,
+    tokio::sync::oneshot::Sender<Result<crate::raft::types::CommandResult, Error>>,
+);
+
+/// The queue of keep-alives the leader gathers into entries.
+pub(super) type KeepAliveQueue = tokio::sync::mpsc::Sender<Pending>;
 
 /// How leases are run, from `[lease]`.
 #[derive(Debug, Clone, Copy)]
@@ -221,14 +234,24 @@ impl Node {
         Self::lease_answer(self.write_with_id(cmd, request_id).await?)
     }
 
-    /// Renews lease `id` to its full TTL; answers the TTL granted.
+    /// Renews lease `id` to its full TTL; answers the TTL granted. On the
+    /// leader the keep-alive joins the next keep-alive entry; a follower
+    /// forwards it to the leader, where it does the same.
     pub async fn lease_keep_alive(&self, id: u64) -> Result<LeaseAnswer, Error> {
         let cmd = Command::Lease {
             clock_ms: 0,
             op: LeaseOp::KeepAlive { id },
         };
-        let r = self.write(cmd).await;
-        if r.is_ok() {
+        let r = if self.is_leader() {
+            self.check_serving()?;
+            match self.keep_alive_batched(id).await {
+                Err(Error::NotLeader(_)) => self.write(cmd).await,
+                other => other,
+            }
+        } else {
+            self.write(cmd).await
+        };
+        if r.as_ref().is_ok_and(|r| r.error.is_none()) {
             self.inner.metrics.lease_keep_alive();
         }
         Self::lease_answer(r?).map(|o| o.lease)
@@ -292,6 +315,80 @@ impl Node {
             .into_iter()
             .map(|(id, _)| id)
             .collect())
+    }
+
+    /// Renews lease `id` in this leader's next keep-alive entry: every
+    /// keep-alive that arrives while earlier entries are being committed
+    /// goes into one entry, up to [`MAX_KEEP_ALIVE_BATCH`], with at most
+    /// [`KEEP_ALIVE_ENTRIES_IN_FLIGHT`] entries proposed at once. The
+    /// answer is the one a keep-alive entry of its own would have had.
+    pub(super) async fn keep_alive_batched(
+        &self,
+        id: u64,
+    ) -> Result<crate::raft::types::CommandResult, Error> {
+        let queue = self
+            .inner
+            .keep_alives
+            .get_or_init(|| self.start_keep_alive_batcher())
+            .clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        queue.send((id, tx)).await.map_err(|_| {
+            Error::Unavailable("the node is shutting down; send the keep-alive again".into())
+        })?;
+        rx.await.map_err(|_| {
+            Error::Unavailable("the node is shutting down; send the keep-alive again".into())
+        })?
+    }
+
+    /// The task that gathers keep-alives into entries. It holds the node
+    /// only while it proposes, so it ends when the node is dropped.
+    fn start_keep_alive_batcher(&self) -> KeepAliveQueue {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Pending>(MAX_KEEP_ALIVE_BATCH * 4);
+        let weak = std::sync::Arc::downgrade(&self.inner);
+        let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(KEEP_ALIVE_ENTRIES_IN_FLIGHT));
+        tokio::spawn(async move {
+            loop {
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let Some(first) = rx.recv().await else { return };
+                let mut batch = vec![first];
+                while batch.len() < MAX_KEEP_ALIVE_BATCH {
+                    match rx.try_recv() {
+                        Ok(p) => batch.push(p),
+                        Err(_) => break,
+                    }
+                }
+                let Some(inner) = weak.upgrade() else { return };
+                let node = Node { inner };
+                tokio::spawn(async move {
+                    let ids: Vec<u64> = batch.iter().map(|(id, _)| *id).collect();
+                    let cmd = Command::Lease {
+                        clock_ms: 0,
+                        op: LeaseOp::KeepAliveMany { ids },
+                    };
+                    let r = node.submit(cmd).await;
+                    for (id, answer) in batch {
+                        let one = r.clone().map(|r| {
+                            let mut single = crate::raft::types::CommandResult {
+                                revision: r.revision,
+                                ..Default::default()
+                            };
+                            match r.renewed.iter().find(|l| l.id == id) {
+                                Some(l) => single.lease = Some(l.clone()),
+                                None => {
+                                    single.error = Some(ApplyError::LeaseNotFound { lease: id })
+                                }
+                            }
+                            single
+                        });
+                        let _ = answer.send(one);
+                    }
+                    drop(slot);
+                });
+            }
+        });
+        tx
     }
 
     /// Leases this member holds.

@@ -51,6 +51,7 @@ const LEASE_REVOKE: u8 = 1;
 const LEASE_KEEP_ALIVE: u8 = 2;
 const LEASE_EXPIRE: u8 = 3;
 const LEASE_CHECKPOINT: u8 = 4;
+const LEASE_KEEP_ALIVE_MANY: u8 = 5;
 
 const OP_PUT: u8 = 0;
 const OP_DELETE_RANGE: u8 = 1;
@@ -169,6 +170,13 @@ fn encode_command(cmd: &Command, out: &mut Vec<u8>) -> Result<(), CodecError> {
                 }
                 LeaseOp::Expire { ids } => {
                     out.push(LEASE_EXPIRE);
+                    put_u32(out, len32(ids.len())?);
+                    for id in ids {
+                        put_u64(out, *id);
+                    }
+                }
+                LeaseOp::KeepAliveMany { ids } => {
+                    out.push(LEASE_KEEP_ALIVE_MANY);
                     put_u32(out, len32(ids.len())?);
                     for id in ids {
                         put_u64(out, *id);
@@ -300,7 +308,7 @@ fn command_len(cmd: &Command) -> usize {
                 + match op {
                     LeaseOp::Grant { .. } => 16,
                     LeaseOp::Revoke { .. } | LeaseOp::KeepAlive { .. } => 8,
-                    LeaseOp::Expire { ids } => 4 + 8 * ids.len(),
+                    LeaseOp::Expire { ids } | LeaseOp::KeepAliveMany { ids } => 4 + 8 * ids.len(),
                     LeaseOp::Checkpoint => 0,
                 }
         }
@@ -544,13 +552,17 @@ impl<'a> Reader<'a> {
                     },
                     LEASE_REVOKE => LeaseOp::Revoke { id: self.u64()? },
                     LEASE_KEEP_ALIVE => LeaseOp::KeepAlive { id: self.u64()? },
-                    LEASE_EXPIRE => {
+                    tag @ (LEASE_EXPIRE | LEASE_KEEP_ALIVE_MANY) => {
                         let n = self.u32()? as usize;
                         let mut ids = Vec::with_capacity(n.min(self.remaining() / 8));
                         for _ in 0..n {
                             ids.push(self.u64()?);
                         }
-                        LeaseOp::Expire { ids }
+                        if tag == LEASE_EXPIRE {
+                            LeaseOp::Expire { ids }
+                        } else {
+                            LeaseOp::KeepAliveMany { ids }
+                        }
                     }
                     LEASE_CHECKPOINT => LeaseOp::Checkpoint,
                     t => return Err(err(format!("unknown lease operation tag {t}"))),
@@ -775,6 +787,13 @@ mod tests {
                     op: LeaseOp::Checkpoint,
                 }),
             ),
+            entry(
+                14,
+                EntryPayload::Normal(Command::Lease {
+                    clock_ms: 12_350,
+                    op: LeaseOp::KeepAliveMany { ids: vec![4, 5] },
+                }),
+            ),
             // Last: its size is only estimated before it is written.
             entry(8, EntryPayload::Membership(membership)),
         ]
@@ -879,7 +898,7 @@ mod tests {
 
     #[test]
     fn damaged_entries_are_refused_not_panicked_on() {
-        for sample in [3, 4, 6, 7, 8, 10, 11] {
+        for sample in [3, 4, 6, 7, 8, 10, 11, 13] {
             let mut out = Vec::new();
             encode_entry(&samples()[sample], &mut out).expect("encodes");
             for cut in 0..out.len() {

@@ -90,6 +90,9 @@ pub enum LeaseOp {
     Revoke { id: u64 },
     /// Renew lease `id` to its full TTL from the entry's clock.
     KeepAlive { id: u64 },
+    /// Renew each of `ids` (the leader gathers the keep-alives that arrive
+    /// together into one entry); the answer lists those renewed.
+    KeepAliveMany { ids: Vec<u64> },
     /// End those of `ids` whose expiry the entry's clock has passed (the
     /// leader's expiry check; a lease renewed since is left alone).
     Expire { ids: Vec<u64> },
@@ -136,6 +139,9 @@ impl fmt::Display for Command {
                 LeaseOp::Grant { id, ttl } => write!(f, "LeaseGrant({id}, {ttl} s)"),
                 LeaseOp::Revoke { id } => write!(f, "LeaseRevoke({id})"),
                 LeaseOp::KeepAlive { id } => write!(f, "LeaseKeepAlive({id})"),
+                LeaseOp::KeepAliveMany { ids } => {
+                    write!(f, "LeaseKeepAlive({} leases)", ids.len())
+                }
                 LeaseOp::Expire { ids } => write!(f, "LeaseExpire({} leases)", ids.len()),
                 LeaseOp::Checkpoint => f.write_str("LeaseCheckpoint"),
             },
@@ -173,4 +179,8 @@ pub struct CommandResult {
     /// For lease expiries: the leases that ended.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub expired: Vec<u64>,
+    /// For a keep-alive of several leases: those renewed (the others do
+    /// not exist).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub renewed: Vec<LeaseAnswer>,
 }

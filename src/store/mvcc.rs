@@ -376,6 +376,7 @@ pub(crate) fn encode_kept(result: &CommandResult) -> Result<Kept, Error> {
         && result.compact_revision.is_none()
         && result.lease.is_none()
         && result.expired.is_empty()
+        && result.renewed.is_empty()
     {
         let mut out = [0u8; 14];
         out[0] = KEPT_SHORT;

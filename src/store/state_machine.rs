@@ -1083,6 +1083,24 @@ impl StateMachine {
                 }
                 None => result.error = Some(ApplyError::LeaseNotFound { lease: *id }),
             },
+            LeaseOp::KeepAliveMany { ids } => {
+                for id in ids {
+                    if let Some(old) = self.lease(chunk, *id) {
+                        let mut info = LeaseInfo::renewed_at(old.ttl, clock);
+                        info.expires_at = info.expires_at.max(old.expires_at);
+                        chunk.batch.put_cf(
+                            history,
+                            lease::lease_key(chunk.generation, *id),
+                            info.encode(),
+                        );
+                        chunk.leases.insert(*id, Some(info));
+                        result.renewed.push(LeaseAnswer {
+                            id: *id,
+                            ttl: old.ttl,
+                        });
+                    }
+                }
+            }
             LeaseOp::Revoke { id } => match self.lease(chunk, *id) {
                 Some(info) => {
                     let mut seq = 0;

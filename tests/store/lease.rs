@@ -119,6 +119,28 @@ async fn leases_hold_keys_until_revoked_or_expired_by_the_clock() {
     assert_eq!(r[4].error, Some(ApplyError::LeaseNotFound { lease: 55 }));
     assert_eq!(sm.reader().lease(100).map(|l| l.expires_at), Some(4_500));
     assert_eq!(sm.reader().applied_lease_clock(), 4_600);
+    // Several keep-alives in one entry: each lease that exists is renewed
+    // (a lease renewed to an earlier end keeps its later one).
+    let r = run(
+        &mut sm,
+        vec![lease(
+            15,
+            2_000,
+            LeaseOp::KeepAliveMany {
+                ids: vec![2, 55, 100],
+            },
+        )],
+    )
+    .await;
+    assert_eq!(
+        r[0].renewed,
+        vec![
+            LeaseAnswer { id: 2, ttl: 5 },
+            LeaseAnswer { id: 100, ttl: 2 }
+        ]
+    );
+    assert_eq!(sm.reader().lease(2).map(|l| l.expires_at), Some(7_000));
+    assert_eq!(sm.reader().lease(100).map(|l| l.expires_at), Some(4_500));
 
     // A snapshot carries the leases, their keys and the clock.
     let mut builder = sm.get_snapshot_builder().await;
@@ -137,7 +159,7 @@ async fn leases_hold_keys_until_revoked_or_expired_by_the_clock() {
     for m in [&mut sm, &mut dst] {
         let r = run(
             m,
-            vec![lease(15, 4_500, LeaseOp::Expire { ids: vec![100] })],
+            vec![lease(16, 4_500, LeaseOp::Expire { ids: vec![100] })],
         )
         .await;
         assert_eq!(r[0].expired, vec![100]);
@@ -159,8 +181,8 @@ async fn leases_hold_keys_until_revoked_or_expired_by_the_clock() {
     let r = run(
         &mut sm,
         vec![
-            lease(16, 4_600, LeaseOp::Revoke { id: 2 }),
             lease(17, 4_600, LeaseOp::Revoke { id: 2 }),
+            lease(18, 4_600, LeaseOp::Revoke { id: 2 }),
         ],
     )
     .await;
@@ -172,7 +194,7 @@ async fn leases_hold_keys_until_revoked_or_expired_by_the_clock() {
     // A lease granted now survives a reopen, with the clock.
     run(
         &mut sm,
-        vec![lease(18, 5_000, LeaseOp::Grant { id: 7, ttl: 30 })],
+        vec![lease(19, 5_000, LeaseOp::Grant { id: 7, ttl: 30 })],
     )
     .await;
     drop((log, sm, builder));

@@ -70,45 +70,61 @@ pub(super) async fn revoke(
     Ok(resp)
 }
 
-/// Renews each lease asked for on the stream, answering in order; a lease
-/// that does not exist answers `ttl` 0 (as etcd does), any other failure
-/// ends the stream with its status.
+/// Keep-alives one stream has in progress at most: more wait in the
+/// stream (HTTP/2 flow control holds the client back).
+const KEEP_ALIVES_IN_PROGRESS: usize = 256;
+
+/// One keep-alive's answer: a lease that does not exist answers `ttl` 0
+/// (as etcd does); any other failure is a status that ends the stream.
+async fn keep_alive_one(node: Node, id: i64) -> Result<pb::LeaseKeepAliveResponse, Status> {
+    let lease = u64::try_from(id).map_err(|_| {
+        Status::invalid_argument(format!("lease id {id} is negative; ids are positive"))
+    })?;
+    match node.lease_keep_alive(lease).await {
+        Ok(l) => Ok(pb::LeaseKeepAliveResponse {
+            header: header(node.header(node.applied_revision())),
+            id,
+            ttl: i64::try_from(l.ttl).unwrap_or(i64::MAX),
+        }),
+        Err(node::Error::Apply(ApplyError::LeaseNotFound { .. })) => {
+            Ok(pb::LeaseKeepAliveResponse {
+                header: header(node.header(node.applied_revision())),
+                id,
+                ttl: 0,
+            })
+        }
+        Err(e) => Err(status(&e)),
+    }
+}
+
+/// Renews each lease asked for on the stream and answers in the order
+/// asked; up to [`KEEP_ALIVES_IN_PROGRESS`] keep-alives of one stream are
+/// in progress at once (so they share the leader's keep-alive entries).
 pub(super) async fn keep_alive(
     node: Node,
     req: Request<Streaming<pb::LeaseKeepAliveRequest>>,
 ) -> Result<Response<KeepAliveStream>, Status> {
+    use futures_util::StreamExt;
     let mut inbound = req.into_inner();
     let (tx, mut rx) = mpsc::channel::<Result<pb::LeaseKeepAliveResponse, Status>>(16);
     tokio::spawn(async move {
+        let mut in_progress = futures_util::stream::FuturesOrdered::new();
+        let mut open = true;
         loop {
-            let r = match inbound.message().await {
-                Ok(Some(r)) => r,
-                Ok(None) | Err(_) => return,
-            };
-            let answer = match u64::try_from(r.id) {
-                Err(_) => Err(Status::invalid_argument(format!(
-                    "lease id {} is negative; ids are positive",
-                    r.id
-                ))),
-                Ok(lease) => match node.lease_keep_alive(lease).await {
-                    Ok(l) => Ok(pb::LeaseKeepAliveResponse {
-                        header: header(node.header(node.applied_revision())),
-                        id: r.id,
-                        ttl: i64::try_from(l.ttl).unwrap_or(i64::MAX),
-                    }),
-                    Err(node::Error::Apply(ApplyError::LeaseNotFound { .. })) => {
-                        Ok(pb::LeaseKeepAliveResponse {
-                            header: header(node.header(node.applied_revision())),
-                            id: r.id,
-                            ttl: 0,
-                        })
+            tokio::select! {
+                r = inbound.message(), if open && in_progress.len() < KEEP_ALIVES_IN_PROGRESS => {
+                    match r {
+                        Ok(Some(r)) => in_progress.push_back(keep_alive_one(node.clone(), r.id)),
+                        Ok(None) | Err(_) => open = false,
                     }
-                    Err(e) => Err(status(&e)),
-                },
-            };
-            let end = answer.is_err();
-            if tx.send(answer).await.is_err() || end {
-                return;
+                }
+                Some(answer) = in_progress.next(), if !in_progress.is_empty() => {
+                    let end = answer.is_err();
+                    if tx.send(answer).await.is_err() || end {
+                        return;
+                    }
+                }
+                else => return,
             }
         }
     });
