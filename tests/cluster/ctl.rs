@@ -422,3 +422,110 @@ fn grpc_key_value_commands() {
     }
     assert_eq!(ctl(&dead.addr(), &["--grpc", "get", "k"]).code, 3);
 }
+
+#[test]
+fn lease_lock_and_elect_commands() {
+    let c = Cluster::start_in_process("ctl-lease", 1, Bootstrap::Static, "");
+    c.wait_leader(Duration::from_secs(30));
+    let ep = c.addr(1);
+    let g = ok(&ep, &["-o", "json", "lease", "grant", "30"]).json();
+    let id = g["id"].as_u64().expect("an id").to_string();
+    let r = ok(&ep, &["lease", "grant", "20", "--id", "777"]);
+    assert_eq!(r.stdout.trim(), "lease 777 granted with TTL(20s)");
+    ok(&ep, &["put", "svc/a", "1", "--lease", &id]);
+    let r = ok(&ep, &["lease", "timetolive", &id, "--keys"]);
+    assert!(
+        r.stdout
+            .starts_with(&format!("lease {id} granted with TTL(30s), remaining(")),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("attached keys([svc/a])"), "{}", r.stdout);
+    let r = ok(&ep, &["lease", "keep-alive", &id, "--once"]);
+    assert_eq!(
+        r.stdout.trim(),
+        format!("lease {id} keepalived with TTL(30)")
+    );
+    let r = ok(&ep, &["lease", "list"]);
+    assert!(r.stdout.starts_with("found 2 leases"), "{}", r.stdout);
+    assert_eq!(
+        ok(&ep, &["lease", "revoke", &id]).stdout.trim(),
+        format!("lease {id} revoked")
+    );
+    assert_eq!(
+        ctl(&ep, &["get", "svc/a"]).code,
+        4,
+        "the key went with its lease"
+    );
+    let r = ctl(&ep, &["lease", "keep-alive", &id, "--once"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains(&format!("lease {id} expired or revoked")),
+        "{}",
+        r.stderr
+    );
+    let r = ctl(&ep, &["put", "k", "v", "--lease", "123456"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+
+    // `lock NAME -- COMMAND`: the command runs holding the lock, with the
+    // fencing token; two at once run one after the other, each with a
+    // larger token, and the command's exit status is lock's.
+    let script = "echo start $FERRIUM_LOCK_REV; sleep 0.5; echo end $FERRIUM_LOCK_REV";
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| ok(&ep, &["lock", "jobs", "--", "sh", "-c", script]));
+        let b = s.spawn(|| ok(&ep, &["lock", "jobs", "--", "sh", "-c", script]));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let rev = |r: &Run| -> u64 {
+        let first: Vec<&str> = r.stdout.lines().collect();
+        assert_eq!(first.len(), 2, "{}", r.stdout);
+        let start = first[0].strip_prefix("start ").unwrap();
+        assert_eq!(first[1], format!("end {start}"));
+        start.parse().unwrap()
+    };
+    assert_ne!(rev(&a), rev(&b), "each holder has its own fencing token");
+    let r = ctl(&ep, &["lock", "jobs", "--", "sh", "-c", "exit 7"]);
+    assert_eq!(r.code, 7, "{}", r.stderr);
+    // Nothing is left locked: the sessions' leases were revoked.
+    let r = ok(&ep, &["-o", "json", "range", "jobs/", "--prefix"]);
+    assert_eq!(r.json()["count"], 0, "{}", r.stdout);
+
+    // `elect NAME PROPOSAL` leads until interrupted; `elect NAME` prints the
+    // leader.
+    let mut leader = Command::new(CTL)
+        .args(["--endpoints", &ep, "elect", "sched", "host-a"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run ferriumctl elect");
+    let mut out = leader.stdout.take().unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 256];
+    while seen.lines().count() < 2 {
+        let n = out.read(&mut buf).expect("read elect's output");
+        assert!(n > 0, "elect ended early: {seen:?}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let lines: Vec<&str> = seen.lines().collect();
+    assert!(lines[0].starts_with("sched/"), "{seen}");
+    assert_eq!(lines[1], "host-a");
+    let mut observer = Command::new(CTL)
+        .args(["--endpoints", &ep, "elect", "sched"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run ferriumctl elect");
+    let mut out = observer.stdout.take().unwrap();
+    let mut seen = String::new();
+    while seen.lines().count() < 2 {
+        let n = out.read(&mut buf).expect("read elect's output");
+        assert!(n > 0, "observing ended early: {seen:?}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert_eq!(seen.lines().nth(1), Some("host-a"), "{seen}");
+    support::cluster::signal(leader.id(), "INT");
+    let status = leader.wait().expect("elect exits");
+    assert!(status.success(), "elect exits 0 on an interrupt: {status}");
+    let _ = observer.kill();
+    let _ = observer.wait();
+    let r = ok(&ep, &["-o", "json", "range", "sched/", "--prefix"]);
+    assert_eq!(r.json()["count"], 0, "resigned: {}", r.stdout);
+}
