@@ -1070,43 +1070,13 @@ fn main() -> ExitCode {
     let json = opts.json;
     if opts.workload == Workload::Lease {
         let (leases, ttl) = (opts.leases, opts.lease_ttl);
-        return match runtime.block_on(lease::run(opts, leases, ttl)) {
-            Ok(report) => {
-                if json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&report).expect("the report serialises")
-                    );
-                } else {
-                    report.print();
-                }
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("ferrium-bench: {e}");
-                ExitCode::FAILURE
-            }
-        };
+        let r = runtime.block_on(lease::run(opts, leases, ttl));
+        return report(r, json, lease::LeaseReport::print);
     }
     if opts.workload == Workload::Watch {
         let (watchers, streams) = (opts.watchers, opts.streams);
-        return match runtime.block_on(watch::run(opts, watchers, streams)) {
-            Ok(report) => {
-                if json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&report).expect("the report serialises")
-                    );
-                } else {
-                    report.print();
-                }
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("ferrium-bench: {e}");
-                ExitCode::FAILURE
-            }
-        };
+        let r = runtime.block_on(watch::run(opts, watchers, streams));
+        return report(r, json, watch::WatchReport::print);
     }
     match runtime.block_on(run(opts)) {
         Ok(report) => {
@@ -1120,6 +1090,27 @@ fn main() -> ExitCode {
             if report.requests == 0 {
                 eprintln!("ferrium-bench: no request succeeded");
                 return ExitCode::FAILURE;
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ferrium-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints a workload's report (as JSON with `--json`), or its error.
+fn report<R: Serialize>(r: Result<R, String>, json: bool, print: fn(&R)) -> ExitCode {
+    match r {
+        Ok(report) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("the report serialises")
+                );
+            } else {
+                print(&report);
             }
             ExitCode::SUCCESS
         }

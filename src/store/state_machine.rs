@@ -1066,38 +1066,14 @@ impl StateMachine {
                 chunk.leases.insert(id, Some(info));
                 result.lease = Some(LeaseAnswer { id, ttl: *ttl });
             }
-            LeaseOp::KeepAlive { id } => match self.lease(chunk, *id) {
-                Some(old) => {
-                    let mut info = LeaseInfo::renewed_at(old.ttl, clock);
-                    info.expires_at = info.expires_at.max(old.expires_at);
-                    chunk.batch.put_cf(
-                        history,
-                        lease::lease_key(chunk.generation, *id),
-                        info.encode(),
-                    );
-                    chunk.leases.insert(*id, Some(info));
-                    result.lease = Some(LeaseAnswer {
-                        id: *id,
-                        ttl: old.ttl,
-                    });
-                }
+            LeaseOp::KeepAlive { id } => match self.renew(chunk, *id, clock)? {
+                Some(renewed) => result.lease = Some(renewed),
                 None => result.error = Some(ApplyError::LeaseNotFound { lease: *id }),
             },
             LeaseOp::KeepAliveMany { ids } => {
                 for id in ids {
-                    if let Some(old) = self.lease(chunk, *id) {
-                        let mut info = LeaseInfo::renewed_at(old.ttl, clock);
-                        info.expires_at = info.expires_at.max(old.expires_at);
-                        chunk.batch.put_cf(
-                            history,
-                            lease::lease_key(chunk.generation, *id),
-                            info.encode(),
-                        );
-                        chunk.leases.insert(*id, Some(info));
-                        result.renewed.push(LeaseAnswer {
-                            id: *id,
-                            ttl: old.ttl,
-                        });
+                    if let Some(renewed) = self.renew(chunk, *id, clock)? {
+                        result.renewed.push(renewed);
                     }
                 }
             }
@@ -1129,6 +1105,23 @@ impl StateMachine {
             LeaseOp::Checkpoint => {}
         }
         Ok(())
+    }
+
+    /// Renews lease `id` to its full TTL from `clock` (never to an earlier
+    /// end than it has); `None` when it does not exist.
+    fn renew(&self, chunk: &mut Chunk, id: u64, clock: u64) -> Result<Option<LeaseAnswer>, Error> {
+        let Some(old) = self.lease(chunk, id) else {
+            return Ok(None);
+        };
+        let mut info = LeaseInfo::renewed_at(old.ttl, clock);
+        info.expires_at = info.expires_at.max(old.expires_at);
+        chunk.batch.put_cf(
+            cf(&self.shared.db, CF_HISTORY)?,
+            lease::lease_key(chunk.generation, id),
+            info.encode(),
+        );
+        chunk.leases.insert(id, Some(info));
+        Ok(Some(LeaseAnswer { id, ttl: old.ttl }))
     }
 
     /// Ends lease `id`: deletes its keys at revision `index` (numbered from

@@ -51,6 +51,17 @@ pub fn error_response(e: &node::Error) -> Response {
     }
 }
 
+/// The answer of a handler written with `?`: the response, or the error
+/// response it stopped at.
+pub(super) fn answer(r: Result<Response, Response>) -> Response {
+    r.unwrap_or_else(|e| e)
+}
+
+/// [`error_response`] by value, for `map_err`.
+pub(super) fn failed(e: node::Error) -> Response {
+    error_response(&e)
+}
+
 pub(super) fn invalid(message: impl std::fmt::Display) -> Response {
     Response::error(400, "invalid_request", message)
 }

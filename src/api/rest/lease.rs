@@ -3,7 +3,7 @@
 //! without its `/v3`). Lease ids are JSON numbers; a request may also give
 //! one as a decimal string, as etcd's gateway spells 64-bit integers.
 
-use super::errors::{error_response, json_body};
+use super::errors::{answer, failed, json_body};
 use super::kv::consistency;
 use super::txn::{Encoding, header_json, replayed, request_id};
 use crate::api::base64;
@@ -66,151 +66,116 @@ struct LeasesBody {
     consistency: Option<String>,
 }
 
-pub(super) async fn grant(node: Node, mut req: Request, max: usize) -> Response {
-    let rid = match request_id(&req) {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
-    let body: GrantBody = match json_body(&mut req, max, r#"{"ttl":10}"#).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    match node.lease_grant(body.id.0, body.ttl.0, rid).await {
-        Ok(o) => replayed(
-            Response::json(
-                200,
-                &json!({
-                    "header": header_json(&node.header(o.revision)),
-                    "id": o.lease.id,
-                    "ttl": o.lease.ttl,
-                }),
-            ),
-            o.repeated,
-        ),
-        Err(e) => error_response(&e),
-    }
+pub(super) async fn grant(node: Node, req: Request, max: usize) -> Response {
+    answer(grant_in(node, req, max).await)
 }
 
-pub(super) async fn keep_alive(node: Node, mut req: Request, max: usize) -> Response {
-    let body: IdBody = match json_body(&mut req, max, r#"{"id":7}"#).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    match node.lease_keep_alive(body.id.0).await {
-        Ok(l) => Response::json(
-            200,
-            &json!({
-                "header": header_json(&node.header(node.applied_revision())),
-                "id": l.id,
-                "ttl": l.ttl,
-            }),
-        ),
-        Err(e) => error_response(&e),
-    }
+async fn grant_in(node: Node, mut req: Request, max: usize) -> Result<Response, Response> {
+    let rid = request_id(&req)?;
+    let body: GrantBody = json_body(&mut req, max, r#"{"ttl":10}"#).await?;
+    let o = node
+        .lease_grant(body.id.0, body.ttl.0, rid)
+        .await
+        .map_err(failed)?;
+    let out = json!({
+        "header": header_json(&node.header(o.revision)),
+        "id": o.lease.id,
+        "ttl": o.lease.ttl,
+    });
+    Ok(replayed(Response::json(200, &out), o.repeated))
 }
 
-pub(super) async fn revoke(node: Node, mut req: Request, max: usize) -> Response {
-    let rid = match request_id(&req) {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
-    let body: IdBody = match json_body(&mut req, max, r#"{"id":7}"#).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    match node.lease_revoke(body.id.0, rid).await {
-        Ok(o) => replayed(
-            Response::json(
-                200,
-                &json!({
-                    "header": header_json(&node.header(o.revision)),
-                    "id": o.lease.id,
-                    "deleted": o.deleted,
-                }),
-            ),
-            o.repeated,
-        ),
-        Err(e) => error_response(&e),
-    }
+pub(super) async fn keep_alive(node: Node, req: Request, max: usize) -> Response {
+    answer(keep_alive_in(node, req, max).await)
 }
 
-pub(super) async fn time_to_live(node: Node, mut req: Request, max: usize) -> Response {
-    let body: TimeToLiveBody = match json_body(&mut req, max, r#"{"id":7,"keys":true}"#).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let enc = match Encoding::parse(body.encoding.as_deref()) {
-        Ok(e) => e,
-        Err(r) => return r,
-    };
-    let c = match consistency(body.consistency.as_deref()) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    match node.lease_time_to_live(body.id.0, body.keys, c).await {
-        Ok(t) => {
-            let binary =
-                enc == Encoding::Base64 || t.keys.iter().any(|k| std::str::from_utf8(k).is_err());
-            let keys: Vec<String> = t
-                .keys
-                .iter()
-                .map(|k| {
-                    if binary {
-                        base64::encode(k)
-                    } else {
-                        String::from_utf8_lossy(k).into_owned()
-                    }
-                })
-                .collect();
-            let mut out = json!({
-                "header": header_json(&node.header(node.applied_revision())),
-                "id": t.id,
-                "ttl": t.ttl,
-                "remaining_ms": t.remaining_ms,
-                "granted_ttl": t.granted_ttl,
-            });
-            if body.keys {
-                out["keys"] = json!(keys);
+async fn keep_alive_in(node: Node, mut req: Request, max: usize) -> Result<Response, Response> {
+    let body: IdBody = json_body(&mut req, max, r#"{"id":7}"#).await?;
+    let l = node.lease_keep_alive(body.id.0).await.map_err(failed)?;
+    let out = json!({
+        "header": header_json(&node.header(node.applied_revision())),
+        "id": l.id,
+        "ttl": l.ttl,
+    });
+    Ok(Response::json(200, &out))
+}
+
+pub(super) async fn revoke(node: Node, req: Request, max: usize) -> Response {
+    answer(revoke_in(node, req, max).await)
+}
+
+async fn revoke_in(node: Node, mut req: Request, max: usize) -> Result<Response, Response> {
+    let rid = request_id(&req)?;
+    let body: IdBody = json_body(&mut req, max, r#"{"id":7}"#).await?;
+    let o = node.lease_revoke(body.id.0, rid).await.map_err(failed)?;
+    let out = json!({
+        "header": header_json(&node.header(o.revision)),
+        "id": o.lease.id,
+        "deleted": o.deleted,
+    });
+    Ok(replayed(Response::json(200, &out), o.repeated))
+}
+
+pub(super) async fn time_to_live(node: Node, req: Request, max: usize) -> Response {
+    answer(time_to_live_in(node, req, max).await)
+}
+
+async fn time_to_live_in(node: Node, mut req: Request, max: usize) -> Result<Response, Response> {
+    let body: TimeToLiveBody = json_body(&mut req, max, r#"{"id":7,"keys":true}"#).await?;
+    let enc = Encoding::parse(body.encoding.as_deref())?;
+    let c = consistency(body.consistency.as_deref())?;
+    let t = node
+        .lease_time_to_live(body.id.0, body.keys, c)
+        .await
+        .map_err(failed)?;
+    let mut out = json!({
+        "header": header_json(&node.header(node.applied_revision())),
+        "id": t.id,
+        "ttl": t.ttl,
+        "remaining_ms": t.remaining_ms,
+        "granted_ttl": t.granted_ttl,
+    });
+    if body.keys {
+        let binary =
+            enc == Encoding::Base64 || t.keys.iter().any(|k| std::str::from_utf8(k).is_err());
+        let keys: Vec<String> = t
+            .keys
+            .iter()
+            .map(|k| {
                 if binary {
-                    out["encoding"] = json!("base64");
+                    base64::encode(k)
+                } else {
+                    String::from_utf8_lossy(k).into_owned()
                 }
-            }
-            Response::json(200, &out)
+            })
+            .collect();
+        out["keys"] = json!(keys);
+        if binary {
+            out["encoding"] = json!("base64");
         }
-        Err(e) => error_response(&e),
     }
+    Ok(Response::json(200, &out))
 }
 
-pub(super) async fn leases(node: Node, mut req: Request, max: usize) -> Response {
+pub(super) async fn leases(node: Node, req: Request, max: usize) -> Response {
+    answer(leases_in(node, req, max).await)
+}
+
+async fn leases_in(node: Node, mut req: Request, max: usize) -> Result<Response, Response> {
     let body: LeasesBody = if *req.method() == crate::http::Method::Get {
-        let pairs = match super::watch::query_pairs(req.query()) {
-            Ok(p) => p,
-            Err(r) => return r,
-        };
-        LeasesBody {
-            consistency: pairs
-                .into_iter()
-                .find(|(k, _)| k == "consistency")
-                .map(|(_, v)| String::from_utf8_lossy(&v).into_owned()),
-        }
+        let consistency = super::watch::query_pairs(req.query())?
+            .into_iter()
+            .find(|(k, _)| k == "consistency")
+            .map(|(_, v)| String::from_utf8_lossy(&v).into_owned());
+        LeasesBody { consistency }
     } else {
-        match json_body(&mut req, max, r#"{}"#).await {
-            Ok(b) => b,
-            Err(r) => return r,
-        }
+        json_body(&mut req, max, r#"{}"#).await?
     };
-    let c = match consistency(body.consistency.as_deref()) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    match node.lease_list(c).await {
-        Ok(ids) => Response::json(
-            200,
-            &json!({
-                "header": header_json(&node.header(node.applied_revision())),
-                "leases": ids.iter().map(|id| json!({"id": id})).collect::<Vec<_>>(),
-            }),
-        ),
-        Err(e) => error_response(&e),
-    }
+    let c = consistency(body.consistency.as_deref())?;
+    let ids = node.lease_list(c).await.map_err(failed)?;
+    let out = json!({
+        "header": header_json(&node.header(node.applied_revision())),
+        "leases": ids.iter().map(|id| json!({"id": id})).collect::<Vec<_>>(),
+    });
+    Ok(Response::json(200, &out))
 }

@@ -4,7 +4,7 @@
 //! `GET /election/observe`. Names, keys and values follow the byte
 //! convention of every route (text, or base64 with `"encoding":"base64"`).
 
-use super::errors::{error_response, json_body};
+use super::errors::{answer, failed, invalid, json_body};
 use super::kv::consistency;
 use super::lease::Int;
 use super::txn::{Encoding, header_json, kv_json};
@@ -99,204 +99,135 @@ fn held_json(h: &Held, enc: Encoding) -> Value {
     json!({"name": text(&h.name), "key": text(&h.key), "rev": h.revision, "lease": h.lease})
 }
 
-pub(super) async fn lock(node: Node, mut req: Request, max: usize) -> Response {
-    let body: LockBody = match json_body(&mut req, max, r#"{"name":"jobs","lease":7}"#).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let enc = match Encoding::parse(body.encoding.as_deref()) {
-        Ok(e) => e,
-        Err(r) => return r,
-    };
-    let name = match enc.bytes("name", &body.name) {
-        Ok(n) => n,
-        Err(r) => return r,
-    };
-    match lock::lock(&node, &name, body.lease.0).await {
-        Ok(h) => {
-            let mut out = held_json(&h, enc);
-            out["header"] = header_json(&node.header(h.header_revision));
-            Response::json(200, &out)
-        }
-        Err(e) => error_response(&e),
-    }
+/// An answer that is only a header at `revision`.
+fn header_only(node: &Node, revision: u64) -> Response {
+    Response::json(200, &json!({"header": header_json(&node.header(revision))}))
 }
 
-pub(super) async fn unlock(node: Node, mut req: Request, max: usize) -> Response {
-    let body: UnlockBody = match json_body(&mut req, max, r#"{"key":"jobs/7"}"#).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let enc = match Encoding::parse(body.encoding.as_deref()) {
-        Ok(e) => e,
-        Err(r) => return r,
-    };
-    let key = match enc.bytes("key", &body.key) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
-    match lock::unlock(&node, &key).await {
-        Ok(revision) => {
-            Response::json(200, &json!({"header": header_json(&node.header(revision))}))
-        }
-        Err(e) => error_response(&e),
-    }
+pub(super) async fn lock(node: Node, req: Request, max: usize) -> Response {
+    answer(lock_in(node, req, max).await)
 }
 
-pub(super) async fn campaign(node: Node, mut req: Request, max: usize) -> Response {
-    let body: CampaignBody = match json_body(
-        &mut req,
-        max,
-        r#"{"name":"leader","lease":7,"value":"host-a"}"#,
-    )
-    .await
-    {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let enc = match Encoding::parse(body.encoding.as_deref()) {
-        Ok(e) => e,
-        Err(r) => return r,
-    };
-    let (name, value) = match (
-        enc.bytes("name", &body.name),
-        enc.bytes("value", &body.value),
-    ) {
-        (Ok(n), Ok(v)) => (n, v),
-        (Err(r), _) | (_, Err(r)) => return r,
-    };
-    match lock::campaign(&node, &name, body.lease.0, &value).await {
-        Ok(h) => Response::json(
-            200,
-            &json!({
-                "header": header_json(&node.header(h.header_revision)),
-                "leader": held_json(&h, enc),
-            }),
-        ),
-        Err(e) => error_response(&e),
-    }
+async fn lock_in(node: Node, mut req: Request, max: usize) -> Result<Response, Response> {
+    let body: LockBody = json_body(&mut req, max, r#"{"name":"jobs","lease":7}"#).await?;
+    let enc = Encoding::parse(body.encoding.as_deref())?;
+    let name = enc.bytes("name", &body.name)?;
+    let h = lock::lock(&node, &name, body.lease.0)
+        .await
+        .map_err(failed)?;
+    let mut out = held_json(&h, enc);
+    out["header"] = header_json(&node.header(h.header_revision));
+    Ok(Response::json(200, &out))
 }
 
-pub(super) async fn proclaim(node: Node, mut req: Request, max: usize) -> Response {
-    let body: ProclaimBody = match json_body(
-        &mut req,
-        max,
-        r#"{"leader":{"name":"leader","key":"leader/7","rev":12,"lease":7},"value":"host-b"}"#,
-    )
-    .await
-    {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let enc = match Encoding::parse(body.encoding.as_deref()) {
-        Ok(e) => e,
-        Err(r) => return r,
-    };
-    let (leader, value) = match (held(&body.leader, enc), enc.bytes("value", &body.value)) {
-        (Ok(l), Ok(v)) => (l, v),
-        (Err(r), _) | (_, Err(r)) => return r,
-    };
-    match lock::proclaim(&node, &leader, &value).await {
-        Ok(revision) => {
-            Response::json(200, &json!({"header": header_json(&node.header(revision))}))
-        }
-        Err(e) => error_response(&e),
-    }
+pub(super) async fn unlock(node: Node, req: Request, max: usize) -> Response {
+    answer(unlock_in(node, req, max).await)
 }
 
-pub(super) async fn resign(node: Node, mut req: Request, max: usize) -> Response {
-    let body: ResignBody = match json_body(
-        &mut req,
-        max,
-        r#"{"leader":{"name":"leader","key":"leader/7","rev":12,"lease":7}}"#,
-    )
-    .await
-    {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let enc = match Encoding::parse(body.encoding.as_deref()) {
-        Ok(e) => e,
-        Err(r) => return r,
-    };
-    let leader = match held(&body.leader, enc) {
-        Ok(l) => l,
-        Err(r) => return r,
-    };
-    match lock::resign(&node, &leader).await {
-        Ok(revision) => {
-            Response::json(200, &json!({"header": header_json(&node.header(revision))}))
-        }
-        Err(e) => error_response(&e),
-    }
+async fn unlock_in(node: Node, mut req: Request, max: usize) -> Result<Response, Response> {
+    let body: UnlockBody = json_body(&mut req, max, r#"{"key":"jobs/7"}"#).await?;
+    let enc = Encoding::parse(body.encoding.as_deref())?;
+    let key = enc.bytes("key", &body.key)?;
+    let revision = lock::unlock(&node, &key).await.map_err(failed)?;
+    Ok(header_only(&node, revision))
 }
 
-pub(super) async fn leader(node: Node, mut req: Request, max: usize) -> Response {
-    let body: NameBody = match json_body(&mut req, max, r#"{"name":"leader"}"#).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let enc = match Encoding::parse(body.encoding.as_deref()) {
-        Ok(e) => e,
-        Err(r) => return r,
-    };
-    let c = match consistency(body.consistency.as_deref()) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let name = match enc.bytes("name", &body.name) {
-        Ok(n) => n,
-        Err(r) => return r,
-    };
-    match lock::leader(&node, &name, c).await {
-        Ok((kv, revision)) => Response::json(
-            200,
-            &json!({"header": header_json(&node.header(revision)), "kv": kv_json(&kv, enc)}),
-        ),
-        Err(e) => error_response(&e),
-    }
+pub(super) async fn campaign(node: Node, req: Request, max: usize) -> Response {
+    answer(campaign_in(node, req, max).await)
+}
+
+async fn campaign_in(node: Node, mut req: Request, max: usize) -> Result<Response, Response> {
+    let example = r#"{"name":"leader","lease":7,"value":"host-a"}"#;
+    let body: CampaignBody = json_body(&mut req, max, example).await?;
+    let enc = Encoding::parse(body.encoding.as_deref())?;
+    let name = enc.bytes("name", &body.name)?;
+    let value = enc.bytes("value", &body.value)?;
+    let h = lock::campaign(&node, &name, body.lease.0, &value)
+        .await
+        .map_err(failed)?;
+    Ok(Response::json(
+        200,
+        &json!({
+            "header": header_json(&node.header(h.header_revision)),
+            "leader": held_json(&h, enc),
+        }),
+    ))
+}
+
+pub(super) async fn proclaim(node: Node, req: Request, max: usize) -> Response {
+    answer(proclaim_in(node, req, max).await)
+}
+
+async fn proclaim_in(node: Node, mut req: Request, max: usize) -> Result<Response, Response> {
+    let example =
+        r#"{"leader":{"name":"leader","key":"leader/7","rev":12,"lease":7},"value":"host-b"}"#;
+    let body: ProclaimBody = json_body(&mut req, max, example).await?;
+    let enc = Encoding::parse(body.encoding.as_deref())?;
+    let leader = held(&body.leader, enc)?;
+    let value = enc.bytes("value", &body.value)?;
+    let revision = lock::proclaim(&node, &leader, &value)
+        .await
+        .map_err(failed)?;
+    Ok(header_only(&node, revision))
+}
+
+pub(super) async fn resign(node: Node, req: Request, max: usize) -> Response {
+    answer(resign_in(node, req, max).await)
+}
+
+async fn resign_in(node: Node, mut req: Request, max: usize) -> Result<Response, Response> {
+    let example = r#"{"leader":{"name":"leader","key":"leader/7","rev":12,"lease":7}}"#;
+    let body: ResignBody = json_body(&mut req, max, example).await?;
+    let enc = Encoding::parse(body.encoding.as_deref())?;
+    let leader = held(&body.leader, enc)?;
+    let revision = lock::resign(&node, &leader).await.map_err(failed)?;
+    Ok(header_only(&node, revision))
+}
+
+pub(super) async fn leader(node: Node, req: Request, max: usize) -> Response {
+    answer(leader_in(node, req, max).await)
+}
+
+async fn leader_in(node: Node, mut req: Request, max: usize) -> Result<Response, Response> {
+    let body: NameBody = json_body(&mut req, max, r#"{"name":"leader"}"#).await?;
+    let enc = Encoding::parse(body.encoding.as_deref())?;
+    let c = consistency(body.consistency.as_deref())?;
+    let name = enc.bytes("name", &body.name)?;
+    let (kv, revision) = lock::leader(&node, &name, c).await.map_err(failed)?;
+    Ok(Response::json(
+        200,
+        &json!({"header": header_json(&node.header(revision)), "kv": kv_json(&kv, enc)}),
+    ))
 }
 
 /// `GET /election/observe?name=N`: one JSON line per leader (and per
 /// proclaimed value), starting with the current one, until the client
 /// goes or the member stops; the last line then says `canceled`.
-pub(super) async fn observe(node: Node, req: Request, _max: usize) -> Response {
-    let pairs = match super::watch::query_pairs(req.query()) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+pub(super) async fn observe(node: Node, req: Request, max: usize) -> Response {
+    answer(observe_in(node, req, max).await)
+}
+
+async fn observe_in(node: Node, req: Request, _max: usize) -> Result<Response, Response> {
     let mut name = None;
     let mut enc = Encoding::Text;
-    for (k, v) in pairs {
+    for (k, v) in super::watch::query_pairs(req.query())? {
         match k.as_str() {
             "name" => name = Some(v),
-            "encoding" => {
-                enc = match Encoding::parse(Some(&String::from_utf8_lossy(&v))) {
-                    Ok(e) => e,
-                    Err(r) => return r,
-                }
-            }
+            "encoding" => enc = Encoding::parse(Some(&String::from_utf8_lossy(&v)))?,
             other => {
-                return super::errors::invalid(format!(
+                return Err(invalid(format!(
                     "unknown parameter {other:?}; /election/observe takes name and encoding"
-                ));
+                )));
             }
         }
     }
-    let Some(name) = name else {
-        return super::errors::invalid("/election/observe needs name=NAME");
-    };
+    let name = name.ok_or_else(|| invalid("/election/observe needs name=NAME"))?;
     let name = match enc {
         Encoding::Text => name,
-        Encoding::Base64 => match crate::api::base64::decode(&String::from_utf8_lossy(&name)) {
-            Ok(n) => n,
-            Err(e) => return super::errors::invalid(format!("name is not base64: {e}")),
-        },
+        Encoding::Base64 => crate::api::base64::decode(&String::from_utf8_lossy(&name))
+            .map_err(|e| invalid(format!("name is not base64: {e}")))?,
     };
-    let mut observer = match lock::Observer::new(&node, &name) {
-        Ok(o) => o,
-        Err(e) => return error_response(&e),
-    };
+    let mut observer = lock::Observer::new(&node, &name).map_err(failed)?;
     let (mut tx, rx) = tokio::io::duplex(64 * 1024);
     let quiet = node.watch_settings().keepalive_interval;
     tokio::spawn(async move {
@@ -325,7 +256,7 @@ pub(super) async fn observe(node: Node, req: Request, _max: usize) -> Response {
         }
         let _ = tx.shutdown().await;
     });
-    Response::stream(200, "application/x-ndjson", rx)
+    Ok(Response::stream(200, "application/x-ndjson", rx)
         .header("cache-control", "no-cache")
-        .header("x-accel-buffering", "no")
+        .header("x-accel-buffering", "no"))
 }
