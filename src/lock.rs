@@ -257,14 +257,20 @@ pub async fn campaign(node: &Node, name: &[u8], lease: u64, value: &[u8]) -> Res
     acquire(node, name, lease, key, revision, holder).await
 }
 
+/// The comparison that holds while `leader` still holds its key (the
+/// fence of every write it makes as leader).
+fn still_holds(leader: &Held) -> Compare {
+    Compare {
+        key: leader.key.clone(),
+        range_end: Vec::new(),
+        op: CompareOp::Equal,
+        target: CompareTarget::CreateRevision(leader.revision),
+    }
+}
+
 async fn proclaim_value(node: &Node, leader: &Held, value: &[u8]) -> Result<u64, Error> {
     let txn = Txn {
-        compare: vec![Compare {
-            key: leader.key.clone(),
-            range_end: Vec::new(),
-            op: CompareOp::Equal,
-            target: CompareTarget::CreateRevision(leader.revision),
-        }],
+        compare: vec![still_holds(leader)],
         success: vec![TxnOp::Put(Put {
             key: leader.key.clone(),
             value: value.to_vec(),
@@ -292,12 +298,7 @@ pub async fn proclaim(node: &Node, leader: &Held, value: &[u8]) -> Result<u64, E
 /// The leader of `name` resigns (deletes its key if it still leads).
 pub async fn resign(node: &Node, leader: &Held) -> Result<u64, Error> {
     let txn = Txn {
-        compare: vec![Compare {
-            key: leader.key.clone(),
-            range_end: Vec::new(),
-            op: CompareOp::Equal,
-            target: CompareTarget::CreateRevision(leader.revision),
-        }],
+        compare: vec![still_holds(leader)],
         success: vec![TxnOp::DeleteRange(DeleteRange {
             key: leader.key.clone(),
             range_end: Vec::new(),

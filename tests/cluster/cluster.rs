@@ -468,7 +468,7 @@ fn manual_flow_init_add_learner_twice_change_membership() {
 fn largest_allowed_entries_replicate_snapshot_and_restart() {
     const MAX_VALUE: usize = 64 * 1024 * 1024 - 34;
     let extra = format!(
-        "[network]\nmax_message_size = \"128MiB\"\nmax_key_size = \"1MiB\"\nmax_value_size = {MAX_VALUE}\nrequest_timeout = \"60s\"\n\n[raft]\nsnapshot_threshold = 4\nheartbeat_interval = \"250ms\"\nelection_timeout_min = \"3s\"\nelection_timeout_max = \"6s\"\n"
+        "[network]\nmax_message_size = \"128MiB\"\nmax_key_size = \"1MiB\"\nmax_value_size = {MAX_VALUE}\nrequest_timeout = \"110s\"\n\n[raft]\nsnapshot_threshold = 4\nheartbeat_interval = \"250ms\"\nelection_timeout_min = \"3s\"\nelection_timeout_max = \"6s\"\n"
     );
     // Writing and replicating a 64 MiB entry keeps a node busy for a while on
     // a loaded machine: election timeouts sized for such values, as CONFIG.md

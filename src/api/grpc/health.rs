@@ -22,6 +22,8 @@ const WATCH_INTERVAL: Duration = Duration::from_millis(250);
 const HEALTH_SERVICES: &[&str] = &[
     "",
     "ferrium.kv.KvService",
+    "ferrium.lock.LockService",
+    "ferrium.lock.ElectionService",
     "ferrium.management.ManagementService",
 ];
 
