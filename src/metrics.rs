@@ -486,7 +486,7 @@ impl Sources {
 }
 
 /// Total size of the files under `dir` (not following links).
-fn dir_size(dir: &std::path::Path) -> u64 {
+pub fn dir_size(dir: &std::path::Path) -> u64 {
     let mut total = 0;
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {

@@ -1261,6 +1261,107 @@ impl Node {
         }
     }
 
+    /// A snapshot of this member's state that holds everything applied when
+    /// asked: builds one unless the newest already does, waiting up to
+    /// `network.request_timeout` for it.
+    pub async fn fresh_snapshot(&self) -> Result<crate::store::SnapshotFile, Error> {
+        self.check_serving()?;
+        let applied = self.status().last_applied.unwrap_or(0);
+        let has =
+            |m: &openraft::RaftMetrics<TypeConfig>| m.snapshot.map_or(0, |s| s.index()) >= applied;
+        if !has(&self.metrics()) {
+            self.inner
+                .raft
+                .trigger()
+                .snapshot()
+                .await
+                .map_err(|e| Error::Unavailable(format!("cannot build a snapshot: {e}")))?;
+            self.inner
+                .raft
+                .wait(Some(self.inner.request_timeout))
+                .metrics(has, "a snapshot of everything applied")
+                .await
+                .map_err(|_| {
+                    Error::Unavailable(format!(
+                        "no snapshot of revision {applied} was built within {} ms; retry",
+                        self.inner.request_timeout.as_millis()
+                    ))
+                })?;
+        }
+        match self.inner.raft.get_snapshot().await {
+            Ok(Some(s)) => Ok(s.snapshot),
+            Ok(None) => Err(Error::Unavailable(
+                "this member has no snapshot yet; retry".into(),
+            )),
+            Err(e) => Err(Error::Unavailable(format!("cannot read the snapshot: {e}"))),
+        }
+    }
+
+    /// Moves leadership to voter `target` (etcd's `MoveLeader`): asks
+    /// the leader to hand over and waits, up to `network.request_timeout`,
+    /// until `target` leads.
+    pub async fn move_leader(&self, target: u64) -> Result<(), Error> {
+        self.check_serving()?;
+        if !self.is_leader() {
+            return Err(Error::NotLeader(self.leader()));
+        }
+        if !self.status().membership.voters.contains(&target) {
+            return Err(Error::Invalid(format!(
+                "node {target} is not a voter of this cluster; leadership moves only to a voter"
+            )));
+        }
+        if target == self.inner.id {
+            return Ok(());
+        }
+        self.inner
+            .raft
+            .trigger()
+            .transfer_leader(target)
+            .await
+            .map_err(|e| Error::Unavailable(format!("cannot hand over leadership: {e}")))?;
+        let wait = self.inner.request_timeout;
+        self.inner
+            .raft
+            .wait(Some(wait))
+            .metrics(|m| m.current_leader == Some(target), "the new leader")
+            .await
+            .map(|_| ())
+            .map_err(|_| {
+                Error::Unavailable(format!(
+                    "node {target} did not take over leadership within {} ms; retry",
+                    wait.as_millis()
+                ))
+            })
+    }
+
+    /// Asks the node serving at `addr` (`host:port` of its HTTP listener,
+    /// `https` when `tls`) for its node id, so that it can be added by
+    /// address alone (etcd's `MemberAdd`).
+    pub async fn member_id_at(&self, addr: &str, tls: bool) -> Result<u64, Error> {
+        let scheme = if tls { "https" } else { "http" };
+        let url = format!("{scheme}://{addr}/health");
+        let reply = self
+            .inner
+            .peers
+            .get(&url, self.inner.request_timeout)
+            .await
+            .map_err(|e| {
+                Error::Unavailable(format!(
+                    "cannot reach the new member at {url} to learn its node id: {e}; start it first"
+                ))
+            })?;
+        let id = serde_json::from_slice::<serde_json::Value>(&reply.body)
+            .ok()
+            .and_then(|v| v.get("node_id").and_then(|v| v.as_u64()));
+        match id {
+            Some(id) if id != 0 => Ok(id),
+            _ => Err(Error::Unavailable(format!(
+                "{url} answered {} without a node id; is a Ferrium node serving there?",
+                reply.status
+            ))),
+        }
+    }
+
     /// On a graceful stop, after [`Node::begin_shutdown`] (which refuses new
     /// writes with a definite 503): lets the writes this leader has already
     /// proposed finish, hands leadership to the most caught-up voter and

@@ -279,12 +279,10 @@ pub async fn start(cfg: Config) -> Result<RunningNode, String> {
         reader: reader.clone(),
         tls: tls.as_ref().map(|t| t.server.clone()),
     };
-    let routes = rest::routes(
-        Routes::new(),
-        node.clone(),
-        usize::try_from(cfg.network.max_message_size.bytes()).unwrap_or(usize::MAX),
-        sources,
-    );
+    let max_body = usize::try_from(cfg.network.max_message_size.bytes()).unwrap_or(usize::MAX);
+    let etcd = crate::api::etcd::EtcdApi::new(node.clone(), data_dir.clone(), tls.is_some());
+    let routes = rest::routes(Routes::new(), node.clone(), max_body, sources);
+    let routes = crate::api::etcd::gateway::routes(routes, etcd.clone(), max_body);
     let (router, ops) = rpc::routes(routes, node.clone(), reader).into_parts();
     let grpc_server = grpc::GrpcServer::new(
         grpc_listener,
@@ -292,6 +290,7 @@ pub async fn start(cfg: Config) -> Result<RunningNode, String> {
         node.clone(),
         auth.clone(),
         tls.as_ref().map(|t| t.server.clone()),
+        etcd,
     );
     let mut server = Server::from_listener(
         listener,

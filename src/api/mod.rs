@@ -2,6 +2,7 @@
 //! the node core. No business logic lives here.
 
 pub mod base64;
+pub mod etcd;
 pub mod grpc;
 pub mod op;
 pub mod rest;
@@ -24,16 +25,29 @@ pub mod proto {
     pub mod health {
         tonic::include_proto!("grpc.health.v1");
     }
-    /// The part of etcd's v3 API that Ferrium's tools speak so far
-    /// (`proto/etcd/`): `ferrium-bench` measures etcd with it.
+    /// etcd's v3 API (`proto/etcd/`), served by [`super::etcd`] and spoken
+    /// by `ferrium-bench --api etcd`; with the proto3 JSON mapping of every
+    /// message for the gateway.
     pub mod etcd {
         /// etcd's key-value and event messages.
         pub mod mvccpb {
             tonic::include_proto!("mvccpb");
+            include!(concat!(env!("OUT_DIR"), "/mvccpb.serde.rs"));
         }
-        /// etcd's `KV.Put`, `Watch` and `Lease` (grant, revoke, keep-alive).
+        /// `KV`, `Watch`, `Lease`, `Cluster` and `Maintenance`.
         pub mod etcdserverpb {
             tonic::include_proto!("etcdserverpb");
+            include!(concat!(env!("OUT_DIR"), "/etcdserverpb.serde.rs"));
+        }
+        /// `Lock`.
+        pub mod v3lockpb {
+            tonic::include_proto!("v3lockpb");
+            include!(concat!(env!("OUT_DIR"), "/v3lockpb.serde.rs"));
+        }
+        /// `Election`.
+        pub mod v3electionpb {
+            tonic::include_proto!("v3electionpb");
+            include!(concat!(env!("OUT_DIR"), "/v3electionpb.serde.rs"));
         }
     }
 }

@@ -39,6 +39,14 @@ pub enum Op {
     /// Locks and elections (REST `/lock`, `/unlock`, `/election/...`; gRPC
     /// `ferrium.lock`): they write keys.
     Lock,
+    /// List the members (etcd's `MemberList`).
+    Members,
+    /// A member's status or the hash of its keys (etcd's `Status`,
+    /// `HashKV`).
+    Status,
+    /// etcd's maintenance calls that only an administrator makes: alarms,
+    /// `Defragment`, `Snapshot` (every key), `MoveLeader`, `Hash`.
+    Maintenance,
     /// Liveness (REST `/health`, gRPC `HealthCheck` and `grpc.health.v1`).
     Health,
     /// Readiness (REST `/ready`).
@@ -85,10 +93,14 @@ impl Op {
         let by_method = if reads { Role::Read } else { Role::Admin };
         match self {
             Op::Write | Op::Txn | Op::Lease | Op::Lock => Required::Role(Role::Write),
-            Op::Read | Op::List | Op::Range | Op::Watch | Op::LeaseRead => {
-                Required::Role(Role::Read)
-            }
-            Op::Init | Op::AddLearner | Op::ChangeMembership | Op::Compact => {
+            Op::Read
+            | Op::List
+            | Op::Range
+            | Op::Watch
+            | Op::LeaseRead
+            | Op::Members
+            | Op::Status => Required::Role(Role::Read),
+            Op::Init | Op::AddLearner | Op::ChangeMembership | Op::Compact | Op::Maintenance => {
                 Required::Role(Role::Admin)
             }
             Op::Health | Op::Ready => Required::Health(by_method),
@@ -262,6 +274,191 @@ const GRPC_METHODS: &[(&str, Op, &str)] = &[
     ("/grpc.health.v1.Health/Watch", Op::Health, "Watch"),
 ];
 
+/// etcd's v3 methods: the gRPC path, the JSON gateway's path (`None`
+/// where etcd's gateway has none), the operation, and the metrics label.
+pub const ETCD_METHODS: &[(&str, Option<&str>, Op, &str)] = &[
+    (
+        "/etcdserverpb.KV/Range",
+        Some("/v3/kv/range"),
+        Op::Range,
+        "etcd.Range",
+    ),
+    (
+        "/etcdserverpb.KV/Put",
+        Some("/v3/kv/put"),
+        Op::Write,
+        "etcd.Put",
+    ),
+    (
+        "/etcdserverpb.KV/DeleteRange",
+        Some("/v3/kv/deleterange"),
+        Op::Write,
+        "etcd.DeleteRange",
+    ),
+    (
+        "/etcdserverpb.KV/Txn",
+        Some("/v3/kv/txn"),
+        Op::Txn,
+        "etcd.Txn",
+    ),
+    (
+        "/etcdserverpb.KV/Compact",
+        Some("/v3/kv/compaction"),
+        Op::Compact,
+        "etcd.Compact",
+    ),
+    (
+        "/etcdserverpb.Watch/Watch",
+        Some("/v3/watch"),
+        Op::Watch,
+        "etcd.Watch",
+    ),
+    (
+        "/etcdserverpb.Lease/LeaseGrant",
+        Some("/v3/lease/grant"),
+        Op::Lease,
+        "etcd.LeaseGrant",
+    ),
+    (
+        "/etcdserverpb.Lease/LeaseRevoke",
+        Some("/v3/lease/revoke"),
+        Op::Lease,
+        "etcd.LeaseRevoke",
+    ),
+    (
+        "/etcdserverpb.Lease/LeaseKeepAlive",
+        Some("/v3/lease/keepalive"),
+        Op::Lease,
+        "etcd.LeaseKeepAlive",
+    ),
+    (
+        "/etcdserverpb.Lease/LeaseTimeToLive",
+        Some("/v3/lease/timetolive"),
+        Op::LeaseRead,
+        "etcd.LeaseTimeToLive",
+    ),
+    (
+        "/etcdserverpb.Lease/LeaseLeases",
+        Some("/v3/lease/leases"),
+        Op::LeaseRead,
+        "etcd.LeaseLeases",
+    ),
+    (
+        "/etcdserverpb.Cluster/MemberAdd",
+        Some("/v3/cluster/member/add"),
+        Op::AddLearner,
+        "etcd.MemberAdd",
+    ),
+    (
+        "/etcdserverpb.Cluster/MemberRemove",
+        Some("/v3/cluster/member/remove"),
+        Op::ChangeMembership,
+        "etcd.MemberRemove",
+    ),
+    (
+        "/etcdserverpb.Cluster/MemberUpdate",
+        Some("/v3/cluster/member/update"),
+        Op::ChangeMembership,
+        "etcd.MemberUpdate",
+    ),
+    (
+        "/etcdserverpb.Cluster/MemberList",
+        Some("/v3/cluster/member/list"),
+        Op::Members,
+        "etcd.MemberList",
+    ),
+    (
+        "/etcdserverpb.Cluster/MemberPromote",
+        Some("/v3/cluster/member/promote"),
+        Op::ChangeMembership,
+        "etcd.MemberPromote",
+    ),
+    (
+        "/etcdserverpb.Maintenance/Alarm",
+        Some("/v3/maintenance/alarm"),
+        Op::Maintenance,
+        "etcd.Alarm",
+    ),
+    (
+        "/etcdserverpb.Maintenance/Status",
+        Some("/v3/maintenance/status"),
+        Op::Status,
+        "etcd.Status",
+    ),
+    (
+        "/etcdserverpb.Maintenance/Defragment",
+        Some("/v3/maintenance/defragment"),
+        Op::Maintenance,
+        "etcd.Defragment",
+    ),
+    (
+        "/etcdserverpb.Maintenance/Hash",
+        Some("/v3/maintenance/hash"),
+        Op::Maintenance,
+        "etcd.Hash",
+    ),
+    (
+        "/etcdserverpb.Maintenance/HashKV",
+        Some("/v3/maintenance/hashkv"),
+        Op::Status,
+        "etcd.HashKV",
+    ),
+    (
+        "/etcdserverpb.Maintenance/Snapshot",
+        Some("/v3/maintenance/snapshot"),
+        Op::Maintenance,
+        "etcd.Snapshot",
+    ),
+    (
+        "/etcdserverpb.Maintenance/MoveLeader",
+        Some("/v3/maintenance/transfer-leadership"),
+        Op::Maintenance,
+        "etcd.MoveLeader",
+    ),
+    (
+        "/v3lockpb.Lock/Lock",
+        Some("/v3/lock/lock"),
+        Op::Lock,
+        "etcd.Lock",
+    ),
+    (
+        "/v3lockpb.Lock/Unlock",
+        Some("/v3/lock/unlock"),
+        Op::Lock,
+        "etcd.Unlock",
+    ),
+    (
+        "/v3electionpb.Election/Campaign",
+        Some("/v3/election/campaign"),
+        Op::Lock,
+        "etcd.Campaign",
+    ),
+    (
+        "/v3electionpb.Election/Proclaim",
+        Some("/v3/election/proclaim"),
+        Op::Lock,
+        "etcd.Proclaim",
+    ),
+    (
+        "/v3electionpb.Election/Leader",
+        Some("/v3/election/leader"),
+        Op::LeaseRead,
+        "etcd.Leader",
+    ),
+    (
+        "/v3electionpb.Election/Observe",
+        Some("/v3/election/observe"),
+        Op::LeaseRead,
+        "etcd.Observe",
+    ),
+    (
+        "/v3electionpb.Election/Resign",
+        Some("/v3/election/resign"),
+        Op::Lock,
+        "etcd.Resign",
+    ),
+];
+
 /// The operation of a gRPC call by its path (`/package.Service/Method`) and
 /// the label of its metrics (`other` for an unknown method, so that clients
 /// cannot grow the number of series).
@@ -269,7 +466,14 @@ pub fn grpc_op(path: &str) -> (Op, &'static str) {
     GRPC_METHODS
         .iter()
         .find(|(p, _, _)| *p == path)
-        .map_or((Op::Unrouted, "other"), |(_, op, label)| (*op, *label))
+        .map(|(_, op, label)| (*op, *label))
+        .or_else(|| {
+            ETCD_METHODS
+                .iter()
+                .find(|(p, _, _, _)| *p == path)
+                .map(|(_, _, op, label)| (*op, *label))
+        })
+        .unwrap_or((Op::Unrouted, "other"))
 }
 
 #[cfg(test)]

@@ -120,6 +120,18 @@ pub enum CallError {
     Cut { status: u16, error: http::Error },
 }
 
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::BadAddress(m) => f.write_str(m),
+            CallError::Send(e) => write!(f, "{e}"),
+            CallError::Cut { status, error } => {
+                write!(f, "the answer ({status}) was cut off: {error}")
+            }
+        }
+    }
+}
+
 /// A complete answer from a peer.
 pub struct Reply {
     pub status: u16,
@@ -157,6 +169,20 @@ impl PeerClient {
         PeerClient {
             http: self.http.separate_pool(),
             ..self.clone()
+        }
+    }
+
+    /// A plain `GET` of `url` with this client's connections and TLS (no
+    /// routing headers): to ask a node that is not a member yet who it is.
+    pub async fn get(&self, url: &str, timeout: Duration) -> Result<Reply, CallError> {
+        let req = ClientRequest::new(Method::Get, url)
+            .map_err(|e| CallError::BadAddress(format!("bad address {url}: {e}")))?
+            .timeout(timeout);
+        let resp = self.http.send(req).await.map_err(CallError::Send)?;
+        let status = resp.status();
+        match resp.collect(64 * 1024).await {
+            Ok(body) => Ok(Reply { status, body }),
+            Err(error) => Err(CallError::Cut { status, error }),
         }
     }
 

@@ -251,7 +251,7 @@ pub const IDEMPOTENCY_METADATA: &str = "idempotency-key";
 /// same id.
 pub const REPLAYED_METADATA: &str = "idempotent-replayed";
 
-pub(super) fn request_id<T>(req: &Request<T>) -> Result<Option<Vec<u8>>, Status> {
+pub(crate) fn request_id<T>(req: &Request<T>) -> Result<Option<Vec<u8>>, Status> {
     match req.metadata().get(IDEMPOTENCY_METADATA) {
         None => Ok(None),
         Some(v) => {

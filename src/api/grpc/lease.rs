@@ -74,48 +74,71 @@ pub(super) async fn revoke(
 /// stream (HTTP/2 flow control holds the client back).
 const KEEP_ALIVES_IN_PROGRESS: usize = 256;
 
-/// One keep-alive's answer: a lease that does not exist answers `ttl` 0
-/// (as etcd does); any other failure is a status that ends the stream.
-async fn keep_alive_one(node: Node, id: i64) -> Result<pb::LeaseKeepAliveResponse, Status> {
+/// One renewal's answer: the lease and its TTL in seconds, 0 when the lease
+/// does not exist (as etcd answers), and the header to send with it.
+pub(crate) struct Renewed {
+    pub id: i64,
+    pub ttl: i64,
+    pub header: node::Header,
+}
+
+/// One keep-alive's answer: a lease that does not exist answers `ttl` 0;
+/// any other failure is a status that ends the stream.
+async fn keep_alive_one(node: Node, id: i64) -> Result<Renewed, Status> {
     let lease = u64::try_from(id).map_err(|_| {
         Status::invalid_argument(format!("lease id {id} is negative; ids are positive"))
     })?;
-    match node.lease_keep_alive(lease).await {
-        Ok(l) => Ok(pb::LeaseKeepAliveResponse {
-            header: header(node.header(node.applied_revision())),
-            id,
-            ttl: i64::try_from(l.ttl).unwrap_or(i64::MAX),
-        }),
-        Err(node::Error::Apply(ApplyError::LeaseNotFound { .. })) => {
-            Ok(pb::LeaseKeepAliveResponse {
-                header: header(node.header(node.applied_revision())),
-                id,
-                ttl: 0,
-            })
-        }
-        Err(e) => Err(status(&e)),
-    }
+    let ttl = match node.lease_keep_alive(lease).await {
+        Ok(l) => i64::try_from(l.ttl).unwrap_or(i64::MAX),
+        Err(node::Error::Apply(ApplyError::LeaseNotFound { .. })) => 0,
+        Err(e) => return Err(status(&e)),
+    };
+    Ok(Renewed {
+        id,
+        ttl,
+        header: node.header(node.applied_revision()),
+    })
 }
 
-/// Renews each lease asked for on the stream and answers in the order
-/// asked; up to [`KEEP_ALIVES_IN_PROGRESS`] keep-alives of one stream are
-/// in progress at once (so they share the leader's keep-alive entries).
 pub(super) async fn keep_alive(
     node: Node,
     req: Request<Streaming<pb::LeaseKeepAliveRequest>>,
 ) -> Result<Response<KeepAliveStream>, Status> {
     use futures_util::StreamExt;
-    let mut inbound = req.into_inner();
-    let (tx, mut rx) = mpsc::channel::<Result<pb::LeaseKeepAliveResponse, Status>>(16);
+    let ids = req.into_inner().map(|r| r.map(|r| r.id));
+    let answers = renew_each(node, ids).map(|r| {
+        r.map(|r| pb::LeaseKeepAliveResponse {
+            header: header(r.header),
+            id: r.id,
+            ttl: r.ttl,
+        })
+    });
+    Ok(Response::new(Box::pin(answers)))
+}
+
+/// Renews each lease asked for on `inbound` and answers in the order asked;
+/// up to [`KEEP_ALIVES_IN_PROGRESS`] keep-alives of one stream are in
+/// progress at once (so they share the leader's keep-alive entries). The
+/// answers end after the last request's, or with the first failure. Both
+/// `LeaseKeepAlive` calls (Ferrium's and etcd's) run through this.
+pub(crate) fn renew_each<S>(
+    node: Node,
+    mut inbound: S,
+) -> Pin<Box<dyn Stream<Item = Result<Renewed, Status>> + Send>>
+where
+    S: Stream<Item = Result<i64, Status>> + Send + Unpin + 'static,
+{
+    use futures_util::StreamExt;
+    let (tx, mut rx) = mpsc::channel::<Result<Renewed, Status>>(16);
     tokio::spawn(async move {
         let mut in_progress = futures_util::stream::FuturesOrdered::new();
         let mut open = true;
         loop {
             tokio::select! {
-                r = inbound.message(), if open && in_progress.len() < KEEP_ALIVES_IN_PROGRESS => {
+                r = inbound.next(), if open && in_progress.len() < KEEP_ALIVES_IN_PROGRESS => {
                     match r {
-                        Ok(Some(r)) => in_progress.push_back(keep_alive_one(node.clone(), r.id)),
-                        Ok(None) | Err(_) => open = false,
+                        Some(Ok(id)) => in_progress.push_back(keep_alive_one(node.clone(), id)),
+                        None | Some(Err(_)) => open = false,
                     }
                 }
                 Some(answer) = in_progress.next(), if !in_progress.is_empty() => {
@@ -128,8 +151,7 @@ pub(super) async fn keep_alive(
             }
         }
     });
-    let out: KeepAliveStream = Box::pin(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
-    Ok(Response::new(out))
+    Box::pin(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)))
 }
 
 pub(super) async fn time_to_live(

@@ -84,7 +84,9 @@ impl GrpcServer {
         node: Node,
         auth: Arc<Auth>,
         tls: Option<Arc<ServerTls>>,
+        etcd: crate::api::etcd::EtcdApi,
     ) -> GrpcServer {
+        use crate::api::proto::etcd::{etcdserverpb as epb, v3electionpb, v3lockpb};
         let max = usize::try_from(cfg.network.max_message_size.bytes()).unwrap_or(usize::MAX);
         let routes = Routes::new(
             KvServiceServer::new(KvApi { node: node.clone() })
@@ -111,6 +113,41 @@ impl GrpcServer {
             .max_encoding_message_size(max),
         )
         .add_service(HealthServer::new(HealthApi { node }));
+        // etcd's services, for etcd's own clients.
+        macro_rules! etcd {
+            ($routes:expr, $server:path) => {
+                $routes.add_service(
+                    <$server>::new(etcd.clone())
+                        .max_decoding_message_size(max)
+                        .max_encoding_message_size(max),
+                )
+            };
+        }
+        let routes = etcd!(routes, epb::kv_server::KvServer<crate::api::etcd::EtcdApi>);
+        let routes = etcd!(
+            routes,
+            epb::watch_server::WatchServer<crate::api::etcd::EtcdApi>
+        );
+        let routes = etcd!(
+            routes,
+            epb::lease_server::LeaseServer<crate::api::etcd::EtcdApi>
+        );
+        let routes = etcd!(
+            routes,
+            epb::cluster_server::ClusterServer<crate::api::etcd::EtcdApi>
+        );
+        let routes = etcd!(
+            routes,
+            epb::maintenance_server::MaintenanceServer<crate::api::etcd::EtcdApi>
+        );
+        let routes = etcd!(
+            routes,
+            v3lockpb::lock_server::LockServer<crate::api::etcd::EtcdApi>
+        );
+        let routes = etcd!(
+            routes,
+            v3electionpb::election_server::ElectionServer<crate::api::etcd::EtcdApi>
+        );
         let (sender, receiver) = mpsc::channel(PENDING_CONNECTIONS);
         GrpcServer {
             auth,

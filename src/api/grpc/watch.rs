@@ -35,23 +35,33 @@ pub async fn watch(
     node: Node,
     req: Request<Streaming<pb::WatchRequest>>,
 ) -> Result<Response<WatchStream>, Status> {
-    let mut incoming = req.into_inner();
+    Ok(Response::new(serve(node, req.into_inner(), 1)))
+}
+
+/// Serves the watch requests of `incoming` and answers on the returned
+/// stream; watches the client does not number get ids from `first_id` on.
+/// The etcd API runs its streams through this too (etcd numbers from 0).
+pub(crate) fn serve<S>(node: Node, mut incoming: S, first_id: i64) -> WatchStream
+where
+    S: Stream<Item = Result<pb::WatchRequest, Status>> + Send + Unpin + 'static,
+{
+    use futures_util::StreamExt;
     let (tx, rx) = mpsc::channel::<Result<pb::WatchResponse, Status>>(OUTGOING);
     let hub = node.watch_hub();
     tokio::spawn(async move {
         hub.stats.streams.fetch_add(1, Ordering::Relaxed);
         let mut watches: HashMap<i64, (tokio::task::JoinHandle<()>, mpsc::Sender<()>)> =
             HashMap::new();
-        let mut next_id: i64 = 1;
+        let mut next_id: i64 = first_id;
         loop {
             let msg = tokio::select! {
-                m = incoming.message() => m,
+                m = incoming.next() => m,
                 () = tx.closed() => break,
             };
             let req = match msg {
-                Ok(Some(r)) => r,
-                Ok(None) => break,
-                Err(e) => {
+                Some(Ok(r)) => r,
+                None => break,
+                Some(Err(e)) => {
                     log::debug!("watch: stream from a client ended: {e}");
                     break;
                 }
@@ -59,7 +69,7 @@ pub async fn watch(
             watches.retain(|_, (task, _)| !task.is_finished());
             match req.request_union {
                 Some(pb::watch_request::RequestUnion::CreateRequest(c)) => {
-                    let id = if c.watch_id != 0 {
+                    let id = if c.watch_id > 0 {
                         c.watch_id
                     } else {
                         while watches.contains_key(&next_id) {
@@ -122,8 +132,7 @@ pub async fn watch(
         }
         hub.stats.streams.fetch_sub(1, Ordering::Relaxed);
     });
-    let out = tokio_stream_from(rx);
-    Ok(Response::new(out))
+    tokio_stream_from(rx)
 }
 
 fn tokio_stream_from(mut rx: mpsc::Receiver<Result<pb::WatchResponse, Status>>) -> WatchStream {
