@@ -323,20 +323,35 @@ impl epb::maintenance_server::Maintenance for EtcdApi {
         _req: Request<epb::SnapshotRequest>,
     ) -> Result<Response<SnapshotStream>, Status> {
         // Ferrium's own snapshot file (the one Raft sends to a new member),
-        // not etcd's bbolt database: etcdctl saves it as it comes.
+        // not etcd's bbolt database. As etcd does, the stream ends with the
+        // SHA-256 of what precedes it, which etcdctl looks for at a
+        // multiple of 512 bytes; zeros pad the file to one.
         let file = self.node.fresh_snapshot().await.map_err(|e| status(&e))?;
-        let total = file
+        let size = file
             .size()
             .map_err(|e| Status::internal(format!("cannot read the snapshot file: {e}")))?;
         let reader = file
             .reader()
             .map_err(|e| Status::internal(format!("cannot read the snapshot file: {e}")))?;
+        let pad = (512 - size % 512) % 512;
+        let total = size + pad + 32;
         let head = current(&self.node);
         let (tx, mut rx) = tokio::sync::mpsc::channel(2);
         tokio::task::spawn_blocking(move || {
+            use sha2::Digest;
             use std::io::Read;
             let mut reader = reader;
+            let mut digest = sha2::Sha256::new();
             let mut sent: u64 = 0;
+            let send = |blob: Vec<u8>, sent: u64| {
+                tx.blocking_send(Ok(epb::SnapshotResponse {
+                    header: head,
+                    remaining_bytes: total.saturating_sub(sent),
+                    blob,
+                    version: String::new(),
+                }))
+                .is_ok()
+            };
             loop {
                 let mut blob = vec![0u8; SNAPSHOT_CHUNK];
                 let n = match reader.read(&mut blob) {
@@ -348,19 +363,20 @@ impl epb::maintenance_server::Maintenance for EtcdApi {
                         return;
                     }
                 };
+                if n == 0 || sent >= size {
+                    break;
+                }
                 blob.truncate(n);
+                digest.update(&blob);
                 sent += n as u64;
-                let last = n == 0 || sent >= total;
-                let msg = epb::SnapshotResponse {
-                    header: head,
-                    remaining_bytes: total.saturating_sub(sent),
-                    blob,
-                    version: String::new(),
-                };
-                if tx.blocking_send(Ok(msg)).is_err() || last {
+                if !send(blob, sent) {
                     return;
                 }
             }
+            let mut tail = vec![0u8; usize::try_from(pad).unwrap_or(0)];
+            digest.update(&tail);
+            tail.extend_from_slice(&digest.finalize());
+            let _ = send(tail, total);
         });
         let out: SnapshotStream =
             Box::pin(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));

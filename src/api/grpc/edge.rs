@@ -106,12 +106,20 @@ where
 }
 
 /// Rewrites tonic's `OUT_OF_RANGE` for an oversize message (an error answer
-/// carries its status in the headers) into `RESOURCE_EXHAUSTED`.
+/// carries its status in the headers) into `RESOURCE_EXHAUSTED`. Only that
+/// one: a compacted or future revision is `OUT_OF_RANGE` too (as in etcd),
+/// and stays so.
 fn oversize_is_resource_exhausted(
     mut resp: http::Response<tonic::body::Body>,
 ) -> http::Response<tonic::body::Body> {
     let out_of_range = (Code::OutOfRange as i32).to_string();
-    if resp.headers().get("grpc-status").map(|v| v.as_bytes()) == Some(out_of_range.as_bytes()) {
+    let oversize = resp
+        .headers()
+        .get("grpc-message")
+        .is_some_and(|m| m.to_str().is_ok_and(|m| m.contains("length too large")));
+    if oversize
+        && resp.headers().get("grpc-status").map(|v| v.as_bytes()) == Some(out_of_range.as_bytes())
+    {
         let code = (Code::ResourceExhausted as i32).to_string();
         if let Ok(v) = http::HeaderValue::from_str(&code) {
             resp.headers_mut().insert("grpc-status", v);
