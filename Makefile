@@ -12,6 +12,9 @@
 # RocksDB's bindings) and install them with apt-get when run as root.
 
 CARGO ?= cargo
+# The etcd-client test dependency compiles etcd's .proto files in its build
+# script, which reads PROTOC: the vendored protoc (contrib/protoc-path.sh).
+export PROTOC ?= $(shell contrib/protoc-path.sh)
 CONFIG ?= etc/examples/single-node.toml
 
 # Packages ship the release binaries when a release build exists in the

@@ -1,8 +1,9 @@
 #!/bin/sh
 # Checks what building Ferrium needs beyond Rust: a C++ compiler and libclang
 # (RocksDB is compiled from source and its Rust bindings are generated with
-# libclang), plus curl, python3 and openssl used by the test suite (the TLS
-# tests make their certificates with the openssl commands CONFIG.md shows). Installs what is
+# libclang), plus curl, python3, openssl, etcd and etcdctl used by the test
+# suite (the TLS tests make their certificates with the openssl commands
+# CONFIG.md shows; the etcd API tests compare Ferrium with etcd 3.4). Installs what is
 # missing with apt-get when run as root on Debian/Ubuntu; otherwise prints the
 # exact command and stops.
 set -eu
@@ -27,6 +28,10 @@ command -v make >/dev/null 2>&1 || missing="$missing make"
 command -v curl >/dev/null 2>&1 || missing="$missing curl"
 command -v python3 >/dev/null 2>&1 || missing="$missing python3"
 command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
+# etcd 3.4 and etcdctl: the etcd API's conformance tests run the same
+# etcdctl commands against Ferrium and a real etcd, and compare.
+command -v etcd >/dev/null 2>&1 || missing="$missing etcd-server"
+command -v etcdctl >/dev/null 2>&1 || missing="$missing etcd-client"
 
 [ -z "$missing" ] && exit 0
 
@@ -38,5 +43,5 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
 fi
 echo "Missing build prerequisites:$missing" >&2
 echo "Install them with:  sudo apt-get install -y$missing" >&2
-echo "(on Fedora/RHEL: sudo dnf install -y gcc-c++ clang-devel curl python3 openssl)" >&2
+echo "(on Fedora/RHEL: sudo dnf install -y gcc-c++ clang-devel curl python3 openssl etcd)" >&2
 exit 1

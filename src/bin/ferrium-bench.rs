@@ -11,6 +11,13 @@
 //! whose outcome is unknown is sent again with the same id. Requests go over the REST API with
 //! Ferrium's own HTTP/1.1 client, or over gRPC.
 //!
+//! With `--api etcd` (gRPC only) the same workloads speak etcd's v3 API
+//! instead of Ferrium's `KvService`: `Put`, `Range` (`serializable` for
+//! stale reads), a `Txn` comparing the mod revision for `cas` and a `Txn`
+//! of puts for `batch`, so that one client drives Ferrium's etcd API and
+//! an etcd server alike; `watch` and `lease` then use etcd's `Watch`, `Put`
+//! and `Lease` services.
+//!
 //! Each connection is driven by its own task (and, for gRPC, by `--concurrency`
 //! tasks sharing it). In closed-loop mode a task sends its next request as soon
 //! as the previous one is answered. With `--rate` requests are scheduled at
@@ -32,6 +39,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use ferrium::api::proto::etcd::etcdserverpb as etcd;
+use ferrium::api::proto::kv as pb;
 use ferrium::api::proto::kv::kv_service_client::KvServiceClient;
 use ferrium::api::proto::kv::{BatchSetRequest, GetRequest, KeyValue, SetRequest};
 use ferrium::client::{ClientOptions, Endpoint, GrpcClient, RestClient};
@@ -44,25 +53,28 @@ const USAGE: &str = "\
 Usage: ferrium-bench [OPTIONS] <put|get|mixed|batch|cas|watch|lease>
 
 Workloads:
-  put      one Set per request
-  get      one read per request (see --consistency)
+  put      one Set per request (etcd API: one Put)
+  get      one read per request (see --consistency; etcd API: one Range
+           of one key)
   mixed    reads and puts, --read-ratio of them reads
-  batch    one BatchSet of --batch-size keys per request
+  batch    one BatchSet of --batch-size keys per request (etcd API: one Txn
+           of --batch-size puts, at most 128, etcd's default --max-txn-ops;
+           sequential keys only, as a Txn may not put one key twice)
   cas      compare-and-swap: each connection task sets its own key on the
            mod revision its previous write got (a Set with if_mod_revision
-           over HTTP, a Txn over gRPC)
+           over HTTP, a Txn over gRPC; its first write on version 0)
   watch    --watchers watches of single keys (over --key-space keys) on
            --streams gRPC Watch streams of the first endpoint, while --conns
            writers set those keys (at --rate writes/s overall, or as fast as
            they can) for --duration (default 10 s): events received against
            expected and delivery latency (write sent to event received);
-           gRPC only
+           gRPC only (etcd API: etcd's Watch and Put)
   lease    grants --leases leases of --lease-ttl seconds over --conns
            connections, then renews them for --duration through --streams
            gRPC keep-alive streams (--concurrency in flight on each, at
            --rate keep-alives/s overall or as fast as they are answered):
            grants/s, keep-alives/s and their latency; revokes them after;
-           gRPC only
+           gRPC only (etcd API: etcd's Lease service)
 
 Options:
   --endpoints LIST      comma-separated host:port list [default: 127.0.0.1:8001]
@@ -72,6 +84,10 @@ Options:
                         for one) and send everything to the leader's API
                         address (HTTP only)
   --protocol P          http | grpc [default: http]
+  --api A               ferrium | etcd [default: ferrium]: which gRPC API to
+                        speak; etcd: etcd's v3 KV, Watch and Lease services,
+                        as served by etcd or by Ferrium's gRPC port (needs
+                        --protocol grpc; --consistency linearizable or stale)
   -c, --conns N         connections [default: 16]
   --concurrency N       requests in flight per connection (gRPC only) [default: 1]
   -n, --total N         stop after N requests [default: 10000 unless --duration]
@@ -85,21 +101,23 @@ Options:
   --key-dist D          sequential | uniform [default: sequential]
   --key-prefix S        prefix of every key [default: bench-]
   --consistency C       linearizable | lease | stale [default: linearizable]
+                        (etcd API: stale is a serializable Range)
   --read-ratio F        fraction of reads in `mixed` [default: 0.9]
   --batch-size N        keys per BatchSet in `batch` [default: 100]
   --threads N           client runtime threads [default: number of CPUs]
   --timeout SECS        per-request timeout [default: 30]
-  --seed N              seed for uniform keys and the mix [default: 1]
+  --seed N              seed for uniform keys, the mix and the keys of `cas`
+                        [default: 1]
   --request-ids         give every write a fresh request id and send a write
                         whose outcome is unknown again with the same id
-                        (up to 4 times)
+                        (up to 4 times); over gRPC the id is the
+                        idempotency-key metadata entry, which Ferrium honours
+                        on both APIs and etcd ignores
   --watchers N          watches in `watch` [default: 10000]
   --streams N           gRPC Watch streams they share in `watch` [default: 200]
   --leases N            leases in `lease` [default: 10000]
   --lease-ttl SECS      their TTL in `lease` [default: 60]
-  --etcd                `watch` and `lease`: the endpoint is an etcd server,
-                        driven through etcd's Watch and Put, or its Lease
-                        service
+  --etcd                the same as --api etcd
   --json                print the result as one JSON object
   -h, --help            print this help
 
@@ -107,10 +125,12 @@ Examples:
   ferrium-bench --leader -c 64 -d 10 put
   ferrium-bench -c 64 -d 10 --consistency stale get
   ferrium-bench --leader -c 8 -n 1000 --batch-size 1000 batch   # load 1M keys
-  ferrium-bench --protocol grpc --endpoints 127.0.0.1:9001 --key-space 1000 \
+  ferrium-bench --protocol grpc --endpoints 127.0.0.1:9001 --key-space 1000 \\
       --rate 1000 -c 16 -d 30 watch                              # 10,000 watchers
-  ferrium-bench --protocol grpc --endpoints 127.0.0.1:9001 --streams 16 \
+  ferrium-bench --protocol grpc --endpoints 127.0.0.1:9001 --streams 16 \\
       --concurrency 64 -d 10 lease                               # keep-alives/s
+  ferrium-bench --protocol grpc --api etcd --endpoints 127.0.0.1:2379 \\
+      -c 16 --concurrency 4 -d 10 put                            # etcd's Put, 64 clients
 ";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -130,6 +150,25 @@ enum Workload {
 enum Protocol {
     Http,
     Grpc,
+}
+
+/// Which gRPC API the requests speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Api {
+    /// Ferrium's own `KvService`.
+    Ferrium,
+    /// etcd's v3 API (`etcdserverpb`), of an etcd server or of Ferrium.
+    Etcd,
+}
+
+impl Api {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Api::Ferrium => "ferrium",
+            Api::Etcd => "etcd",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -165,12 +204,17 @@ struct Options {
     request_ids: bool,
     watchers: usize,
     streams: usize,
-    etcd: bool,
+    api: Api,
     leases: usize,
     lease_ttl: u64,
 }
 
 fn parse_args() -> Result<Option<Options>, String> {
+    parse(lexopt::Parser::from_env())
+}
+
+/// The options of a command line (`None`: print the help).
+fn parse(mut parser: lexopt::Parser) -> Result<Option<Options>, String> {
     use lexopt::prelude::*;
     let mut o = Options {
         workload: Workload::Put,
@@ -197,12 +241,11 @@ fn parse_args() -> Result<Option<Options>, String> {
         request_ids: false,
         watchers: 10_000,
         streams: 200,
-        etcd: false,
+        api: Api::Ferrium,
         leases: 10_000,
         lease_ttl: 60,
     };
     let mut workload = None;
-    let mut parser = lexopt::Parser::from_env();
     let err = |e: lexopt::Error| e.to_string();
     while let Some(arg) = parser.next().map_err(err)? {
         match arg {
@@ -275,7 +318,14 @@ fn parse_args() -> Result<Option<Options>, String> {
             Long("lease-ttl") => o.lease_ttl = parser.value().map_err(err)?.parse().map_err(err)?,
             Long("watchers") => o.watchers = parser.value().map_err(err)?.parse().map_err(err)?,
             Long("streams") => o.streams = parser.value().map_err(err)?.parse().map_err(err)?,
-            Long("etcd") => o.etcd = true,
+            Long("api") => {
+                o.api = match parser.value().map_err(err)?.string().map_err(err)?.as_str() {
+                    "ferrium" => Api::Ferrium,
+                    "etcd" => Api::Etcd,
+                    a => return Err(format!("--api {a:?}: expected ferrium or etcd")),
+                }
+            }
+            Long("etcd") => o.api = Api::Etcd,
             Value(v) if workload.is_none() => {
                 workload = Some(match v.string().map_err(err)?.as_str() {
                     "put" => Workload::Put,
@@ -319,6 +369,24 @@ fn validate(o: &mut Options) -> Result<(), String> {
     if o.protocol == Protocol::Http && o.concurrency != 1 {
         return Err("--concurrency applies to gRPC; HTTP/1.1 carries one request at a time per connection (raise --conns)".into());
     }
+    if o.api == Api::Etcd {
+        if o.protocol != Protocol::Grpc {
+            return Err("--api etcd runs over gRPC: pass --protocol grpc and gRPC endpoints (etcd's client port, Ferrium's gRPC port)".into());
+        }
+        if o.consistency == "lease" {
+            return Err("etcd's Range has no lease reads: pass --consistency linearizable or stale (a serializable Range)".into());
+        }
+        if o.workload == Workload::Batch {
+            if o.batch_size > ETCD_MAX_TXN_OPS {
+                return Err(format!(
+                    "--api etcd sends a batch as one Txn, and etcd takes at most {ETCD_MAX_TXN_OPS} operations in one by default: pass --batch-size {ETCD_MAX_TXN_OPS} or less"
+                ));
+            }
+            if o.key_dist != KeyDist::Sequential {
+                return Err("--api etcd sends a batch as one Txn, which may not put one key twice: use --key-dist sequential".into());
+            }
+        }
+    }
     if o.leader && o.protocol != Protocol::Http {
         return Err(
             "--leader works with --protocol http; pass the leader's gRPC address in --endpoints"
@@ -360,6 +428,10 @@ fn validate(o: &mut Options) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Operations etcd accepts in one `Txn` by default (`--max-txn-ops`), as
+/// many as Ferrium does.
+const ETCD_MAX_TXN_OPS: usize = 128;
 
 /// Everything a worker needs to build requests.
 struct Plan {
@@ -488,11 +560,13 @@ struct Answered {
     compare_failed: bool,
 }
 
-/// A connection to one endpoint, over either protocol.
+/// A connection to one endpoint, over either protocol (and, over gRPC,
+/// speaking either API).
 #[derive(Clone)]
 enum Conn {
     Http { client: Client, base: String },
     Grpc(KvServiceClient<Channel>),
+    Etcd(etcd::kv_client::KvClient<Channel>),
 }
 
 fn json_str(s: &str) -> String {
@@ -512,6 +586,7 @@ impl Conn {
                     http_send(client, base, op, plan, id.as_deref()).await
                 }
                 Conn::Grpc(kv) => grpc_send(kv, op, plan, id.as_deref()).await,
+                Conn::Etcd(kv) => etcd_send(kv, op, plan, id.as_deref()).await,
             };
             match r {
                 Err(e) if id.is_some() && tries < UNKNOWN_RETRIES && is_unknown(&e) => {
@@ -638,80 +713,114 @@ fn with_id<T>(msg: T, id: Option<&str>) -> tonic::Request<T> {
     r
 }
 
+/// A failed gRPC call as an error kind of the report.
+fn grpc_error(s: tonic::Status) -> String {
+    format!("gRPC {:?}", s.code())
+}
+
+/// A revision between the bench's `u64` and a message's own integer type
+/// (etcd's are `i64`); one out of range becomes 0, which no write has.
+fn revision<T: TryFrom<u64> + Default>(r: u64) -> T {
+    T::try_from(r).unwrap_or_default()
+}
+
+/// A revision a message reported, as the bench keeps it.
+fn reported<T: TryInto<u64>>(r: T) -> Option<u64> {
+    r.try_into().ok()
+}
+
+/// The compare-and-swap of `key` as a `Txn` of either API (`$pb`: the
+/// module of its messages, which Ferrium's API shares with etcd's but for
+/// the integer types): put the value if the key's mod revision is `expect`
+/// (if the key is absent: on version 0), else read the key for its current
+/// mod revision.
+macro_rules! cas_txn {
+    ($pb:ident, $key:expr, $expect:expr, $value:expr) => {{
+        use $pb::{compare, request_op};
+        let (target, union) = match $expect {
+            Some(rev) => (
+                compare::CompareTarget::Mod,
+                compare::TargetUnion::ModRevision(revision(rev)),
+            ),
+            None => (
+                compare::CompareTarget::Version,
+                compare::TargetUnion::Version(0),
+            ),
+        };
+        let key: Vec<u8> = $key.as_bytes().to_vec();
+        $pb::TxnRequest {
+            compare: vec![$pb::Compare {
+                result: compare::CompareResult::Equal as i32,
+                target: target as i32,
+                key: key.clone(),
+                target_union: Some(union),
+                range_end: Vec::new(),
+            }],
+            success: vec![$pb::RequestOp {
+                request: Some(request_op::Request::RequestPut($pb::PutRequest {
+                    key: key.clone(),
+                    value: $value.as_bytes().to_vec(),
+                    ..Default::default()
+                })),
+            }],
+            failure: vec![$pb::RequestOp {
+                request: Some(request_op::Request::RequestRange($pb::RangeRequest {
+                    key,
+                    ..Default::default()
+                })),
+            }],
+        }
+    }};
+}
+
+/// What the answer `$t` to a [`cas_txn!`] of `$pb` tells the next one: the
+/// revision of the write, or the key's current mod revision when the
+/// compare did not hold.
+macro_rules! cas_answered {
+    ($pb:ident, $t:expr) => {{
+        let t = $t;
+        let current = match t.responses.first().and_then(|r| r.response.as_ref()) {
+            Some($pb::response_op::Response::ResponseRange(r)) => {
+                r.kvs.first().and_then(|kv| reported(kv.mod_revision))
+            }
+            _ => None,
+        };
+        Answered {
+            revision: if t.succeeded {
+                t.header.and_then(|h| reported(h.revision))
+            } else {
+                current
+            },
+            compare_failed: !t.succeeded,
+        }
+    }};
+}
+
 async fn grpc_send(
     kv: &mut KvServiceClient<Channel>,
     op: &Op,
     plan: &Plan,
     id: Option<&str>,
 ) -> Result<Answered, String> {
-    let status = |s: tonic::Status| format!("gRPC {:?}", s.code());
     match op {
         Op::Put { key } => {
             let req = SetRequest {
                 key: key.clone(),
                 value: plan.value.clone(),
             };
-            kv.set(with_id(req, id)).await.map_err(status)?;
+            kv.set(with_id(req, id)).await.map_err(grpc_error)?;
         }
         Op::Cas { key, expect } => {
-            use ferrium::api::proto::kv::{
-                Compare, PutRequest, RangeRequest, RequestOp, TxnRequest, compare, request_op,
-                response_op,
-            };
-            let (target, union) = match expect {
-                Some(rev) => (
-                    compare::CompareTarget::Mod,
-                    compare::TargetUnion::ModRevision(*rev),
-                ),
-                None => (
-                    compare::CompareTarget::Version,
-                    compare::TargetUnion::Version(0),
-                ),
-            };
-            let txn = TxnRequest {
-                compare: vec![Compare {
-                    result: compare::CompareResult::Equal as i32,
-                    target: target as i32,
-                    key: key.as_bytes().to_vec(),
-                    target_union: Some(union),
-                    range_end: Vec::new(),
-                }],
-                success: vec![RequestOp {
-                    request: Some(request_op::Request::RequestPut(PutRequest {
-                        key: key.as_bytes().to_vec(),
-                        value: plan.value.as_bytes().to_vec(),
-                        ..Default::default()
-                    })),
-                }],
-                failure: vec![RequestOp {
-                    request: Some(request_op::Request::RequestRange(RangeRequest {
-                        key: key.as_bytes().to_vec(),
-                        ..Default::default()
-                    })),
-                }],
-            };
-            let t = kv.txn(with_id(txn, id)).await.map_err(status)?.into_inner();
-            let current = match t.responses.first().and_then(|r| r.response.as_ref()) {
-                Some(response_op::Response::ResponseRange(r)) => {
-                    r.kvs.first().map(|kv| kv.mod_revision)
-                }
-                _ => None,
-            };
-            return Ok(Answered {
-                revision: if t.succeeded {
-                    t.header.map(|h| h.revision)
-                } else {
-                    current
-                },
-                compare_failed: !t.succeeded,
-            });
+            let txn = cas_txn!(pb, key, *expect, plan.value);
+            let t = kv.txn(with_id(txn, id)).await.map_err(grpc_error)?;
+            return Ok(cas_answered!(pb, t.into_inner()));
         }
         Op::Get { key } => {
             let req = GetRequest {
                 key: key.clone(),
                 consistency: plan.opts.consistency.clone(),
             };
-            kv.get(req).await.map_err(status)?;
+            kv.get(req).await.map_err(grpc_error)?;
         }
         Op::Batch { keys } => {
             let pairs = keys
@@ -723,7 +832,55 @@ async fn grpc_send(
                 .collect();
             kv.batch_set(with_id(BatchSetRequest { pairs }, id))
                 .await
-                .map_err(status)?;
+                .map_err(grpc_error)?;
+        }
+    }
+    Ok(Answered::default())
+}
+
+/// The same requests in etcd's v3 API: `Put`, a `Range` of one key
+/// (serializable for `--consistency stale`), and `Txn`s for compare-and-swap
+/// and for a batch (one `Txn` of its puts).
+async fn etcd_send(
+    kv: &mut etcd::kv_client::KvClient<Channel>,
+    op: &Op,
+    plan: &Plan,
+    id: Option<&str>,
+) -> Result<Answered, String> {
+    let put = |key: &str| etcd::PutRequest {
+        key: key.as_bytes().to_vec(),
+        value: plan.value.as_bytes().to_vec(),
+        ..Default::default()
+    };
+    match op {
+        Op::Put { key } => {
+            kv.put(with_id(put(key), id)).await.map_err(grpc_error)?;
+        }
+        Op::Cas { key, expect } => {
+            let txn = cas_txn!(etcd, key, *expect, plan.value);
+            let t = kv.txn(with_id(txn, id)).await.map_err(grpc_error)?;
+            return Ok(cas_answered!(etcd, t.into_inner()));
+        }
+        Op::Get { key } => {
+            let req = etcd::RangeRequest {
+                key: key.as_bytes().to_vec(),
+                serializable: plan.opts.consistency == "stale",
+                ..Default::default()
+            };
+            kv.range(req).await.map_err(grpc_error)?;
+        }
+        Op::Batch { keys } => {
+            let success = keys
+                .iter()
+                .map(|k| etcd::RequestOp {
+                    request: Some(etcd::request_op::Request::RequestPut(put(k))),
+                })
+                .collect();
+            let txn = etcd::TxnRequest {
+                success,
+                ..Default::default()
+            };
+            kv.txn(with_id(txn, id)).await.map_err(grpc_error)?;
         }
     }
     Ok(Answered::default())
@@ -826,6 +983,7 @@ struct Report {
     workload: Workload,
     request_ids: bool,
     protocol: Protocol,
+    api: Api,
     endpoints: Vec<String>,
     connections: usize,
     concurrency: usize,
@@ -869,9 +1027,13 @@ impl Report {
             what
         };
         let lower = |d: &dyn std::fmt::Debug| format!("{d:?}").to_lowercase();
+        let api = match self.api {
+            Api::Ferrium => "",
+            Api::Etcd => " (etcd API)",
+        };
         let mut lines = vec![
             format!(
-                "{what} over {}, {} connections x {} in flight, {}-byte keys, {}-byte values, {} keys",
+                "{what} over {}{api}, {} connections x {} in flight, {}-byte keys, {}-byte values, {} keys",
                 lower(&self.protocol),
                 self.connections,
                 self.concurrency,
@@ -934,7 +1096,8 @@ async fn leader_endpoint(o: &Options) -> Result<Endpoint, String> {
 enum Connector {
     /// One pooled client per connection, each keeping one connection.
     Http(ClientConfig),
-    Grpc(GrpcClient),
+    /// gRPC channels, for clients of the given API.
+    Grpc(GrpcClient, Api),
 }
 
 impl Connector {
@@ -946,7 +1109,7 @@ impl Connector {
                 ..options.http_config().map_err(|e| e.to_string())?
             }),
             Protocol::Grpc => {
-                Connector::Grpc(GrpcClient::new(&options).map_err(|e| e.to_string())?)
+                Connector::Grpc(GrpcClient::new(&options).map_err(|e| e.to_string())?, o.api)
             }
         };
         Ok(connector)
@@ -958,9 +1121,12 @@ impl Connector {
                 client: Client::new(config.clone()),
                 base: endpoint.url(""),
             }),
-            Connector::Grpc(grpc) => {
+            Connector::Grpc(grpc, api) => {
                 let channel = grpc.connect_to(endpoint).await.map_err(|e| e.to_string())?;
-                Ok(Conn::Grpc(KvServiceClient::new(channel)))
+                Ok(match api {
+                    Api::Ferrium => Conn::Grpc(KvServiceClient::new(channel)),
+                    Api::Etcd => Conn::Etcd(etcd::kv_client::KvClient::new(channel)),
+                })
             }
         }
     }
@@ -1023,6 +1189,7 @@ async fn run(mut o: Options) -> Result<Report, String> {
         request_ids: o.request_ids,
         workload: o.workload,
         protocol: o.protocol,
+        api: o.api,
         endpoints: o.endpoints.iter().map(Endpoint::to_string).collect(),
         connections: o.conns,
         concurrency: o.concurrency,
@@ -1151,7 +1318,7 @@ mod tests {
             request_ids: false,
             watchers: 10_000,
             streams: 200,
-            etcd: false,
+            api: Api::Ferrium,
             leases: 10_000,
             lease_ttl: 60,
         }
@@ -1228,5 +1395,130 @@ mod tests {
         let mut o = options();
         validate(&mut o).expect("defaults are valid");
         assert_eq!(o.total, Some(10_000));
+    }
+
+    fn parsed(args: &[&str]) -> Result<Options, String> {
+        parse(lexopt::Parser::from_args(args.iter().copied()))
+            .map(|o| o.expect("not a request for help"))
+    }
+
+    #[test]
+    fn the_etcd_api_is_chosen_by_api_or_etcd_and_needs_grpc() {
+        assert_eq!(parsed(&["put"]).unwrap().api, Api::Ferrium);
+        let grpc = ["--protocol", "grpc"];
+        let o = parsed(&[&grpc[..], &["--api", "etcd", "put"]].concat()).unwrap();
+        assert_eq!(o.api, Api::Etcd);
+        let o = parsed(&[&grpc[..], &["--etcd", "cas"]].concat()).unwrap();
+        assert_eq!(o.api, Api::Etcd);
+        let o = parsed(&[&grpc[..], &["--api", "ferrium", "put"]].concat()).unwrap();
+        assert_eq!(o.api, Api::Ferrium);
+        // HTTP, by default or asked for, has no etcd API here.
+        for args in [
+            &["--api", "etcd", "put"][..],
+            &["--protocol", "http", "--etcd", "get"],
+        ] {
+            let e = parsed(args).unwrap_err();
+            assert!(e.contains("pass --protocol grpc"), "{e}");
+        }
+        let e = parsed(&["--api", "v2", "put"]).unwrap_err();
+        assert!(e.contains("expected ferrium or etcd"), "{e}");
+    }
+
+    #[test]
+    fn the_etcd_api_reads_linearizable_or_serializable() {
+        let etcd = ["--protocol", "grpc", "--api", "etcd"];
+        for c in ["linearizable", "stale"] {
+            let o = parsed(&[&etcd[..], &["--consistency", c, "get"]].concat()).unwrap();
+            assert_eq!(o.consistency, c);
+        }
+        let e = parsed(&[&etcd[..], &["--consistency", "lease", "mixed"]].concat()).unwrap_err();
+        assert!(e.contains("--consistency linearizable or stale"), "{e}");
+        // Ferrium's own API keeps its lease reads.
+        parsed(&["--protocol", "grpc", "--consistency", "lease", "get"]).unwrap();
+    }
+
+    #[test]
+    fn an_etcd_batch_is_one_txn_that_etcd_accepts() {
+        let etcd = ["--protocol", "grpc", "--api", "etcd"];
+        let o = parsed(&[&etcd[..], &["--batch-size", "128", "batch"]].concat()).unwrap();
+        assert_eq!(o.batch_size, 128);
+        let e = parsed(&[&etcd[..], &["--batch-size", "129", "batch"]].concat()).unwrap_err();
+        assert!(e.contains("--batch-size 128 or less"), "{e}");
+        let e = parsed(&[&etcd[..], &["--key-dist", "uniform", "batch"]].concat()).unwrap_err();
+        assert!(e.contains("--key-dist sequential"), "{e}");
+        // Ferrium's BatchSet has neither limit.
+        parsed(&["--batch-size", "1000", "--key-dist", "uniform", "batch"]).unwrap();
+    }
+
+    #[test]
+    fn cas_txns_compare_the_mod_revision_in_either_api() {
+        use etcd::compare::{CompareTarget, TargetUnion};
+        let t = cas_txn!(etcd, "k", Some(7u64), "v");
+        assert_eq!(t.compare.len(), 1);
+        assert_eq!(t.compare[0].key, b"k");
+        assert_eq!(t.compare[0].target, CompareTarget::Mod as i32);
+        assert_eq!(t.compare[0].target_union, Some(TargetUnion::ModRevision(7)));
+        match &t.success[..] {
+            [
+                etcd::RequestOp {
+                    request: Some(etcd::request_op::Request::RequestPut(p)),
+                },
+            ] => assert_eq!((&p.key[..], &p.value[..]), (&b"k"[..], &b"v"[..])),
+            _ => panic!("the success branch must be one put"),
+        }
+        assert!(matches!(
+            &t.failure[..],
+            [etcd::RequestOp {
+                request: Some(etcd::request_op::Request::RequestRange(_)),
+            }]
+        ));
+        // The first write: on the key being absent.
+        let t = cas_txn!(etcd, "k", None::<u64>, "v");
+        assert_eq!(t.compare[0].target, CompareTarget::Version as i32);
+        assert_eq!(t.compare[0].target_union, Some(TargetUnion::Version(0)));
+        // Ferrium's own messages, the same shape.
+        let t = cas_txn!(pb, "k", Some(7u64), "v");
+        assert_eq!(
+            t.compare[0].target_union,
+            Some(pb::compare::TargetUnion::ModRevision(7))
+        );
+    }
+
+    #[test]
+    fn cas_answers_carry_the_revision_the_next_compare_expects() {
+        let header = |revision| {
+            Some(etcd::ResponseHeader {
+                revision,
+                ..Default::default()
+            })
+        };
+        let a = cas_answered!(
+            etcd,
+            etcd::TxnResponse {
+                header: header(12),
+                succeeded: true,
+                responses: Vec::new(),
+            }
+        );
+        assert_eq!((a.revision, a.compare_failed), (Some(12), false));
+        // A compare that did not hold: the key's mod revision as read.
+        let range = etcd::RangeResponse {
+            kvs: vec![ferrium::api::proto::etcd::mvccpb::KeyValue {
+                mod_revision: 9,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let a = cas_answered!(
+            etcd,
+            etcd::TxnResponse {
+                header: header(15),
+                succeeded: false,
+                responses: vec![etcd::ResponseOp {
+                    response: Some(etcd::response_op::Response::ResponseRange(range)),
+                }],
+            }
+        );
+        assert_eq!((a.revision, a.compare_failed), (Some(9), true));
     }
 }

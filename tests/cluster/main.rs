@@ -8,6 +8,8 @@ mod cluster;
 mod config;
 mod ctl;
 mod deploy_examples;
+mod etcd_client;
+mod etcdctl;
 mod grpc;
 mod kv2;
 mod lease;

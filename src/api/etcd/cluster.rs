@@ -2,7 +2,8 @@
 //! status.
 //!
 //! Members: an etcd member id is the Ferrium node id; a member's peer URL is
-//! its HTTP listener (`rpc_addr`), its client URL its gRPC address. Adding a
+//! its HTTP listener (`rpc_addr`), its client URL its gRPC address
+//! (`host:port`, no scheme: see `members` below). Adding a
 //! member differs from etcd in one way a client can tell: the new node must
 //! already be running (with its own `node.id`), because Ferrium learns the
 //! id from it and starts replicating at once; the answer then lists it as a
@@ -42,7 +43,11 @@ impl EtcdApi {
                     id: *id,
                     name: format!("ferrium-{id}"),
                     peer_ur_ls: vec![self.url(&n.rpc_addr)],
-                    client_ur_ls: vec![self.url(client)],
+                    // host:port without a scheme: Go clients given a URL
+                    // dial it with the whole URL as the HTTP/2 authority,
+                    // which etcd's server lets through and an HTTP/2 server
+                    // that checks its input refuses.
+                    client_ur_ls: vec![client.clone()],
                     is_learner: !m.voters.contains(id),
                 }
             })

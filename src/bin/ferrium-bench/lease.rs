@@ -4,9 +4,9 @@
 //! the leases in turn, with at most `--concurrency` keep-alives in flight),
 //! at `--rate` keep-alives per second overall or as fast as answers come.
 //! Reports grants per second, keep-alives answered per second and their
-//! latency; the leases are revoked at the end. With `--etcd` the endpoint
-//! is an etcd server, driven through etcd's own `Lease` service by the same
-//! code.
+//! latency; the leases are revoked at the end. With `--api etcd` (or
+//! `--etcd`) the endpoint is driven through etcd's own `Lease` service by
+//! the same code: an etcd server, or Ferrium's etcd API.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -21,12 +21,12 @@ use ferrium::client::GrpcClient;
 use serde::Serialize;
 use tonic::transport::Channel;
 
-use super::{Latency, Options, client_options, latency};
+use super::{Api, Latency, Options, client_options, latency};
 
 #[derive(Serialize)]
 pub struct LeaseReport {
     workload: &'static str,
-    server: &'static str,
+    api: Api,
     endpoint: String,
     leases: usize,
     ttl_s: u64,
@@ -45,8 +45,8 @@ pub struct LeaseReport {
 impl LeaseReport {
     pub fn print(&self) {
         println!(
-            "lease keep-alives over grpc ({}): {} leases of {} s on {} streams, {} in flight each{}",
-            self.server,
+            "lease keep-alives over grpc ({} API): {} leases of {} s on {} streams, {} in flight each{}",
+            self.api.name(),
             self.leases,
             self.ttl_s,
             self.streams,
@@ -179,7 +179,7 @@ async fn open(
 }
 
 pub async fn run(o: Options, leases: usize, ttl: u64) -> Result<LeaseReport, String> {
-    let etcd_target = o.etcd;
+    let etcd_target = o.api == Api::Etcd;
     let endpoint = o.endpoints[0].clone();
     let grpc = GrpcClient::new(&client_options(&o)).map_err(|e| e.to_string())?;
     let mut channels: Vec<Channel> = Vec::new();
@@ -322,7 +322,7 @@ pub async fn run(o: Options, leases: usize, ttl: u64) -> Result<LeaseReport, Str
     let keep_alives = answered.load(Ordering::Relaxed);
     Ok(LeaseReport {
         workload: "lease",
-        server: if etcd_target { "etcd" } else { "ferrium" },
+        api: o.api,
         endpoint: endpoint.to_string(),
         leases: ids.len(),
         ttl_s: ttl,

@@ -6,9 +6,9 @@
 //! sent, so each event's delivery latency is measured from the write's
 //! start to the event's arrival (one clock: the bench's own). Reports
 //! events received against events expected, delivery latency percentiles,
-//! and the write rate reached. With `--etcd` the endpoint is an etcd
-//! server, watched through etcd's own `Watch` and written with its `Put`,
-//! by the same code.
+//! and the write rate reached. With `--api etcd` (or `--etcd`) the
+//! endpoint is watched through etcd's own `Watch` and written with its
+//! `Put`, by the same code: an etcd server, or Ferrium's etcd API.
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -22,12 +22,12 @@ use ferrium::client::GrpcClient;
 use serde::Serialize;
 use tonic::transport::Channel;
 
-use super::{Latency, Options, client_options, latency};
+use super::{Api, Latency, Options, client_options, latency};
 
 #[derive(Serialize)]
 pub struct WatchReport {
     workload: &'static str,
-    server: &'static str,
+    api: Api,
     endpoint: String,
     watchers: usize,
     streams: usize,
@@ -48,8 +48,8 @@ pub struct WatchReport {
 impl WatchReport {
     pub fn print(&self) {
         println!(
-            "watch over grpc ({}): {} watchers of {} keys on {} streams, {} writers{}",
-            self.server,
+            "watch over grpc ({} API): {} watchers of {} keys on {} streams, {} writers{}",
+            self.api.name(),
             self.watchers,
             self.keys,
             self.streams,
@@ -179,7 +179,7 @@ async fn put(etcd_target: bool, channel: &Channel, key: String, value: String) -
 }
 
 pub async fn run(o: Options, watchers: usize, streams: usize) -> Result<WatchReport, String> {
-    let etcd_target = o.etcd;
+    let etcd_target = o.api == Api::Etcd;
     let endpoint = o.endpoints[0].clone();
     let grpc = GrpcClient::new(&client_options(&o)).map_err(|e| e.to_string())?;
     // Several connections: one HTTP/2 connection carries at most
@@ -335,7 +335,7 @@ pub async fn run(o: Options, watchers: usize, streams: usize) -> Result<WatchRep
     let got = received.load(Ordering::Relaxed);
     Ok(WatchReport {
         workload: "watch",
-        server: if etcd_target { "etcd" } else { "ferrium" },
+        api: o.api,
         endpoint: endpoint.to_string(),
         watchers,
         streams,

@@ -7,6 +7,7 @@
 //! When a test fails the directory is kept and its path printed, so the
 //! nodes' logs can be read.
 
+pub mod etcd;
 pub mod inproc;
 pub mod proxy;
 pub mod tls;
