@@ -9,6 +9,7 @@ mod config;
 mod ctl;
 mod deploy_examples;
 mod etcd_client;
+mod etcd_gateway;
 mod etcdctl;
 mod grpc;
 mod kv2;

@@ -226,8 +226,9 @@ impl epb::maintenance_server::Maintenance for EtcdApi {
             // Ferrium raises no alarms: it has no space quota to run out of,
             // and a storage failure stops the member (its health says so).
             Ok(AlarmAction::Get) | Ok(AlarmAction::Deactivate) => {
+                // No header, as etcd 3.4 answers.
                 Ok(Response::new(epb::AlarmResponse {
-                    header: current(&self.node),
+                    header: None,
                     alarms: Vec::new(),
                 }))
             }
@@ -271,9 +272,8 @@ impl epb::maintenance_server::Maintenance for EtcdApi {
         _req: Request<epb::DefragmentRequest>,
     ) -> Result<Response<epb::DefragmentResponse>, Status> {
         // RocksDB compacts in the background: there is nothing to defragment.
-        Ok(Response::new(epb::DefragmentResponse {
-            header: current(&self.node),
-        }))
+        // No header, as etcd 3.4 answers.
+        Ok(Response::new(epb::DefragmentResponse { header: None }))
     }
 
     async fn hash(
