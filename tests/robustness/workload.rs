@@ -5,7 +5,10 @@
 //! - registers `r/<n>`: writes of unique values, rare deletes, and reads,
 //!   linearizable and `lease` ones alike; checked for linearizability;
 //!   some writes are compare-and-swaps (on the value or on the mod revision
-//!   the client last read), which the checker models;
+//!   the client last read), which the checker models; half of the register
+//!   operations go through etcd's API instead (its JSON gateway: `Range`,
+//!   `Put`, `DeleteRange`, and compare-and-swap as a `Txn`), into the same
+//!   history;
 //! - a growing set: every add writes a fresh key `s/<client>/<n>`; at the
 //!   end every acknowledged add must be present and every add that failed
 //!   definitely must be absent;
@@ -217,6 +220,9 @@ fn step(
         return outcome != Outcome::Ok;
     }
     let key = format!("r/{}", rng.below(REGISTERS as u64));
+    if rng.below(2) == 0 {
+        return etcd::step(api, rng, dice, client, n, node, addr, &key, clock, out);
+    }
     if dice < 60 {
         let consistency = if dice < 38 { "linearizable" } else { "lease" };
         let (op, mod_revision) = read_versioned(api, client, node, addr, &key, consistency, clock);
@@ -462,4 +468,163 @@ pub fn read_versioned(
         expect: None,
     };
     (op, mod_revision)
+}
+
+/// The register operations through etcd's API (its JSON gateway on the
+/// same HTTP port), recorded in the same history as Ferrium's own.
+mod etcd {
+    use super::{Api, CLIENT_TIMEOUT, Clock, Recorded};
+    use crate::history::{Kind, Op, Outcome};
+    use crate::support::cluster::Reply;
+    use ferrium::api::base64;
+    use ferrium::rng::Rng;
+    use serde_json::{Value, json};
+
+    /// How an etcd gateway answer maps to an outcome: a failure is definite
+    /// unless etcd's "request timed out" (or Ferrium's unknown-outcome
+    /// marker) says the write may have been applied.
+    fn classify(reply: &std::io::Result<Reply>) -> Outcome {
+        match reply {
+            Ok(r) if r.status == 200 => Outcome::Ok,
+            Ok(r) => {
+                let v = serde_json::from_str::<Value>(&r.body).unwrap_or(Value::Null);
+                let unknown = r.header("x-ferrium-outcome") == Some("unknown")
+                    || v["error"] == "etcdserver: request timed out";
+                match v["code"].as_i64() {
+                    Some(_) if unknown => Outcome::Unknown,
+                    // UNAVAILABLE (no leader, shutting down) and every
+                    // refusal of the request as it is: not applied.
+                    Some(3 | 5 | 6 | 9 | 11 | 14) => Outcome::Fail,
+                    _ => Outcome::Unknown,
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Outcome::Fail,
+            Err(_) => Outcome::Unknown,
+        }
+    }
+
+    fn post(api: &Api, addr: &str, path: &str, body: Value) -> std::io::Result<Reply> {
+        api.send(addr, "POST", path, Some(&body.to_string()), CLIENT_TIMEOUT)
+    }
+
+    fn text(v: &Value) -> Option<String> {
+        let b = base64::decode(v.as_str()?).ok()?;
+        String::from_utf8(b).ok()
+    }
+
+    /// The value and mod revision of the first key of a range answer.
+    fn first(range: &Value) -> (Option<String>, Option<u64>) {
+        let kv = &range["kvs"][0];
+        let m = kv["mod_revision"].as_str().and_then(|m| m.parse().ok());
+        (
+            text(&kv["value"]).or_else(|| kv.is_object().then(String::new)),
+            m,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn step(
+        api: &Api,
+        rng: &mut Rng,
+        dice: u64,
+        client: u32,
+        n: u64,
+        node: u64,
+        addr: &str,
+        key: &str,
+        clock: Clock,
+        out: &mut Recorded,
+    ) -> bool {
+        let k = base64::encode(key.as_bytes());
+        let op = |kind, value, call, ret: Option<u64>, outcome, expect| Op {
+            client,
+            node,
+            key: key.to_string(),
+            kind,
+            value,
+            call,
+            ret,
+            outcome,
+            expect,
+        };
+        let call = clock.now();
+        let record = if dice < 60 {
+            // A linearizable Range.
+            let reply = post(api, addr, "/v3/kv/range", json!({"key": k}));
+            let ret = clock.now();
+            let body = reply
+                .as_ref()
+                .ok()
+                .filter(|r| r.status == 200)
+                .and_then(|r| serde_json::from_str::<Value>(&r.body).ok());
+            match body {
+                Some(v) => {
+                    let (value, m) = first(&v);
+                    out.seen.insert(key.to_string(), (value.clone(), m));
+                    op(Kind::Read, value, call, Some(ret), Outcome::Ok, None)
+                }
+                None => op(Kind::Read, None, call, None, Outcome::Fail, None),
+            }
+        } else if (63..72).contains(&dice) && out.seen.contains_key(key) {
+            // Compare-and-swap as a Txn on what this client last read.
+            let (expect, m) = out.seen[key].clone();
+            let v = format!("{client}-{n}");
+            let compare = match (&expect, m) {
+                (Some(_), Some(m)) if rng.below(2) == 0 => {
+                    json!({"target": "MOD", "key": k, "mod_revision": m.to_string(), "result": "EQUAL"})
+                }
+                (Some(x), _) => {
+                    json!({"target": "VALUE", "key": k, "value": base64::encode(x.as_bytes()), "result": "EQUAL"})
+                }
+                (None, _) => {
+                    json!({"target": "VERSION", "key": k, "version": "0", "result": "EQUAL"})
+                }
+            };
+            let txn = json!({
+                "compare": [compare],
+                "success": [{"request_put": {"key": k, "value": base64::encode(v.as_bytes())}}],
+                "failure": [{"request_range": {"key": k}}],
+            });
+            let reply = post(api, addr, "/v3/kv/txn", txn);
+            let ret = clock.now();
+            let outcome = classify(&reply);
+            let answer = reply
+                .as_ref()
+                .ok()
+                .filter(|r| r.status == 200)
+                .and_then(|r| serde_json::from_str::<Value>(&r.body).ok());
+            match answer {
+                // The comparison failed: a read of what is there.
+                Some(a) if a["succeeded"] != true => {
+                    let (current, _) = first(&a["responses"][0]["response_range"]);
+                    op(Kind::Read, current, call, Some(ret), Outcome::Ok, None)
+                }
+                _ => op(
+                    Kind::Write,
+                    Some(v),
+                    call,
+                    (outcome == Outcome::Ok).then_some(ret),
+                    outcome,
+                    Some(expect),
+                ),
+            }
+        } else {
+            let (value, reply) = if dice < 63 {
+                (
+                    None,
+                    post(api, addr, "/v3/kv/deleterange", json!({"key": k})),
+                )
+            } else {
+                let v = format!("{client}-{n}");
+                let b = json!({"key": k, "value": base64::encode(v.as_bytes())});
+                (Some(v), post(api, addr, "/v3/kv/put", b))
+            };
+            let outcome = classify(&reply);
+            let ret = (outcome == Outcome::Ok).then(|| clock.now());
+            op(Kind::Write, value, call, ret, outcome, None)
+        };
+        let failed = record.outcome != Outcome::Ok;
+        out.ops.push(record);
+        failed
+    }
 }

@@ -23,7 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::{Code, Status};
 
 use super::EtcdApi;
-use crate::api::op::{ETCD_METHODS, Routes};
+use crate::api::op::{ETCD_METHODS, Op, Routes};
 use crate::api::proto::etcd::etcdserverpb as epb;
 use crate::api::proto::etcd::v3electionpb as elpb;
 use crate::api::proto::etcd::v3lockpb as lpb;
@@ -110,8 +110,20 @@ fn grpc_request<T>(message: T, key: Option<&str>) -> Result<tonic::Request<T>, S
     Ok(r)
 }
 
-/// Adds every gateway route to `routes`, each with its operation.
+/// Adds every gateway route to `routes`, each with its operation, and
+/// etcd's `GET /version`, by which gateway clients (etcd3gw) choose the API
+/// path.
 pub fn routes(mut routes: Routes, api: EtcdApi, max_body: usize) -> Routes {
+    routes = routes.route(Method::Get, "/version", Op::Health, |_req: Request| async {
+        Response::json(
+            200,
+            &serde_json::json!({
+                "etcdserver": super::cluster::ETCD_VERSION,
+                "etcdcluster": super::cluster::ETCD_VERSION,
+                "ferrium": env!("CARGO_PKG_VERSION"),
+            }),
+        )
+    });
     for (_, path, op, _) in ETCD_METHODS {
         let Some(path) = path else { continue };
         let api = api.clone();

@@ -113,10 +113,11 @@ fn oversize_is_resource_exhausted(
     mut resp: http::Response<tonic::body::Body>,
 ) -> http::Response<tonic::body::Body> {
     let out_of_range = (Code::OutOfRange as i32).to_string();
-    let oversize = resp
-        .headers()
-        .get("grpc-message")
-        .is_some_and(|m| m.to_str().is_ok_and(|m| m.contains("length too large")));
+    let oversize = resp.headers().get("grpc-message").is_some_and(|m| {
+        // Percent-encoded on the wire (tonic encodes spaces too).
+        m.to_str()
+            .is_ok_and(|m| m.replace("%20", " ").contains("length too large"))
+    });
     if oversize
         && resp.headers().get("grpc-status").map(|v| v.as_bytes()) == Some(out_of_range.as_bytes())
     {
@@ -179,9 +180,17 @@ mod tests {
 
     #[test]
     fn oversize_messages_are_resource_exhausted() {
-        let resp = Status::out_of_range("too large").into_http();
+        let resp = Status::out_of_range(
+            "Error, decoded message length too large: found 5000000 bytes, the limit is: 4194304 bytes",
+        )
+        .into_http();
         let resp = oversize_is_resource_exhausted(resp);
         assert_eq!(resp.headers()["grpc-status"], "8");
+        // A compacted revision is OUT_OF_RANGE, as etcd answers it.
+        let compacted =
+            Status::out_of_range("etcdserver: mvcc: required revision has been compacted");
+        let resp = oversize_is_resource_exhausted(compacted.into_http());
+        assert_eq!(resp.headers()["grpc-status"], "11");
         let resp = oversize_is_resource_exhausted(Status::not_found("x").into_http());
         assert_eq!(resp.headers()["grpc-status"], "5");
     }
