@@ -124,16 +124,33 @@ pub fn routes(mut routes: Routes, api: EtcdApi, max_body: usize) -> Routes {
             }),
         )
     });
-    for (_, path, op, _) in ETCD_METHODS {
-        let Some(path) = path else { continue };
+    let aliases = ALIASES.iter().filter_map(|(alias, path)| {
+        ETCD_METHODS
+            .iter()
+            .find(|m| m.1 == Some(*path))
+            .map(|m| (alias, m.2))
+    });
+    let paths = ETCD_METHODS
+        .iter()
+        .filter_map(|(_, path, op, _)| path.as_ref().map(|p| (p, *op)))
+        .chain(aliases);
+    for (path, op) in paths {
         let api = api.clone();
-        routes = routes.route(Method::Post, path, *op, move |req: Request| {
+        routes = routes.route(Method::Post, path, op, move |req: Request| {
             let api = api.clone();
             async move { serve(api, req, max_body).await }
         });
     }
     routes
 }
+
+/// The second paths etcd's gateway serves the lease calls on (older
+/// clients, etcd3gw among them, use them).
+const ALIASES: &[(&str, &str)] = &[
+    ("/v3/kv/lease/revoke", "/v3/lease/revoke"),
+    ("/v3/kv/lease/timetolive", "/v3/lease/timetolive"),
+    ("/v3/kv/lease/leases", "/v3/lease/leases"),
+];
 
 macro_rules! unary {
     ($api:expr, $body:expr, $key:expr, $service:path, $method:ident) => {{
@@ -152,7 +169,10 @@ async fn serve(api: EtcdApi, mut req: Request, max_body: usize) -> Response {
     use epb::lease_server::Lease;
     use epb::maintenance_server::Maintenance;
     use lpb::lock_server::Lock;
-    let path = req.path().to_string();
+    let mut path = req.path().to_string();
+    if let Some((_, p)) = ALIASES.iter().find(|(a, _)| *a == path) {
+        path = (*p).to_string();
+    }
     match path.as_str() {
         "/v3/watch" => {
             let requests = json_lines::<epb::WatchRequest>(req.take_body(), max_body);
