@@ -100,18 +100,17 @@ impl Drop for Background {
     }
 }
 
-/// Replaces every run of hex digits after `prefix` with `<id>`.
-fn mask_after(s: &str, prefix: &str) -> String {
+/// Replaces every run of characters that `is_part` accepts after
+/// `prefix` with `mark`.
+fn mask_run(s: &str, prefix: &str, is_part: fn(char) -> bool, mark: &str) -> String {
     let mut out = String::new();
     let mut rest = s;
     while let Some(i) = rest.find(prefix) {
         out.push_str(&rest[..i + prefix.len()]);
         rest = &rest[i + prefix.len()..];
-        let n = rest
-            .find(|c: char| !c.is_ascii_hexdigit())
-            .unwrap_or(rest.len());
+        let n = rest.find(|c: char| !is_part(c)).unwrap_or(rest.len());
         if n > 0 {
-            out.push_str("<id>");
+            out.push_str(mark);
         }
         rest = &rest[n..];
     }
@@ -119,23 +118,14 @@ fn mask_after(s: &str, prefix: &str) -> String {
     out
 }
 
-/// Replaces every run of decimal digits after `prefix` with `<n>`.
+/// Hex digits (an id) after `prefix` become `<id>`.
+fn mask_after(s: &str, prefix: &str) -> String {
+    mask_run(s, prefix, |c| c.is_ascii_hexdigit(), "<id>")
+}
+
+/// Decimal digits after `prefix` become `<n>`.
 fn mask_number_after(s: &str, prefix: &str) -> String {
-    let mut out = String::new();
-    let mut rest = s;
-    while let Some(i) = rest.find(prefix) {
-        out.push_str(&rest[..i + prefix.len()]);
-        rest = &rest[i + prefix.len()..];
-        let n = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if n > 0 {
-            out.push_str("<n>");
-        }
-        rest = &rest[n..];
-    }
-    out.push_str(rest);
-    out
+    mask_run(s, prefix, |c| c.is_ascii_digit(), "<n>")
 }
 
 /// JSON fields whose values differ between two clusters holding the same

@@ -5,7 +5,6 @@
 use std::pin::Pin;
 
 use futures_util::{Stream, StreamExt};
-use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{EtcdApi, current, header, kv_out, read_status, signed, status, unsigned};
@@ -233,32 +232,16 @@ impl elpb::election_server::Election for EtcdApi {
         req: Request<elpb::LeaderRequest>,
     ) -> Result<Response<ObserveStream>, Status> {
         let r = req.into_inner();
-        let mut observer = lock::Observer::new(&self.node, &r.name).map_err(|e| status(&e))?;
         let node = self.node.clone();
-        let (tx, mut rx) = mpsc::channel::<Result<elpb::LeaderResponse, Status>>(4);
-        let quiet = node.watch_settings().keepalive_interval;
-        tokio::spawn(async move {
-            loop {
-                let answer = tokio::select! {
-                    a = observer.next(quiet) => a,
-                    () = tx.closed() => return,
-                };
-                let msg = match answer {
-                    Ok(Some(kv)) => Ok(elpb::LeaderResponse {
-                        header: current(&node),
-                        kv: Some(kv_out(kv)),
-                    }),
-                    Ok(None) => continue,
-                    Err(e) => Err(status(&e)),
-                };
-                let end = msg.is_err();
-                if tx.send(msg).await.is_err() || end {
-                    return;
-                }
-            }
-        });
-        let out: ObserveStream =
-            Box::pin(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+        let leaders =
+            crate::api::grpc::lease::leaders(&self.node, &r.name).map_err(|e| status(&e))?;
+        let out: ObserveStream = Box::pin(leaders.map(move |a| {
+            a.map(|kv| elpb::LeaderResponse {
+                header: current(&node),
+                kv: Some(kv_out(kv)),
+            })
+            .map_err(|e| status(&e))
+        }));
         Ok(Response::new(out))
     }
 

@@ -15,7 +15,7 @@ use crate::api::proto::kv as pb;
 use crate::api::proto::lock as lpb;
 use crate::lock::{self, Held};
 use crate::node::{self, Node};
-use crate::raft::kv::ApplyError;
+use crate::raft::kv::{ApplyError, KeyValue};
 
 /// The answers of one `LeaseKeepAlive` call.
 pub type KeepAliveStream =
@@ -190,6 +190,38 @@ pub(super) async fn leases(
     }))
 }
 
+/// The leaders of election `name` as they change, starting with the
+/// current one; ends after the first failure. Both `Observe` calls
+/// (Ferrium's and etcd's) run through this.
+pub(crate) fn leaders(
+    node: &Node,
+    name: &[u8],
+) -> Result<Pin<Box<dyn Stream<Item = Result<KeyValue, node::Error>> + Send>>, node::Error> {
+    let mut observer = lock::Observer::new(node, name)?;
+    let (tx, mut rx) = mpsc::channel::<Result<KeyValue, node::Error>>(4);
+    let quiet = node.watch_settings().keepalive_interval;
+    tokio::spawn(async move {
+        loop {
+            let answer = tokio::select! {
+                a = observer.next(quiet) => a,
+                () = tx.closed() => return,
+            };
+            let msg = match answer {
+                Ok(Some(kv)) => Ok(kv),
+                Ok(None) => continue,
+                Err(e) => Err(e),
+            };
+            let end = msg.is_err();
+            if tx.send(msg).await.is_err() || end {
+                return;
+            }
+        }
+    });
+    Ok(Box::pin(futures_util::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx)
+    })))
+}
+
 /// `ferrium.lock.LockService` and `ferrium.lock.ElectionService` on a
 /// [`Node`].
 #[derive(Clone)]
@@ -298,32 +330,15 @@ impl lpb::election_service_server::ElectionService for LockApi {
         req: Request<lpb::LeaderRequest>,
     ) -> Result<Response<Self::ObserveStream>, Status> {
         let r = req.into_inner();
-        let mut observer = lock::Observer::new(&self.node, &r.name).map_err(|e| status(&e))?;
         let node = self.node.clone();
-        let (tx, mut rx) = mpsc::channel::<Result<lpb::LeaderResponse, Status>>(4);
-        let quiet = node.watch_settings().keepalive_interval;
-        tokio::spawn(async move {
-            loop {
-                let answer = tokio::select! {
-                    a = observer.next(quiet) => a,
-                    () = tx.closed() => return,
-                };
-                let msg = match answer {
-                    Ok(Some(kv)) => Ok(lpb::LeaderResponse {
-                        header: header(node.header(node.applied_revision())),
-                        kv: Some(kv_out(kv)),
-                    }),
-                    Ok(None) => continue,
-                    Err(e) => Err(status(&e)),
-                };
-                let end = msg.is_err();
-                if tx.send(msg).await.is_err() || end {
-                    return;
-                }
-            }
-        });
-        let out: ObserveStream =
-            Box::pin(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+        let leaders = leaders(&self.node, &r.name).map_err(|e| status(&e))?;
+        let out: ObserveStream = Box::pin(futures_util::StreamExt::map(leaders, move |a| {
+            a.map(|kv| lpb::LeaderResponse {
+                header: header(node.header(node.applied_revision())),
+                kv: Some(kv_out(kv)),
+            })
+            .map_err(|e| status(&e))
+        }));
         Ok(Response::new(out))
     }
 
