@@ -170,16 +170,13 @@ fn etcd_client_crate_works_through_a_leader_kill() {
         // the revision after its last event, it sees every change once.
         let mut seen: Vec<(String, i64)> = Vec::new();
         let mut last = first_rev;
-        loop {
-            match tokio::time::timeout(Duration::from_secs(2), watch.message()).await {
-                Ok(Ok(Some(r))) => {
-                    for e in r.events() {
-                        let kv = e.kv().unwrap();
-                        last = kv.mod_revision();
-                        seen.push((kv.value_str().unwrap().to_string(), last));
-                    }
-                }
-                _ => break,
+        while let Ok(Ok(Some(r))) =
+            tokio::time::timeout(Duration::from_secs(2), watch.message()).await
+        {
+            for e in r.events() {
+                let kv = e.kv().unwrap();
+                last = kv.mod_revision();
+                seen.push((kv.value_str().unwrap().to_string(), last));
             }
         }
         let mut resumed = Client::connect(&survivors, None).await.expect("connect");

@@ -132,8 +132,8 @@ impl Side {
 }
 
 fn script(s: &mut Side) {
-    let (foo, bar) = (b64("foo"), b64("bar"));
-    s.post("/v3/kv/put", json!({"key": foo, "value": bar}));
+    let (key, bar) = (b64("foo"), b64("bar"));
+    s.post("/v3/kv/put", json!({"key": key, "value": bar}));
     let put = s.post(
         "/v3/kv/put",
         json!({"key": b64("fop"), "value": b64("x"), "prev_kv": true}),
@@ -143,7 +143,7 @@ fn script(s: &mut Side) {
         "/v3/kv/put",
         json!({"key": b64("fop"), "value": b64("y"), "prev_kv": true}),
     );
-    s.post("/v3/kv/range", json!({"key": foo}));
+    s.post("/v3/kv/range", json!({"key": key}));
     s.post("/v3/kv/range", json!({"key": b64("nope")}));
     s.post(
         "/v3/kv/range",
@@ -174,7 +174,7 @@ fn script(s: &mut Side) {
     s.post("/v3/kv/put", json!({"value": bar}));
     s.post(
         "/v3/kv/put",
-        json!({"key": foo, "value": bar, "lease": "12345"}),
+        json!({"key": key, "value": bar, "lease": "12345"}),
     );
     // Transactions.
     let cas = |v: &str| {
@@ -193,7 +193,7 @@ fn script(s: &mut Side) {
     );
     s.post(
         "/v3/kv/txn",
-        json!({"success": [{"request_put": {"key": foo, "value": bar}}, {"request_put": {"key": foo, "value": bar}}]}),
+        json!({"success": [{"request_put": {"key": key, "value": bar}}, {"request_put": {"key": key, "value": bar}}]}),
     );
     // Deletions.
     s.post("/v3/kv/put", json!({"key": b64("d/1"), "value": bar}));
@@ -231,12 +231,12 @@ fn script(s: &mut Side) {
         .to_string();
     s.stream("/v3/watch", &from, 2, |_| {});
     // Compaction, and a read below it.
-    let now = s.post("/v3/kv/range", json!({"key": foo}));
+    let now = s.post("/v3/kv/range", json!({"key": key}));
     let now = now["header"]["revision"].as_str().unwrap().to_string();
     s.post("/v3/kv/compaction", json!({"revision": now}));
     s.post(
         "/v3/kv/range",
-        json!({"key": foo, "revision": first.to_string()}),
+        json!({"key": key, "revision": first.to_string()}),
     );
     s.post("/v3/kv/compaction", json!({"revision": first.to_string()}));
     // Maintenance.

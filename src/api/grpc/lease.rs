@@ -190,13 +190,13 @@ pub(super) async fn leases(
     }))
 }
 
+/// The leaders of an election as they change ([`leaders`]).
+pub(crate) type Leaders = Pin<Box<dyn Stream<Item = Result<KeyValue, node::Error>> + Send>>;
+
 /// The leaders of election `name` as they change, starting with the
 /// current one; ends after the first failure. Both `Observe` calls
 /// (Ferrium's and etcd's) run through this.
-pub(crate) fn leaders(
-    node: &Node,
-    name: &[u8],
-) -> Result<Pin<Box<dyn Stream<Item = Result<KeyValue, node::Error>> + Send>>, node::Error> {
+pub(crate) fn leaders(node: &Node, name: &[u8]) -> Result<Leaders, node::Error> {
     let mut observer = lock::Observer::new(node, name)?;
     let (tx, mut rx) = mpsc::channel::<Result<KeyValue, node::Error>>(4);
     let quiet = node.watch_settings().keepalive_interval;
