@@ -19,9 +19,10 @@
 #            writes/s through it: events received, delivery latency.
 #
 # Prints one table with both systems and the ratio (ferrium / etcd), then
-# the same put rows through Ferrium's own gRPC API (`KvService.Set`,
-# `--api ferrium`) beside its etcd API, which shows what the translation
-# costs (OWN_API=0 skips them). Every row also gives the CPU time the three
+# the same puts through Ferrium's own gRPC API (`KvService.Set`, `--api
+# ferrium`, measured right after its etcd API's row at each client count)
+# beside its etcd API's, which shows what the translation costs (OWN_API=0
+# skips them). Every row also gives the CPU time the three
 # servers of the measured system and the client spent per request (from
 # /proc and the client's rusage), and each row runs after a WARMUP-second run
 # of the same command.
@@ -155,7 +156,17 @@ etcd_up() {
 }
 
 ferrium_leader() { # prints host:port of the leader's gRPC API
-    curl -sf http://127.0.0.1:18301/leader | python3 -c 'import json,sys; print(json.load(sys.stdin)["grpc_addr"])'
+    local i addr
+    # Just after an election the answer may name the leader without its
+    # addresses yet.
+    for i in $(seq 100); do
+        addr=$(curl -sf -m 2 http://127.0.0.1:18301/leader |
+            python3 -c 'import json,sys; print(json.load(sys.stdin).get("grpc_addr") or "")' 2>/dev/null) || true
+        [ -z "$addr" ] || { echo "$addr"; return; }
+        sleep 0.1
+    done
+    echo "no Ferrium leader with a gRPC address" >&2
+    exit 1
 }
 
 etcd_leader() { # prints host:port of the leader's client URL
@@ -235,25 +246,38 @@ print("%.0f %.2f %.2f %d %.0f %.0f" % (r["requests_per_s"], l.get("p50_ms", 0), 
 }
 
 rows=()
-row() { rows+=("$(printf '%-46s %12s %12s %8s' "$@")"); }
+own_rows=()
+add() { # array label ferrium etcd ratio: one line of a table
+    local -n to=$1
+    shift
+    to+=("$(printf '%-46s %12s %12s %8s' "$@")")
+}
+row() { add rows "$@"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "n/a" }'; }
 
-compare() { # label clients bench-args...
-    local label=$1 n=$2 name=${1// /-} f e
+pair() { # array label fields-a fields-b: the rows of two reports side by side
+    local to=$1 label=$2 a b
+    read -r -a a <<<"$3"
+    read -r -a b <<<"$4"
+    add "$to" "$label (req/s)" "${a[0]}" "${b[0]}" "$(ratio "${a[0]}" "${b[0]}")"
+    add "$to" "  p50 latency (ms)" "${a[1]}" "${b[1]}" "$(ratio "${a[1]}" "${b[1]}")"
+    add "$to" "  p99 latency (ms)" "${a[2]}" "${b[2]}" "$(ratio "${a[2]}" "${b[2]}")"
+    add "$to" "  servers' CPU per request (us)" "${a[4]}" "${b[4]}" "$(ratio "${a[4]}" "${b[4]}")"
+    add "$to" "  client CPU per request (us)" "${a[5]}" "${b[5]}" "$(ratio "${a[5]}" "${b[5]}")"
+    if [ "${a[3]}" != 0 ] || [ "${b[3]}" != 0 ]; then
+        add "$to" "  errors" "${a[3]}" "${b[3]}" ""
+    fi
+}
+
+compare() { # label clients bench-args...; leaves Ferrium's fields in $ferrium
+    local label=$1 n=$2 name=${1// /-} etcd
     shift 2
     echo "measuring: $label, c=$n" >&2
     # shellcheck disable=SC2046 # clients prints separate words
-    read -r -a f <<<"$(fields "$(run_bench "ferrium-$name-$n" ferrium "$FL" --api etcd $(clients "$n") "$@")")"
+    ferrium=$(fields "$(run_bench "ferrium-$name-$n" ferrium "$FL" --api etcd $(clients "$n") "$@")")
     # shellcheck disable=SC2046
-    read -r -a e <<<"$(fields "$(run_bench "etcd-$name-$n" etcd "$EL" --api etcd $(clients "$n") "$@")")"
-    row "$label, c=$n (req/s)" "${f[0]}" "${e[0]}" "$(ratio "${f[0]}" "${e[0]}")"
-    row "  p50 latency (ms)" "${f[1]}" "${e[1]}" "$(ratio "${f[1]}" "${e[1]}")"
-    row "  p99 latency (ms)" "${f[2]}" "${e[2]}" "$(ratio "${f[2]}" "${e[2]}")"
-    row "  servers' CPU per request (us)" "${f[4]}" "${e[4]}" "$(ratio "${f[4]}" "${e[4]}")"
-    row "  client CPU per request (us)" "${f[5]}" "${e[5]}" "$(ratio "${f[5]}" "${e[5]}")"
-    if [ "${f[3]}" != 0 ] || [ "${e[3]}" != 0 ]; then
-        row "  errors" "${f[3]}" "${e[3]}" ""
-    fi
+    etcd=$(fields "$(run_bench "etcd-$name-$n" etcd "$EL" --api etcd $(clients "$n") "$@")")
+    pair rows "$label, c=$n" "$ferrium" "$etcd"
 }
 
 watch_fields() { # report -> "received expected p50 p99 setup writes/s"
@@ -287,8 +311,14 @@ for target in "ferrium $FL" "etcd $EL"; do
     has_key "$ep" r-0000000042 || { echo "$sys: the read keys are missing" >&2; exit 1; }
 done
 
+own_rows=()
 for n in 1 16 64 256; do
     compare put "$n" --key-prefix "p$n-" put
+    [ "$OWN_API" = 1 ] || continue
+    echo "measuring: Ferrium's own Set, c=$n" >&2
+    # shellcheck disable=SC2046 # clients prints separate words
+    own=$(fields "$(run_bench "ferrium-own-put-$n" ferrium "$FL" --api ferrium $(clients "$n") --key-prefix "s$n-" put)")
+    pair own_rows "put, c=$n" "$own" "$ferrium"
 done
 for target in "ferrium $FL" "etcd $EL"; do
     read -r sys ep <<<"$target"
@@ -301,8 +331,10 @@ compare "txn cas" 64 cas
 
 echo "measuring: watch fan-out" >&2
 watch=(--key-space 1000 --key-prefix k- --watchers 10000 --streams 200 --rate 1000 -c 16 watch)
-read -r -a f <<<"$(watch_fields "$(run_bench ferrium-watch ferrium "$FL" --api etcd "${watch[@]}")")"
-read -r -a e <<<"$(watch_fields "$(run_bench etcd-watch etcd "$EL" --api etcd "${watch[@]}")")"
+ferrium=$(watch_fields "$(run_bench ferrium-watch ferrium "$FL" --api etcd "${watch[@]}")")
+etcd=$(watch_fields "$(run_bench etcd-watch etcd "$EL" --api etcd "${watch[@]}")")
+read -r -a f <<<"$ferrium"
+read -r -a e <<<"$etcd"
 row "watch, 10000 watchers: events received" "${f[0]}" "${e[0]}" "$(ratio "${f[0]}" "${e[0]}")"
 row "  events expected" "${f[1]}" "${e[1]}" ""
 row "  writes/s (1000 asked)" "${f[5]}" "${e[5]}" ""
@@ -320,22 +352,7 @@ echo "c = clients (connections x requests in flight on each); ratio = ferrium / 
 print_table
 
 [ "$OWN_API" = 1 ] || exit 0
-
-# --- Ferrium's own API at the same points -------------------------------------
-
-rows=()
-for n in 1 16 64 256; do
-    echo "measuring: Ferrium's own Set, c=$n" >&2
-    # shellcheck disable=SC2046
-    read -r -a o <<<"$(fields "$(run_bench "ferrium-own-put-$n" ferrium "$FL" --api ferrium $(clients "$n") --key-prefix "s$n-" put)")"
-    read -r -a f <<<"$(fields "$(cat "$LOGS/ferrium-put-$n.json")")"
-    row "put, c=$n (req/s)" "${o[0]}" "${f[0]}" "$(ratio "${o[0]}" "${f[0]}")"
-    row "  p50 latency (ms)" "${o[1]}" "${f[1]}" "$(ratio "${o[1]}" "${f[1]}")"
-    row "  p99 latency (ms)" "${o[2]}" "${f[2]}" "$(ratio "${o[2]}" "${f[2]}")"
-    row "  servers' CPU per request (us)" "${o[4]}" "${f[4]}" "$(ratio "${o[4]}" "${f[4]}")"
-    row "  client CPU per request (us)" "${o[5]}" "${f[5]}" "$(ratio "${o[5]}" "${f[5]}")"
-done
 echo
-echo "Ferrium: its own gRPC API (KvService.Set) against its etcd API (KV.Put, the rows above)"
+echo "Ferrium: its own gRPC API (KvService.Set) against its etcd API (KV.Put, the put rows above)"
 printf '%-46s %12s %12s %8s\n' "" "own Set" "etcd Put" ratio
-printf '%s\n' "${rows[@]}"
+printf '%s\n' "${own_rows[@]}"
