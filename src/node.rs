@@ -1261,6 +1261,14 @@ impl Node {
         }
     }
 
+    /// Waits until this member has applied everything committed when asked
+    /// (a linearizable read with nothing to read: etcd's linearizable
+    /// `MemberList`).
+    pub async fn read_barrier(&self) -> Result<(), Error> {
+        self.check_serving()?;
+        self.linearize(ReadConsistency::Linearizable).await
+    }
+
     /// A snapshot of this member's state that holds everything applied when
     /// asked: builds one unless the newest already does, waiting up to
     /// `network.request_timeout` for it.
