@@ -910,7 +910,10 @@ impl StateMachine {
 
     fn needs_own_batch(&self, chunk: &Chunk, command: &Command) -> bool {
         match command {
-            Command::Txn(_) => true,
+            // A transaction reads what is stored (values, ranges, history),
+            // which does not hold this batch's writes yet: it joins the
+            // batch only when it reads nothing the batch changed.
+            Command::Txn(txn) => txn_reads_pending(chunk, txn),
             // They read the keys attached to leases from disk.
             Command::Lease {
                 op: LeaseOp::Revoke { .. } | LeaseOp::Expire { .. },
@@ -1364,6 +1367,39 @@ impl StateMachine {
             None => Ok(None),
         }
     }
+}
+
+/// Most keys a batch may have changed for a transaction with a range to
+/// join it (each range is checked against every changed key).
+const RANGE_CHECK_KEYS: usize = 256;
+
+/// Whether `txn` reads or writes a key that `chunk` changed (its current
+/// version, or its history): then it must wait for the chunk to be written.
+/// Either branch counts, as the comparisons decide only when applied.
+fn txn_reads_pending(chunk: &Chunk, txn: &Txn) -> bool {
+    if chunk.pending.is_empty() {
+        return false;
+    }
+    let touches = |key: &[u8], range_end: &[u8]| {
+        if range_end.is_empty() {
+            return chunk.pending.contains_key(key);
+        }
+        chunk.pending.len() > RANGE_CHECK_KEYS
+            || chunk.pending.keys().any(|k| in_range(k, key, range_end))
+    };
+    fn ops_touch(ops: &[TxnOp], chunk: &Chunk, touches: &dyn Fn(&[u8], &[u8]) -> bool) -> bool {
+        ops.iter().any(|op| match op {
+            TxnOp::Put(p) => touches(&p.key, &[]),
+            TxnOp::DeleteRange(d) => touches(&d.key, &d.range_end),
+            // At an older revision too: the history of keys the batch did
+            // not change is all on disk.
+            TxnOp::Range(r) => touches(&r.key, &r.range_end),
+            TxnOp::Txn(t) => txn_reads_pending(chunk, t),
+        })
+    }
+    txn.compare.iter().any(|c| touches(&c.key, &c.range_end))
+        || ops_touch(&txn.success, chunk, &touches)
+        || ops_touch(&txn.failure, chunk, &touches)
 }
 
 /// Largest result kept for a request id as it is; a larger one (a

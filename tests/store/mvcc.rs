@@ -502,3 +502,82 @@ async fn a_repeated_request_id_answers_the_first_result_without_applying() {
     );
     assert_eq!(sm.reader().request_ids(), 2, "c and the new a");
 }
+
+/// A random entry over a few keys, so that entries of one batch often read
+/// what earlier ones wrote: sets, deletes, compactions and transactions
+/// comparing, writing and reading keys, prefixes and older revisions.
+fn random_entry(rng: &mut ferrium::rng::Rng, index: u64) -> EntryOf<TypeConfig> {
+    let key = |rng: &mut ferrium::rng::Rng| format!("k{}", rng.below(5));
+    let op = |rng: &mut ferrium::rng::Rng| match rng.below(5) {
+        0 | 1 => TxnOp::Put(Put {
+            key: key(rng).into_bytes(),
+            value: format!("t{index}").into_bytes(),
+            prev_kv: rng.chance(0.5),
+            ..Put::default()
+        }),
+        2 => TxnOp::DeleteRange(DeleteRange {
+            key: key(rng).into_bytes(),
+            range_end: Vec::new(),
+            prev_kv: true,
+        }),
+        3 => TxnOp::Range(RangeRequest::prefix(b"k".to_vec())),
+        _ => TxnOp::Range(RangeRequest {
+            revision: rng.range(1, index.max(2)),
+            ..RangeRequest::key(key(rng).into_bytes())
+        }),
+    };
+    let command = match rng.below(40) {
+        0 => Command::Compact {
+            revision: rng.range(1, index.max(2)) / 2,
+        },
+        1..=10 => Command::Set {
+            key: key(rng),
+            value: format!("s{index}"),
+        },
+        11..=20 => Command::Delete { key: key(rng) },
+        _ => Command::Txn(Box::new(Txn {
+            compare: vec![Compare {
+                key: key(rng).into_bytes(),
+                range_end: Vec::new(),
+                op: CompareOp::Greater,
+                target: CompareTarget::Version(rng.below(3)),
+            }],
+            success: (0..rng.range(1, 3)).map(|_| op(rng)).collect(),
+            failure: (0..rng.range(1, 3)).map(|_| op(rng)).collect(),
+        })),
+    };
+    normal(index, command)
+}
+
+/// Transactions share a write batch with the entries around them unless
+/// they read what the batch changed: applying many entries in one call
+/// answers exactly what applying them one at a time does, and leaves the
+/// same data and history.
+#[tokio::test]
+async fn entries_applied_together_answer_as_applied_one_by_one() {
+    let seed = ferrium::rng::clock_seed();
+    let mut rng = ferrium::rng::Rng::new(seed);
+    let entries: Vec<_> = (1..=600).map(|i| random_entry(&mut rng, i)).collect();
+    let dir_a = TempDir::new("mvcc-batch-a").expect("temp dir");
+    let dir_b = TempDir::new("mvcc-batch-b").expect("temp dir");
+    let (_la, mut together) =
+        store::open(dir_a.path(), &store::StoreOptions::default()).expect("open");
+    let (_lb, mut alone) =
+        store::open(dir_b.path(), &store::StoreOptions::default()).expect("open");
+    let batched = run(&mut together, entries.clone()).await;
+    let mut single = Vec::new();
+    for e in entries {
+        single.extend(run(&mut alone, vec![e]).await);
+    }
+    for (i, (a, b)) in batched.iter().zip(&single).enumerate() {
+        assert_eq!(a, b, "entry {} (seed {seed})", i + 1);
+    }
+    assert_eq!(batched.len(), single.len());
+    for revision in (1..=600).step_by(7).chain([0]) {
+        assert_eq!(
+            range(&together, prefix_at("k", revision)),
+            range(&alone, prefix_at("k", revision)),
+            "keys at revision {revision} (seed {seed})"
+        );
+    }
+}
