@@ -45,7 +45,8 @@ pub enum Op {
     /// `HashKV`).
     Status,
     /// etcd's maintenance calls that only an administrator makes: alarms,
-    /// `Defragment`, `Snapshot` (every key), `MoveLeader`, `Hash`.
+    /// `Defragment`, `Snapshot` (every key; REST `GET /snapshot` too),
+    /// `MoveLeader`, `Hash`.
     Maintenance,
     /// Liveness (REST `/health`, gRPC `HealthCheck` and `grpc.health.v1`).
     Health,

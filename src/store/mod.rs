@@ -36,6 +36,8 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::raft::types::TypeConfig;
+
 use rocksdb::BlockBasedOptions;
 use rocksdb::Cache;
 use rocksdb::ColumnFamilyDescriptor;
@@ -63,6 +65,9 @@ pub use self::mvcc::MAX_IDS;
 pub use self::snapshot::SnapshotFile;
 pub use self::snapshot::SnapshotReader;
 pub use self::snapshot::SnapshotReceiver;
+pub use self::snapshot::Summary;
+/// The snapshot file format this build writes (and the newest it reads).
+pub const SNAPSHOT_FORMAT_VERSION: u32 = self::snapshot::FORMAT_VERSION;
 pub use self::state_machine::MemoryUsage;
 pub use self::state_machine::SnapshotBuilder;
 pub use self::state_machine::StateMachine;
@@ -255,6 +260,82 @@ where
 pub(crate) fn cf<'a>(db: &'a DB, name: &'static str) -> Result<&'a rocksdb::ColumnFamily, Error> {
     db.cf_handle(name)
         .ok_or_else(|| Error::Corrupt(format!("column family `{name}` is missing")))
+}
+
+/// What [`restore`] made.
+#[derive(Debug, Clone, Copy)]
+pub struct Restored {
+    /// The revision (log index) the data is at; the new cluster's first
+    /// write gets the next one.
+    pub revision: u64,
+    pub keys: u64,
+}
+
+/// Makes `dir` the data directory of member `id` of a new cluster of
+/// `members`, holding what the snapshot file `file` holds: every member of
+/// the new cluster restores the same file. The data keeps its revisions,
+/// leases and history; the members start as a cluster that has not elected
+/// a leader yet (its `cluster.initial_members` is not used again). Refuses a
+/// `dir` that exists and is not empty, and a file that does not verify.
+pub async fn restore(
+    file: &Path,
+    dir: &Path,
+    id: u64,
+    members: std::collections::BTreeMap<u64, crate::raft::types::Node>,
+    opts: &StoreOptions,
+) -> Result<Restored, Error> {
+    use openraft::alias::VoteOf;
+    use openraft::storage::RaftLogStorage;
+    if !members.contains_key(&id) {
+        return Err(Error::Corrupt(format!(
+            "member {id} is not among the new members {:?}",
+            members.keys().collect::<Vec<_>>()
+        )));
+    }
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(Error::Io(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!(
+                        "{} exists and is not empty; restore only into a new directory",
+                        dir.display()
+                    ),
+                )));
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::Io(e)),
+    }
+    let snapshot = SnapshotFile::open(file)?;
+    let summary = snapshot.summary()?;
+    let Some(last) = summary.meta.last_log_id else {
+        return Err(Error::Corrupt(format!(
+            "snapshot file {} holds no applied entry: nothing to restore",
+            file.display()
+        )));
+    };
+    let voters: std::collections::BTreeSet<u64> = members.keys().copied().collect();
+    let membership = openraft::Membership::new(vec![voters], members)
+        .map_err(|e| Error::Corrupt(format!("the new members are not valid: {e}")))?;
+    let stored = openraft::alias::StoredMembershipOf::<TypeConfig>::new(Some(last), membership);
+    let (mut log, sm) = open(dir, opts)?;
+    let meta = summary.meta.clone();
+    tokio::task::spawn_blocking(move || sm.restore_from(snapshot, &meta, &stored))
+        .await
+        .map_err(|e| Error::Io(io::Error::other(format!("the restore task failed: {e}"))))??;
+    // The log starts after the snapshot, and this member has seen its term:
+    // the new cluster's first election is in a later term, and its first
+    // entry comes after the snapshot's.
+    let term = last.leader_id.term;
+    log.save_vote(&VoteOf::<TypeConfig>::new(term, id))
+        .await
+        .map_err(Error::Io)?;
+    log.purge(last).await.map_err(Error::Io)?;
+    Ok(Restored {
+        revision: last.index(),
+        keys: summary.keys,
+    })
 }
 
 /// Opens (or creates) the store under `dir`: the database in `dir/db`,

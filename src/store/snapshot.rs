@@ -204,6 +204,59 @@ impl SnapshotFile {
     }
 }
 
+/// What a snapshot file holds, as `ferriumctl snapshot status` shows it.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// The Raft position and the members it was taken at.
+    pub meta: Meta,
+    pub format_version: u32,
+    /// Keys (current values) in it.
+    pub keys: u64,
+    /// Records of every kind (keys, history, state-machine values).
+    pub records: u64,
+    pub size: u64,
+    /// SHA-256 of the whole file.
+    pub sha256: [u8; 32],
+}
+
+impl SnapshotFile {
+    /// Reads the whole file, checking it as [`SnapshotFile::verify`] does,
+    /// and says what it holds.
+    pub fn summary(&self) -> Result<Summary, Error> {
+        let format_version = self.format_version()?;
+        let size = self.size()?;
+        let mut hashing = HashingReader {
+            inner: self.reader()?,
+            sha: Sha256::new(),
+        };
+        let (mut keys, mut records) = (0u64, 0u64);
+        let meta = {
+            let mut r = CrcReader::new(BufReader::with_capacity(IO_BUFFER, &mut hashing));
+            let meta = read_body(&mut r, &mut |tag, _, _| {
+                records += 1;
+                keys += u64::from(tag == TAG_RECORD);
+                Ok(())
+            })
+            .map_err(|e| self.context(e))?;
+            let mut rest = [0u8; 1];
+            if r.inner.read(&mut rest)? != 0 {
+                return Err(self.context(Error::Corrupt(
+                    "bytes follow the checksum: this is not a file Ferrium wrote, or two files were joined".into(),
+                )));
+            }
+            meta
+        };
+        Ok(Summary {
+            meta,
+            format_version,
+            keys,
+            records,
+            size,
+            sha256: hashing.sha.finalize().into(),
+        })
+    }
+}
+
 /// Passes reads through, hashing every byte.
 struct HashingReader<R> {
     inner: R,
@@ -397,6 +450,22 @@ pub(crate) fn build(shared: &Shared) -> Result<(Meta, SnapshotFile), Error> {
         meta.last_log_id.as_ref().map_or(0, |l| l.index())
     );
     Ok((meta, file))
+}
+
+/// Gives an installed snapshot new members (a restore into a new cluster):
+/// records them at the snapshot's position and builds the snapshot again,
+/// so that what a later member receives names them too.
+pub(crate) fn set_members(
+    shared: &Shared,
+    membership: &StoredMembershipOf<TypeConfig>,
+) -> Result<(Meta, SnapshotFile), Error> {
+    let db = &shared.db;
+    let mut batch = WriteBatch::default();
+    batch.put_cf(cf(db, CF_SM_META)?, KEY_MEMBERSHIP, encode(membership)?);
+    let mut synced = WriteOptions::default();
+    synced.set_sync(true);
+    db.write_opt(batch, &synced)?;
+    build(shared)
 }
 
 /// SST files of bounded size for one column family, written in key order.

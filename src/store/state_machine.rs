@@ -603,6 +603,21 @@ pub struct StateMachine {
     shared: Arc<Shared>,
 }
 
+impl StateMachine {
+    /// Loads a verified snapshot file into this (new, empty) state machine
+    /// and gives it `membership` instead of the members it was taken with.
+    pub(crate) fn restore_from(
+        &self,
+        file: SnapshotFile,
+        meta: &SnapshotMetaOf<TypeConfig>,
+        membership: &StoredMembershipOf<TypeConfig>,
+    ) -> Result<(), Error> {
+        snapshot::install(&self.shared, meta, file)?;
+        snapshot::set_members(&self.shared, membership)?;
+        Ok(())
+    }
+}
+
 /// Read access to the state machine for the server: point reads, ranges at
 /// any retained revision, prefix listings and the applied position. Cheap to
 /// clone.

@@ -2,7 +2,7 @@
 //! [`Node`] calls and of [`node::Error`] into statuses and JSON error bodies.
 //!
 //! The rooms mirror the gRPC front end ([`super::grpc`]): [`kv`],
-//! [`management`], [`health`], [`txn`], [`watch`], [`lease`] and [`lock`] hold the handlers, [`errors`] the one
+//! [`management`], [`health`], [`txn`], [`watch`], [`lease`], [`lock`] and [`snapshot`] hold the handlers, [`errors`] the one
 //! error translation, and [`edge`] what every request goes through (the
 //! access check by [`super::op`], metrics). This file registers each
 //! route with its operation.
@@ -14,6 +14,7 @@ pub mod kv;
 pub mod lease;
 pub mod lock;
 pub mod management;
+pub mod snapshot;
 pub mod txn;
 pub mod watch;
 
@@ -202,6 +203,15 @@ pub fn routes(routes: Routes, node: Node, max_body: usize, sources: Sources) -> 
         health,
     );
     let routes = with(routes, n, Method::Get, "/ready", Op::Ready, max_body, ready);
+    let routes = with(
+        routes,
+        n,
+        Method::Get,
+        "/snapshot",
+        Op::Maintenance,
+        max_body,
+        snapshot::snapshot,
+    );
     let routes = with(routes, n, Method::Post, "/init", Op::Init, max_body, init);
     let routes = with(
         routes,

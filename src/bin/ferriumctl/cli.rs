@@ -71,6 +71,17 @@ Commands:
   member promote ID...          Make learners voters (current voters + IDs)
   member remove ID              Remove node ID from the cluster
   health                        /health of every endpoint
+  snapshot save FILE            A backup of every key at one revision (the first
+                                endpoint that answers makes it): written to
+                                FILE.part, checked, then renamed to FILE
+  snapshot status FILE          Check a backup file; its revision, keys, size
+                                and SHA-256
+  snapshot restore FILE --data-dir DIR --id N --initial-members LIST
+                                Make DIR (new or empty) the data directory of
+                                member N of a new cluster of LIST
+                                (ID=HTTP_ADDR[/GRPC_ADDR],...) holding FILE's
+                                data; run it for every member with the same
+                                FILE and LIST
   metrics [--prometheus]        One node's /metrics (a table, JSON with -o json,
                                 or Prometheus text)
 
@@ -136,6 +147,14 @@ pub enum Command {
     MemberPromote(Vec<u64>),
     MemberRemove(u64),
     Health,
+    SnapshotSave(String),
+    SnapshotStatus(String),
+    SnapshotRestore {
+        file: String,
+        data_dir: String,
+        id: u64,
+        members: std::collections::BTreeMap<u64, ferrium::raft::types::Node>,
+    },
     Metrics {
         prometheus: bool,
     },
@@ -265,7 +284,11 @@ pub fn parse_cli(args: Vec<std::ffi::OsString>) -> Result<Parsed, Failure> {
             Long("lease") => {
                 flags.lease = Some(lease_id(&value(&mut parser, "--lease")?, "--lease")?)
             }
-            Long("id") => flags.id = Some(lease_id(&value(&mut parser, "--id")?, "--id")?),
+            Long("id") => flags.id = Some(value(&mut parser, "--id")?),
+            Long("data-dir") => flags.data_dir = Some(value(&mut parser, "--data-dir")?),
+            Long("initial-members") => {
+                flags.initial_members = Some(value(&mut parser, "--initial-members")?);
+            }
             Long("ttl") => {
                 let v = value(&mut parser, "--ttl")?;
                 flags.ttl = Some(v.parse::<u64>().ok().filter(|t| *t > 0).ok_or_else(|| {
@@ -380,7 +403,10 @@ struct Flags {
     sort_by: Option<String>,
     order: Option<String>,
     lease: Option<u64>,
-    id: Option<u64>,
+    /// `--id`: a lease id, or a member id for `snapshot restore`.
+    id: Option<String>,
+    data_dir: Option<String>,
+    initial_members: Option<String>,
     ttl: Option<u64>,
     once: bool,
     keys: bool,
@@ -447,7 +473,10 @@ fn command(
                     "lease grant {ttl:?}: the TTL is a number of seconds"
                 ))
             })?,
-            id: flags.id.unwrap_or(0),
+            id: match &flags.id {
+                Some(v) => lease_id(v, "--id")?,
+                None => 0,
+            },
         },
         ["lease", "keep-alive" | "keepalive", id] => Command::LeaseKeepAlive {
             id: lease_id(id, "lease keep-alive")?,
@@ -516,6 +545,28 @@ fn command(
         }
         ["member", "remove", n] => Command::MemberRemove(id(n)?),
         ["health"] => Command::Health,
+        ["snapshot", "save", file] => Command::SnapshotSave(file.to_string()),
+        ["snapshot", "status", file] => Command::SnapshotStatus(file.to_string()),
+        ["snapshot", "restore", file] => {
+            let (Some(data_dir), Some(n), Some(list)) =
+                (&flags.data_dir, &flags.id, &flags.initial_members)
+            else {
+                return Err(Failure::usage(
+                    "snapshot restore needs --data-dir DIR, --id N and --initial-members LIST",
+                ));
+            };
+            Command::SnapshotRestore {
+                file: file.to_string(),
+                data_dir: data_dir.clone(),
+                id: id(n)?,
+                members: crate::snapshot::parse_members(list)?,
+            }
+        }
+        ["snapshot", ..] => {
+            return Err(Failure::usage(
+                "snapshot needs: save FILE, status FILE, or restore FILE --data-dir DIR --id N --initial-members LIST",
+            ));
+        }
         ["metrics"] => Command::Metrics { prometheus },
         [
             cmd @ ("put" | "get" | "del" | "list" | "status" | "leader" | "health" | "metrics"

@@ -12,7 +12,7 @@
 //! cluster applies once; if the outcome is still unknown after that, it is
 //! reported with its own exit status. Those rules live in [`ferrium::client::RestClient::call`]; this
 //! binary parses the command line ([`cli`]), runs one command ([`kv`],
-//! [`txn`], [`lease`], [`members`], [`status`], [`health`], [`watch`], [`grpc`]) and prints the answer
+//! [`txn`], [`lease`], [`members`], [`status`], [`health`], [`watch`], [`snapshot`], [`grpc`]) and prints the answer
 //! ([`output`]).
 
 mod cli;
@@ -22,6 +22,7 @@ mod kv;
 mod lease;
 mod members;
 mod output;
+mod snapshot;
 mod status;
 mod txn;
 mod watch;
@@ -114,6 +115,17 @@ fn fail(f: Failure) -> ExitCode {
 }
 
 async fn run(cli: Box<Cli>) -> Outcome {
+    // Commands on local files only.
+    match cli.command {
+        Command::SnapshotStatus(file) => return snapshot::status(cli.output, file).await,
+        Command::SnapshotRestore {
+            file,
+            data_dir,
+            id,
+            members,
+        } => return snapshot::restore(cli.output, file, data_dir, id, members).await,
+        _ => {}
+    }
     let client = match cli.api {
         Api::Grpc(g) => return grpc::run(&g, cli.output, &cli.command).await,
         Api::Rest(client) => client,
@@ -142,6 +154,8 @@ async fn run(cli: Box<Cli>) -> Outcome {
         Command::MemberPromote(ids) => members::promote(&ctl, ids).await,
         Command::MemberRemove(id) => members::remove(&ctl, id).await,
         Command::Health => health::health(&ctl).await,
+        Command::SnapshotSave(file) => snapshot::save(&ctl, file).await,
+        Command::SnapshotStatus(_) | Command::SnapshotRestore { .. } => Ok(()),
         Command::Metrics { prometheus } => health::metrics(&ctl, prometheus).await,
         Command::Watch(args) => watch::watch(&ctl, args).await,
         Command::PutLease(key, value, l) => lease::put(&ctl, key, value, l).await,
