@@ -375,6 +375,8 @@ pub struct Sources {
     pub reader: crate::store::StateReader,
     /// The HTTP listener's TLS, when on.
     pub tls: Option<std::sync::Arc<crate::http::ServerTls>>,
+    /// Scheduled backups, when `backup.dir` is set.
+    pub backup: Option<std::sync::Arc<crate::backup::Stats>>,
 }
 
 impl Sources {
@@ -469,6 +471,44 @@ impl Sources {
             ),
         ];
         let mut counters = counters;
+        let mut gauges = gauges;
+        if let Some(b) = &self.backup {
+            let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
+            gauges.extend([
+                (
+                    "ferrium_backup_last_success_timestamp_seconds",
+                    "Unix time of the newest scheduled backup in backup.dir (0: none).",
+                    get(&b.last_success),
+                ),
+                (
+                    "ferrium_backup_last_revision",
+                    "Revision of the newest scheduled backup in backup.dir.",
+                    get(&b.last_revision),
+                ),
+                (
+                    "ferrium_backup_last_size_bytes",
+                    "Size of the newest scheduled backup in backup.dir.",
+                    get(&b.last_size),
+                ),
+            ]);
+            counters.extend([
+                (
+                    "ferrium_backups_total",
+                    "Scheduled backups this member wrote.",
+                    get(&b.taken),
+                ),
+                (
+                    "ferrium_backup_skipped_total",
+                    "Scheduled backups this member (as leader) skipped: nothing applied since the newest one.",
+                    get(&b.skipped),
+                ),
+                (
+                    "ferrium_backup_failures_total",
+                    "Scheduled backups that failed (logged; the next interval tries again).",
+                    get(&b.failures),
+                ),
+            ]);
+        }
         if let Some(tls) = &self.tls {
             counters.push((
                 "ferrium_tls_handshake_failures_total",

@@ -271,6 +271,10 @@ pub async fn start(cfg: Config) -> Result<RunningNode, String> {
     reader.watch_hub().set_limits(bound.watch.limits());
 
     let open_connections = Arc::new(AtomicUsize::new(0));
+    let backup = cfg
+        .backup
+        .settings()
+        .map(|s| (s, std::sync::Arc::new(crate::backup::Stats::default())));
     let sources = metrics::Sources {
         metrics: registry.clone(),
         log_store: log_handle,
@@ -278,6 +282,7 @@ pub async fn start(cfg: Config) -> Result<RunningNode, String> {
         data_dir: data_dir.clone(),
         reader: reader.clone(),
         tls: tls.as_ref().map(|t| t.server.clone()),
+        backup: backup.as_ref().map(|(_, stats)| stats.clone()),
     };
     let max_body = usize::try_from(cfg.network.max_message_size.bytes()).unwrap_or(usize::MAX);
     let etcd = crate::api::etcd::EtcdApi::new(node.clone(), data_dir.clone(), tls.is_some());
@@ -316,6 +321,9 @@ pub async fn start(cfg: Config) -> Result<RunningNode, String> {
         );
     }
     tokio::spawn(node.clone().run_leases());
+    if let Some((settings, stats)) = backup {
+        tokio::spawn(crate::backup::run(node.clone(), settings, stats));
+    }
     let shutdown = server.shutdown_handle();
     let serving = tokio::spawn(server.run());
     let grpc_serving = grpc_server.spawn();

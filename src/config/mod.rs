@@ -37,6 +37,7 @@ pub struct Config {
     pub security: SecurityConfig,
     pub watch: WatchConfig,
     pub lease: LeaseConfig,
+    pub backup: BackupConfig,
 }
 
 /// `[node]`: who this node is and where it listens.
@@ -200,6 +201,36 @@ impl Default for WatchConfig {
             progress_interval: Millis(10_000),
             keepalive_interval: Millis(15_000),
         }
+    }
+}
+
+/// `[backup]`: scheduled backups, off unless `dir` is set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackupConfig {
+    pub dir: Option<PathBuf>,
+    pub interval: Millis,
+    pub keep: u64,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        BackupConfig {
+            dir: None,
+            interval: Millis(3_600_000),
+            keep: 24,
+        }
+    }
+}
+
+impl BackupConfig {
+    /// What the node runs, when backups are on.
+    pub fn settings(&self) -> Option<crate::backup::Settings> {
+        self.dir.as_ref().map(|dir| crate::backup::Settings {
+            dir: dir.clone(),
+            interval: self.interval.as_duration(),
+            keep: usize::try_from(self.keep).unwrap_or(usize::MAX),
+        })
     }
 }
 
@@ -714,6 +745,22 @@ pub const KEYS: &[KeyDoc] = &[
         path: "lease.min_ttl",
         ty: KeyType::Integer,
         doc: "Shortest lease TTL in seconds; shorter grants get it (a lease should outlive a leader failover).",
+    },
+    // [backup]
+    KeyDoc {
+        path: "backup.dir",
+        ty: KeyType::Path,
+        doc: "Directory of scheduled backups, written by the leader (unset: none); not inside node.data_dir.",
+    },
+    KeyDoc {
+        path: "backup.interval",
+        ty: KeyType::Duration,
+        doc: "Time between two scheduled backups; an interval with nothing applied is skipped (1s to 31 days).",
+    },
+    KeyDoc {
+        path: "backup.keep",
+        ty: KeyType::Integer,
+        doc: "How many scheduled backups to keep; older ones are deleted.",
     },
     // [raft]
     KeyDoc {

@@ -24,6 +24,7 @@ pub fn validate(loaded: &LoadedConfig) -> Vec<ConfigError> {
     v.security(&loaded.config);
     v.watch(&loaded.config);
     v.lease(&loaded.config);
+    v.backup(&loaded.config);
     v.errors
 }
 
@@ -204,6 +205,43 @@ impl Validator<'_> {
                 "0 streams would refuse every gRPC call",
                 "set it above 0 (default 256)",
             );
+        }
+    }
+
+    fn backup(&mut self, c: &Config) {
+        let b = &c.backup;
+        if !(1_000..=31 * 86_400_000).contains(&b.interval.0) {
+            self.fail(
+                "backup.interval",
+                format!("{} is outside 1s to 31 days", b.interval),
+                "set it between 1s and 31 days (default 1h)",
+            );
+        }
+        if b.keep == 0 {
+            self.fail(
+                "backup.keep",
+                "keeping 0 backups would delete each one as it is written",
+                "set it to at least 1 (default 24)",
+            );
+        }
+        if let Some(dir) = &b.dir {
+            if dir.as_os_str().is_empty() {
+                self.fail(
+                    "backup.dir",
+                    "the directory is empty",
+                    "name a directory, or leave backup.dir out to take no scheduled backups",
+                );
+            } else if dir.starts_with(&c.node.data_dir) {
+                self.fail(
+                    "backup.dir",
+                    format!(
+                        "{} is inside node.data_dir ({}): a lost data directory would take its backups with it",
+                        dir.display(),
+                        c.node.data_dir.display()
+                    ),
+                    "put backups on another disk or at least outside node.data_dir",
+                );
+            }
         }
     }
 

@@ -558,6 +558,7 @@ fn keys_table_matches_the_structs() {
     full.node.advertise_http_addr = Some(config::Address::new("h", 1));
     full.node.advertise_grpc_addr = Some(config::Address::new("h", 2));
     full.logging.file_path = Some("f".into());
+    full.backup.dir = Some("b".into());
     full.security.cert_file = Some("c".into());
     full.security.key_file = Some("k".into());
     full.security.ca_file = Some("a".into());
