@@ -1,8 +1,9 @@
 //! Scheduled backups (`[backup]`): every `backup.interval` the leader writes
 //! a snapshot of everything applied into `backup.dir` as
 //! `ferrium-<revision>-<unix seconds>.snap` (the format `GET /snapshot`
-//! streams, which `ferriumctl snapshot status` and `restore` read), unless
-//! nothing was applied since the newest backup there. A backup is written
+//! streams, which `ferriumctl snapshot status` and `restore` read), or
+//! `.snap.zst` when compressed with zstd (which both read too, see
+//! [`open`]), unless nothing was applied since the newest backup there. A backup is written
 //! as a `.part` file, fsynced, checked, renamed and the directory fsynced;
 //! then all but the newest `backup.keep` are deleted. Followers take none,
 //! so a cluster writes one backup per interval wherever its leader is; a
@@ -22,6 +23,8 @@ pub struct Settings {
     pub dir: PathBuf,
     pub interval: Duration,
     pub keep: usize,
+    /// zstd-compress each file (`backup.compression = "zstd"`).
+    pub compress: bool,
 }
 
 /// What the metrics say of scheduled backups.
@@ -39,9 +42,17 @@ pub struct Stats {
 
 const PREFIX: &str = "ferrium-";
 const SUFFIX: &str = ".snap";
+/// Added to [`SUFFIX`] for a compressed backup.
+const ZSTD_SUFFIX: &str = ".zst";
+/// The first bytes of a zstd frame.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+/// zstd's default level: about 300 MB/s on one core, most of the gain of
+/// the higher levels for text-like values.
+const ZSTD_LEVEL: i32 = 3;
 
 /// The revision in a backup file's name, if it is one of ours.
 fn revision_of(name: &str) -> Option<u64> {
+    let name = name.strip_suffix(ZSTD_SUFFIX).unwrap_or(name);
     let rest = name.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;
     let (rev, secs) = rest.split_once('-')?;
     secs.parse::<u64>().ok()?;
@@ -144,40 +155,39 @@ async fn take(node: &Node, settings: &Settings) -> Result<(u64, u64), String> {
     let file = node.fresh_snapshot().await.map_err(|e| e.to_string())?;
     let dir = settings.dir.clone();
     let keep = settings.keep;
-    tokio::task::spawn_blocking(move || write(&file, &dir, keep))
+    let compress = settings.compress;
+    tokio::task::spawn_blocking(move || write(&file, &dir, keep, compress))
         .await
         .map_err(|e| format!("the backup task failed: {e}"))?
 }
 
-fn write(file: &SnapshotFile, dir: &Path, keep: usize) -> Result<(u64, u64), String> {
+fn write(
+    file: &SnapshotFile,
+    dir: &Path,
+    keep: usize,
+    compress: bool,
+) -> Result<(u64, u64), String> {
     let meta = file.read_meta().map_err(|e| e.to_string())?;
     let revision = meta.last_log_id.as_ref().map_or(0, |l| l.index());
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let name = format!("{PREFIX}{revision:020}-{secs}{SUFFIX}");
+    let zst = if compress { ZSTD_SUFFIX } else { "" };
+    let name = format!("{PREFIX}{revision:020}-{secs}{SUFFIX}{zst}");
     let part = dir.join(format!("{name}.part"));
     let to = dir.join(&name);
-    let copied = (|| -> io::Result<u64> {
-        let mut out = std::fs::File::create(&part)?;
-        let size = io::copy(&mut file.reader()?, &mut out)?;
-        out.sync_all()?;
-        Ok(size)
-    })();
-    let size = match copied {
+    let written = if compress {
+        write_compressed(file, &part)
+    } else {
+        write_plain(file, &part)
+    };
+    let size = match written {
         Ok(s) => s,
         Err(e) => {
             let _ = std::fs::remove_file(&part);
             return Err(format!("cannot write {}: {e}", part.display()));
         }
     };
-    let check = SnapshotFile::open(&part)
-        .map_err(|e| e.to_string())
-        .and_then(|f| f.verify().map_err(|e| e.to_string()));
-    if let Err(e) = check {
-        let _ = std::fs::remove_file(&part);
-        return Err(format!("the copy does not verify: {e}"));
-    }
     std::fs::rename(&part, &to).map_err(|e| format!("cannot rename {}: {e}", part.display()))?;
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
@@ -190,6 +200,137 @@ fn write(file: &SnapshotFile, dir: &Path, keep: usize) -> Result<(u64, u64), Str
         }
     }
     Ok((revision, size))
+}
+
+/// Copies `file` to `part`, fsyncs it and checks the copy: its size.
+fn write_plain(file: &SnapshotFile, part: &Path) -> io::Result<u64> {
+    let mut out = std::fs::File::create(part)?;
+    let size = io::copy(&mut file.reader()?, &mut out)?;
+    out.sync_all()?;
+    SnapshotFile::open(part)?
+        .verify()
+        .map_err(|e| io::Error::other(format!("the copy does not verify: {e}")))?;
+    Ok(size)
+}
+
+/// Checks `file`, writes it zstd-compressed to `part`, fsyncs it and checks
+/// that it decompresses to the same bytes: its compressed size.
+fn write_compressed(file: &SnapshotFile, part: &Path) -> io::Result<u64> {
+    let (_, digest) = file
+        .verify_with_digest()
+        .map_err(|e| io::Error::other(format!("the snapshot does not verify: {e}")))?;
+    let out = std::fs::File::create(part)?;
+    let mut encoder = zstd::stream::write::Encoder::new(out, ZSTD_LEVEL)?;
+    let copied = io::copy(&mut file.reader()?, &mut encoder)?;
+    let out = encoder.finish()?;
+    out.sync_all()?;
+    let size = out.metadata()?.len();
+    let mut decoder = zstd::stream::read::Decoder::new(std::fs::File::open(part)?)?;
+    let mut check = Sha256Writer::default();
+    let decoded = io::copy(&mut decoder, &mut check)?;
+    if decoded != copied || check.finish() != digest {
+        return Err(io::Error::other(
+            "the compressed copy does not decompress to the snapshot",
+        ));
+    }
+    Ok(size)
+}
+
+/// A sink that hashes what is written to it.
+#[derive(Default)]
+struct Sha256Writer(sha2::Sha256);
+
+impl Sha256Writer {
+    fn finish(self) -> [u8; 32] {
+        use sha2::Digest;
+        self.0.finalize().into()
+    }
+}
+
+impl io::Write for Sha256Writer {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        use sha2::Digest;
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A backup file opened for reading: a snapshot file as it is, or, for a
+/// zstd-compressed one (told by its first bytes, not its name), the
+/// snapshot it holds decompressed into a temporary file that is deleted
+/// when this is dropped.
+pub struct Opened {
+    file: SnapshotFile,
+    temp: Option<PathBuf>,
+    /// The compressed file's size, when it was compressed.
+    pub compressed_size: Option<u64>,
+}
+
+impl Opened {
+    pub fn file(&self) -> &SnapshotFile {
+        &self.file
+    }
+
+    /// The temporary file that holds the decompressed snapshot, if any.
+    pub fn decompressed_into(&self) -> Option<&Path> {
+        self.temp.as_deref()
+    }
+}
+
+impl Drop for Opened {
+    fn drop(&mut self) {
+        if let Some(t) = &self.temp {
+            let _ = std::fs::remove_file(t);
+        }
+    }
+}
+
+/// Opens the backup file `path`; a compressed one is decompressed into a
+/// temporary file in `scratch` (which needs room for the whole snapshot).
+/// Nothing is verified yet beyond zstd's own frame checks.
+pub fn open(path: &Path, scratch: &Path) -> io::Result<Opened> {
+    let mut magic = [0u8; 4];
+    let mut f = std::fs::File::open(path)?;
+    let n = io::Read::read(&mut f, &mut magic)?;
+    if n < magic.len() || magic != ZSTD_MAGIC {
+        return Ok(Opened {
+            file: SnapshotFile::open(path)?,
+            temp: None,
+            compressed_size: None,
+        });
+    }
+    let compressed_size = f.metadata()?.len();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let temp = scratch.join(format!(
+        ".ferrium-decompressed-{}-{nanos}.snap",
+        std::process::id()
+    ));
+    let decompressed = (|| -> io::Result<()> {
+        let mut decoder = zstd::stream::read::Decoder::new(std::fs::File::open(path)?)?;
+        let mut out = std::fs::File::create(&temp)?;
+        io::copy(&mut decoder, &mut out).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("it is zstd-compressed and does not decompress ({e})"),
+            )
+        })?;
+        Ok(())
+    })();
+    if let Err(e) = decompressed {
+        let _ = std::fs::remove_file(&temp);
+        return Err(e);
+    }
+    Ok(Opened {
+        file: SnapshotFile::open(&temp)?,
+        temp: Some(temp),
+        compressed_size: Some(compressed_size),
+    })
 }
 
 #[cfg(test)]

@@ -211,6 +211,15 @@ pub struct BackupConfig {
     pub dir: Option<PathBuf>,
     pub interval: Millis,
     pub keep: u64,
+    pub compression: BackupCompression,
+}
+
+/// How scheduled backups are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupCompression {
+    None,
+    Zstd,
 }
 
 impl Default for BackupConfig {
@@ -219,6 +228,7 @@ impl Default for BackupConfig {
             dir: None,
             interval: Millis(3_600_000),
             keep: 24,
+            compression: BackupCompression::Zstd,
         }
     }
 }
@@ -230,6 +240,7 @@ impl BackupConfig {
             dir: dir.clone(),
             interval: self.interval.as_duration(),
             keep: usize::try_from(self.keep).unwrap_or(usize::MAX),
+            compress: self.compression == BackupCompression::Zstd,
         })
     }
 }
@@ -761,6 +772,11 @@ pub const KEYS: &[KeyDoc] = &[
         path: "backup.keep",
         ty: KeyType::Integer,
         doc: "How many scheduled backups to keep; older ones are deleted.",
+    },
+    KeyDoc {
+        path: "backup.compression",
+        ty: KeyType::Enum(&["zstd", "none"]),
+        doc: "How scheduled backups are compressed: zstd (files end in .snap.zst) or none (.snap).",
     },
     // [raft]
     KeyDoc {

@@ -4,6 +4,7 @@
 //! contract, the deployment examples and the wire-format replay.
 
 mod auth;
+mod backup;
 mod cluster;
 mod config;
 mod ctl;
@@ -16,6 +17,7 @@ mod kv2;
 mod lease;
 mod ops;
 mod peer_hostile;
+mod scheduled_backup;
 mod systemd_notify;
 mod tls;
 mod watch;

@@ -52,13 +52,36 @@ fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// The snapshot a backup file holds, decompressed when it is compressed,
+/// and whether it was.
+fn open_backup(path: &Path) -> (ferrium::backup::Opened, bool) {
+    let opened = ferrium::backup::open(path, path.parent().unwrap())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let compressed = opened.compressed_size.is_some();
+    (opened, compressed)
+}
+
 #[test]
 fn scheduled_backups_appear_rotate_and_skip_an_idle_cluster() {
+    scheduled_backups(None);
+}
+
+#[test]
+fn uncompressed_scheduled_backups_are_the_snapshot_files_themselves() {
+    scheduled_backups(Some("none"));
+}
+
+/// Backups with `backup.compression` left at its default (zstd) or set.
+fn scheduled_backups(compression: Option<&str>) {
     let dir = Scratch::new("scheduled-backups");
-    let extra = format!(
+    let mut extra = format!(
         "[backup]\ndir = \"{}\"\ninterval = \"1s\"\nkeep = 2\n",
         dir.path.display()
     );
+    if let Some(c) = compression {
+        extra.push_str(&format!("compression = \"{c}\"\n"));
+    }
+    let compressed = compression != Some("none");
     let c = Cluster::start_in_process("scheduled-backups", 3, Bootstrap::Static, &extra);
     let leader = c.wait_leader(WAIT);
 
@@ -84,7 +107,19 @@ fn scheduled_backups_appear_rotate_and_skip_an_idle_cluster() {
             "more than backup.keep = 2 kept: {files:?}"
         );
         let (_, newest) = files.last().unwrap();
-        let s = SnapshotFile::open(newest).unwrap().summary().unwrap();
+        let name = newest.file_name().unwrap().to_string_lossy().into_owned();
+        let suffix = if compressed { ".snap.zst" } else { ".snap" };
+        assert!(name.ends_with(suffix), "{name} does not end in {suffix}");
+        let (opened, was_compressed) = open_backup(newest);
+        assert_eq!(was_compressed, compressed, "{name}");
+        let s = opened.file().summary().unwrap();
+        if compressed {
+            assert!(
+                opened.compressed_size.unwrap() < s.size,
+                "compression made {name} no smaller than {} bytes",
+                s.size
+            );
+        }
         assert_eq!(
             s.meta.last_log_id.map(|l| l.index()),
             Some(rev),
@@ -101,11 +136,24 @@ fn scheduled_backups_appear_rotate_and_skip_an_idle_cluster() {
     let files = backups(&dir.path);
     assert_eq!(files.len(), 2, "rotated down to backup.keep: {files:?}");
     for (_, f) in &files {
-        SnapshotFile::open(f)
-            .unwrap()
+        if !compressed {
+            SnapshotFile::open(f)
+                .unwrap()
+                .verify()
+                .expect("every kept backup verifies as it is");
+        }
+        open_backup(f)
+            .0
+            .file()
             .verify()
             .expect("every kept backup verifies");
     }
+    let leftovers: Vec<_> = std::fs::read_dir(&dir.path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with("ferrium-"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 
     // Idle: intervals pass (the leader counts them as skipped) and no new
     // backup appears.

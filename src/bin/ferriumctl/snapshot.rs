@@ -7,8 +7,9 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ferrium::backup;
 use ferrium::raft::types::Node as NodeInfo;
-use ferrium::store::{self, SnapshotFile, Summary};
+use ferrium::store::{self, Summary};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -23,7 +24,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn summary_json(path: &Path, s: &Summary) -> serde_json::Value {
+fn summary_json(path: &Path, s: &Summary, compressed: Option<u64>) -> serde_json::Value {
     let last = s.meta.last_log_id.as_ref();
     json!({
         "file": path.display().to_string(),
@@ -34,17 +35,21 @@ fn summary_json(path: &Path, s: &Summary) -> serde_json::Value {
         "size": s.size,
         "sha256": hex(&s.sha256),
         "format_version": s.format_version,
+        "compression": if compressed.is_some() { "zstd" } else { "none" },
+        "file_size": compressed.unwrap_or(s.size),
         "members": s.meta.last_membership.membership().voter_ids().collect::<Vec<_>>(),
     })
 }
 
-fn print_summary(output: Output, path: &Path, s: &Summary) {
-    let v = summary_json(path, s);
+fn print_summary(output: Output, path: &Path, s: &Summary, compressed: Option<u64>) {
+    let v = summary_json(path, s, compressed);
     output.print(&v, || {
         for (name, key) in [
             ("revision", "revision"),
             ("keys", "keys"),
             ("size (bytes)", "size"),
+            ("compression", "compression"),
+            ("file (bytes)", "file_size"),
             ("sha256", "sha256"),
             ("format", "format_version"),
             ("taken in term", "term"),
@@ -55,18 +60,57 @@ fn print_summary(output: Output, path: &Path, s: &Summary) {
     });
 }
 
-/// Reads and checks a whole backup file, off the runtime.
-async fn summarize(path: PathBuf) -> Result<Summary, Failure> {
+/// Where a compressed backup is decompressed while it is read: beside
+/// `near` (so on the same disk as what it is for), else the current
+/// directory.
+fn scratch_dir(near: &Path) -> PathBuf {
+    match near.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Opens a backup file, decompressing a compressed one beside `near`; the
+/// message names `path`, not the temporary file.
+fn open_backup(path: &Path, near: &Path) -> Result<backup::Opened, Failure> {
+    let scratch = scratch_dir(near);
+    backup::open(path, &scratch).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::NotFound {
+            "check the path"
+        } else {
+            "the file is damaged or not a Ferrium backup: take a new one"
+        };
+        Failure::new(
+            EXIT_FAILED,
+            format!(
+                "cannot read {} (decompressing into {} if compressed): {e}; {hint}",
+                path.display(),
+                scratch.display()
+            ),
+        )
+    })
+}
+
+/// Reads and checks a whole backup file, off the runtime: its summary and,
+/// when it is compressed, its compressed size.
+async fn summarize(path: PathBuf) -> Result<(Summary, Option<u64>), Failure> {
     let shown = path.display().to_string();
     tokio::task::spawn_blocking(move || {
-        let file = SnapshotFile::open(&path)
-            .map_err(|e| Failure::new(EXIT_FAILED, format!("cannot open {shown}: {e}")))?;
-        file.summary().map_err(|e| {
+        let opened = open_backup(&path, &path)?;
+        let summary = opened.file().summary().map_err(|e| {
+            let mut text = e.to_string();
+            if let Some(temp) = opened.decompressed_into() {
+                text = text.replace(
+                    &temp.display().to_string(),
+                    &format!("{shown} (decompressed)"),
+                );
+            }
             Failure::new(
                 EXIT_FAILED,
-                format!("{e}; the file is damaged or not a Ferrium backup: take a new one"),
+                format!("{text}; the file is damaged or not a Ferrium backup: take a new one"),
             )
-        })
+        })?;
+        Ok((summary, opened.compressed_size))
     })
     .await
     .map_err(|e| Failure::new(EXIT_FAILED, format!("the check of the file failed: {e}")))?
@@ -74,8 +118,8 @@ async fn summarize(path: PathBuf) -> Result<Summary, Failure> {
 
 pub async fn status(output: Output, file: String) -> Outcome {
     let path = PathBuf::from(&file);
-    let s = summarize(path.clone()).await?;
-    print_summary(output, &path, &s);
+    let (s, compressed) = summarize(path.clone()).await?;
+    print_summary(output, &path, &s, compressed);
     Ok(())
 }
 
@@ -132,7 +176,7 @@ pub async fn save(ctl: &Ctl, file: String) -> Outcome {
                 continue;
             }
         }
-        let summary = match summarize(part.clone()).await {
+        let (summary, compressed) = match summarize(part.clone()).await {
             Ok(s) => s,
             Err(f) => {
                 let _ = tokio::fs::remove_file(&part).await;
@@ -161,7 +205,7 @@ pub async fn save(ctl: &Ctl, file: String) -> Outcome {
                 hex(&summary.sha256)
             );
         } else {
-            crate::output::print_json(&summary_json(&path, &summary));
+            crate::output::print_json(&summary_json(&path, &summary, compressed));
         }
         return Ok(());
     }
@@ -256,15 +300,30 @@ pub async fn restore(
     members: BTreeMap<u64, NodeInfo>,
 ) -> Outcome {
     let ids: Vec<u64> = members.keys().copied().collect();
+    // A compressed backup is decompressed beside the new data directory.
+    let (path, dir) = (PathBuf::from(&file), PathBuf::from(&data_dir));
+    let opened = tokio::task::spawn_blocking(move || open_backup(&path, &dir))
+        .await
+        .map_err(|e| Failure::new(EXIT_FAILED, format!("reading {file} failed: {e}")))??;
     let restored = store::restore(
-        Path::new(&file),
+        opened.file().path(),
         Path::new(&data_dir),
         id,
         members,
         &store::StoreOptions::default(),
     )
     .await
-    .map_err(|e| Failure::new(EXIT_FAILED, format!("cannot restore {file}: {e}")))?;
+    .map_err(|e| {
+        let mut text = e.to_string();
+        if let Some(temp) = opened.decompressed_into() {
+            text = text.replace(
+                &temp.display().to_string(),
+                &format!("{file} (decompressed)"),
+            );
+        }
+        Failure::new(EXIT_FAILED, format!("cannot restore {file}: {text}"))
+    })?;
+    drop(opened);
     let v = json!({
         "data_dir": data_dir,
         "id": id,

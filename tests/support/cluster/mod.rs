@@ -320,6 +320,35 @@ impl Cluster {
         c.boot(n, bootstrap)
     }
 
+    /// `n` in-process nodes (ids 1..=n) whose data directories `prepare`
+    /// makes before any node starts (e.g. `ferriumctl snapshot restore`
+    /// into each [`NodeProc::data_dir`], with the members' addresses known):
+    /// no `cluster.initial_members`, so the cluster is what the directories
+    /// hold. Waits for a leader.
+    #[allow(dead_code, reason = "only the backup tests restore clusters")]
+    pub fn start_prepared(
+        name: &str,
+        n: u64,
+        extra: &str,
+        prepare: impl FnOnce(&Cluster),
+    ) -> Cluster {
+        let mut c = Cluster::empty(Scratch::new(name), extra, None, None, None, &[]);
+        c.in_process = true;
+        for id in 1..=n {
+            c.push_node(id);
+        }
+        prepare(&c);
+        for id in 1..=n {
+            c.write_config(id, &[]);
+            c.spawn(id);
+        }
+        for id in 1..=n {
+            c.wait_http(id, Duration::from_secs(30));
+        }
+        c.wait_leader(Duration::from_secs(30));
+        c
+    }
+
     /// Like [`Cluster::start`], with extra TOML appended to every config
     /// (e.g. `"[raft]\nsnapshot_threshold = 500\n"`).
     pub fn start_with(name: &str, n: u64, bootstrap: Bootstrap, extra: &str) -> Cluster {
