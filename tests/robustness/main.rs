@@ -16,9 +16,10 @@
 //!    and abandon them: no key disappears while an acknowledged keep-alive
 //!    still guarantees it, and none outlives its documented bound (see
 //!    `lease.rs`);
-//! 6. the run tested something: enough operations succeeded, faults were
-//!    injected, and a schedule that drew the membership fault changed the
-//!    membership for real.
+//! 6. the run tested something: enough operations succeeded (overall, and
+//!    of the register operations through each API: Ferrium's REST, etcd's
+//!    JSON gateway, etcd's gRPC), faults were injected, and a schedule
+//!    that drew the membership fault changed the membership for real.
 //!
 //! Two schedules run with authenticated peers: one signs peer requests
 //! with the cluster secret (clients send a bearer token), one uses mTLS
@@ -345,7 +346,7 @@ fn nemesis_schedules() {
     }
     let sum = total.sum();
     eprintln!(
-        "robustness: {} runs, {} schedules, {} operations recorded ({} register ops, {} set adds; {} ok, {} failed, {} unknown), {} faults injected, {} membership changes, 0 anomalies, {:.0}s",
+        "robustness: {} runs, {} schedules, {} operations recorded ({} register ops, {} set adds; {} ok, {} failed, {} unknown; register ops by API: {}), {} faults injected, {} membership changes, 0 anomalies, {:.0}s",
         sum.runs,
         total.by_name.len(),
         sum.ops + sum.adds,
@@ -354,6 +355,7 @@ fn nemesis_schedules() {
         sum.ok,
         sum.fail,
         sum.unknown,
+        sum.apis(),
         sum.faults,
         sum.membership_changes,
         started.elapsed().as_secs_f64()
@@ -387,6 +389,8 @@ struct Sum {
     ok: usize,
     fail: usize,
     unknown: usize,
+    /// The register operations by the API they went through.
+    by_api: workload::ByApi,
     faults: usize,
     membership_changes: usize,
 }
@@ -399,8 +403,23 @@ impl Sum {
         self.ok += r.ok;
         self.fail += r.fail;
         self.unknown += r.unknown;
+        self.by_api.add(r.by_api);
         self.faults += r.faults;
         self.membership_changes += r.membership_changes;
+    }
+
+    /// The register operations by API, in words.
+    fn apis(&self) -> String {
+        let a = &self.by_api;
+        let one = |c: workload::Count, name: &str| {
+            format!("{} {name} ({} ok, {} unknown)", c.ops, c.ok, c.unknown)
+        };
+        format!(
+            "{}, {}, {}",
+            one(a.rest, "REST"),
+            one(a.gateway, "etcd gateway"),
+            one(a.grpc, "etcd gRPC")
+        )
     }
 }
 
@@ -417,22 +436,36 @@ impl Totals {
         all
     }
 
-    /// One line per schedule: runs, operations, outcomes, faults and
-    /// membership changes.
+    /// One line per schedule: runs, operations, outcomes, register
+    /// operations by API (Ferrium's REST, etcd's gateway, etcd's gRPC),
+    /// faults and membership changes.
     fn table(&self) -> String {
         let mut out = format!(
-            "robustness: per schedule\n{:<18} {:>5} {:>10} {:>10} {:>8} {:>8} {:>7} {:>11}\n",
-            "schedule", "runs", "operations", "ok", "failed", "unknown", "faults", "membership"
+            "robustness: per schedule\n{:<18} {:>5} {:>10} {:>10} {:>8} {:>8} {:>7} {:>7} {:>7} {:>7} {:>11}\n",
+            "schedule",
+            "runs",
+            "operations",
+            "ok",
+            "failed",
+            "unknown",
+            "rest",
+            "gateway",
+            "grpc",
+            "faults",
+            "membership"
         );
         let mut row = |name: &str, s: &Sum| {
             out.push_str(&format!(
-                "{:<18} {:>5} {:>10} {:>10} {:>8} {:>8} {:>7} {:>11}\n",
+                "{:<18} {:>5} {:>10} {:>10} {:>8} {:>8} {:>7} {:>7} {:>7} {:>7} {:>11}\n",
                 name,
                 s.runs,
                 s.ops + s.adds,
                 s.ok,
                 s.fail,
                 s.unknown,
+                s.by_api.rest.ops,
+                s.by_api.gateway.ops,
+                s.by_api.grpc.ops,
                 s.faults,
                 s.membership_changes
             ));
@@ -527,6 +560,22 @@ fn check_the_run_tested_something(
             MIN_OK_SHARE * 100.0
         ));
     }
+    // Each API the register workload uses must have been tested too: a
+    // client that cannot reach one (bad TLS settings, a missing token)
+    // would leave its share of the history empty of successes.
+    let a = &stats.by_api;
+    for (count, name) in [
+        (a.rest, "Ferrium's REST API"),
+        (a.gateway, "etcd's JSON gateway"),
+        (a.grpc, "etcd's gRPC API"),
+    ] {
+        if (count.ok as f64) < MIN_OK_SHARE * count.ops as f64 || count.ok == 0 {
+            problems.push(format!(
+                "only {} of {} register operations through {name} succeeded in schedule {}",
+                count.ok, count.ops, s.name
+            ));
+        }
+    }
     if nemesis.faults.is_empty() {
         problems.push(format!(
             "the nemesis injected no fault in schedule {}",
@@ -566,6 +615,11 @@ fn run_schedule(s: &Schedule, length: Duration) -> RunStats {
     let clock = Clock(Instant::now());
     let stop = Arc::new(AtomicBool::new(false));
     let addrs: Vec<(u64, String)> = c.ids().into_iter().map(|id| (id, c.addr(id))).collect();
+    let grpc_addrs: BTreeMap<u64, String> = c
+        .ids()
+        .into_iter()
+        .map(|id| (id, c.node(id).grpc_addr()))
+        .collect();
     // The watch checker needs plain HTTP to the members (the schedules
     // with a cluster secret or mTLS run without it).
     let watchers = (s.security == Security::Open)
@@ -581,7 +635,9 @@ fn run_schedule(s: &Schedule, length: Duration) -> RunStats {
         let stop = stop.clone();
         let seed = s.seed;
         let api = api.clone();
-        std::thread::spawn(move || workload::run(api, seed, CLIENTS, addrs, clock, stop))
+        std::thread::spawn(move || {
+            workload::run(api, seed, CLIENTS, addrs, grpc_addrs, clock, stop)
+        })
     };
     let mut rng = Rng::new(s.seed);
     let report = nemesis::run(&mut c, &mut rng, &s.faults, Instant::now() + length);
@@ -602,6 +658,7 @@ fn run_schedule(s: &Schedule, length: Duration) -> RunStats {
         ok: count(Outcome::Ok),
         fail: count(Outcome::Fail),
         unknown: count(Outcome::Unknown),
+        by_api: rec.by_api,
         faults: report.faults.len(),
         membership_changes: report.removed + report.re_added,
     };
@@ -643,7 +700,7 @@ fn run_schedule(s: &Schedule, length: Duration) -> RunStats {
     }
 
     eprintln!(
-        "robustness: schedule {} seed {}: {} operations ({} register ops + {} adds; {} ok, {} failed, {} unknown), {} faults injected, {} membership changes succeeded ({} removals of {} tried, {} re-adds), {} watch events checked, {} leased keys checked, {:.0}s",
+        "robustness: schedule {} seed {}: {} operations ({} register ops + {} adds; {} ok, {} failed, {} unknown; register ops by API: {}), {} faults injected, {} membership changes succeeded ({} removals of {} tried, {} re-adds), {} watch events checked, {} leased keys checked, {:.0}s",
         s.name,
         s.seed,
         sum.ops + sum.adds,
@@ -652,6 +709,7 @@ fn run_schedule(s: &Schedule, length: Duration) -> RunStats {
         sum.ok,
         sum.fail,
         sum.unknown,
+        sum.apis(),
         sum.faults,
         sum.membership_changes,
         report.removed,
