@@ -932,7 +932,17 @@ fn read_body<R: Read>(
             "checksum mismatch (file says {stored:08x}, content gives {computed:08x})"
         )));
     }
-    if r.inner.read(&mut [0u8; 1])? != 0 {
+    // What `etcdctl snapshot save` adds to the stream of etcd's
+    // Maintenance.Snapshot (which Ferrium serves as this file zero-padded
+    // to a multiple of 512 bytes, then the SHA-256 of what precedes it) is
+    // accepted, so that etcd users' backup scripts make restorable files:
+    // zeros, then 32 bytes. The content is already checked by its CRC.
+    let mut tail = Vec::new();
+    (&mut r.inner).take(512 + 32).read_to_end(&mut tail)?;
+    let etcd_padding = tail.len() >= 32
+        && tail.len() - 32 < 512
+        && tail[..tail.len() - 32].iter().all(|b| *b == 0);
+    if !tail.is_empty() && !etcd_padding {
         return Err(Error::Corrupt("trailing bytes after the checksum".into()));
     }
     Ok(meta)

@@ -2,7 +2,8 @@
 //! writers run restores into a new three-member cluster that holds exactly
 //! what the source held at the backup's revision, and a damaged or
 //! truncated backup file (plain or zstd-compressed) is refused by `snapshot
-//! status` and `snapshot restore` with a message that says so.
+//! status` and `snapshot restore` with a message that says so; a file
+//! `etcdctl snapshot save` made from Ferrium restores too.
 
 use crate::support::cluster::{Bootstrap, Cluster, Scratch, request};
 use serde_json::{Value, json};
@@ -376,4 +377,53 @@ fn a_damaged_or_truncated_backup_is_refused_by_status_and_restore() {
         "the refusal does not say why: {}",
         r.stderr
     );
+}
+
+/// `etcdctl snapshot save` against Ferrium (etcd's Maintenance.Snapshot)
+/// makes a file `ferriumctl snapshot status` and `restore` accept: an etcd
+/// user's backup script goes on working.
+#[test]
+fn a_backup_saved_by_etcdctl_restores() {
+    let src = Cluster::start_in_process("backup-etcdctl", 1, Bootstrap::Static, "");
+    for i in 0..50 {
+        let r = src.set_retrying(1, &format!("e/{i:02}"), "value");
+        assert_eq!(r.status, 200);
+    }
+    let scratch = Scratch::new("backup-etcdctl-files");
+    let file = scratch.path.join("etcdctl.db");
+    let out = Command::new(crate::support::cluster::etcd::etcdctl_bin())
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={}", src.node(1).grpc_addr()))
+        .args(["snapshot", "save", file.to_str().unwrap()])
+        .output()
+        .expect("run etcdctl (Debian package etcd-client)");
+    assert!(
+        out.status.success(),
+        "etcdctl snapshot save: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let st = ctl(&["-o", "json", "snapshot", "status", file.to_str().unwrap()]);
+    assert_eq!(st.code, 0, "status of etcdctl's file: {}", st.stderr);
+    let v: Value = serde_json::from_str(&st.stdout).unwrap();
+    assert_eq!(v["keys"].as_u64(), Some(50), "{v}");
+    let dir = scratch.path.join("restored");
+    let r = ctl(&[
+        "snapshot",
+        "restore",
+        file.to_str().unwrap(),
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--id",
+        "1",
+        "--initial-members",
+        "1=127.0.0.1:1",
+    ]);
+    assert_eq!(r.code, 0, "restore of etcdctl's file: {}", r.stderr);
+    // Anything else after the checksum is still refused.
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes.push(1);
+    let bad = scratch.path.join("extra.db");
+    std::fs::write(&bad, &bytes).unwrap();
+    let st = ctl(&["snapshot", "status", bad.to_str().unwrap()]);
+    assert_ne!(st.code, 0, "a byte after etcdctl's checksum was accepted");
 }
