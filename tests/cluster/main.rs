@@ -15,6 +15,7 @@ mod etcdctl;
 mod grpc;
 mod kv2;
 mod lease;
+mod migrate;
 mod ops;
 mod peer_hostile;
 mod scheduled_backup;

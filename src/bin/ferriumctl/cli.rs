@@ -84,6 +84,27 @@ Commands:
                                 FILE and LIST
   metrics [--prometheus]        One node's /metrics (a table, JSON with -o json,
                                 or Prometheus text)
+  migrate --from-etcd ENDPOINTS [--prefix P] [--follow] [--state FILE]
+          [--overwrite] [--etcd-cacert FILE] [--etcd-cert FILE --etcd-key FILE]
+                                Copy a running etcd 3.4+ into this cluster: every
+                                key (those starting with P with --prefix) at one
+                                etcd revision, and every lease with its id and
+                                the TTL it has left; ENDPOINTS are etcd's client
+                                URLs (http://host:2379 or host:2379, comma-
+                                separated, tried in order). Both sides are
+                                spoken to over etcd's gRPC API (--endpoints may
+                                be this cluster's HTTP or gRPC addresses). With
+                                --follow, then apply etcd's changes as they
+                                happen (one line every few seconds says how far)
+                                until SIGINT or SIGTERM, and print the revision
+                                reached. FILE (default ferrium-migrate-<etcd
+                                cluster id>.json here) records how far it got:
+                                run the same command again and it goes on from
+                                there, or, if etcd compacted that history, copies
+                                again writing only what differs. A cluster that
+                                already holds keys (under P) is refused without
+                                FILE unless --overwrite, which makes them etcd's
+                                and deletes those etcd lacks
 
 Options:
   -e, --endpoints LIST   Comma-separated host:port list, tried in order
@@ -119,6 +140,8 @@ Exit status:
      before writing it again
   6  `put --if-mod-rev`, `txn`: the condition did not hold (nothing written
      by the success branch)
+  `migrate --follow` exits 0 when stopped by SIGINT or SIGTERM; any run that
+  fails or is interrupted before it is done leaves FILE ready for a rerun.
 
 Writes carry a request id (Idempotency-Key): a write whose outcome is
 unknown is sent again with the same id, and the cluster applies it once.
@@ -184,6 +207,7 @@ pub enum Command {
         proposal: Option<String>,
         ttl: u64,
     },
+    Migrate(Box<crate::migrate::MigrateArgs>),
 }
 
 /// Which API the commands go over, with its client.
@@ -299,7 +323,22 @@ pub fn parse_cli(args: Vec<std::ffi::OsString>) -> Result<Parsed, Failure> {
             }
             Long("once") => flags.once = true,
             Long("keys") => flags.keys = true,
+            // `migrate --prefix P` takes a value; elsewhere it is a switch.
+            Long("prefix") if words.first().is_some_and(|w| w == "migrate") => {
+                flags.migrate_prefix = Some(value(&mut parser, "--prefix")?);
+            }
             Long("prefix") => flags.prefix = true,
+            Long("from-etcd") => flags.from_etcd = Some(value(&mut parser, "--from-etcd")?),
+            Long("follow") => flags.follow = true,
+            Long("state") => flags.state = Some(value(&mut parser, "--state")?),
+            Long("overwrite") => flags.overwrite = true,
+            Long("etcd-cacert") => {
+                flags.etcd_tls.ca = Some(value(&mut parser, "--etcd-cacert")?.into())
+            }
+            Long("etcd-cert") => {
+                flags.etcd_tls.cert = Some(value(&mut parser, "--etcd-cert")?.into())
+            }
+            Long("etcd-key") => flags.etcd_tls.key = Some(value(&mut parser, "--etcd-key")?.into()),
             Long("from-key") => flags.from_key = true,
             Long("prev-kv") => flags.prev_kv = true,
             Long("keys-only") => flags.keys_only = true,
@@ -350,7 +389,7 @@ pub fn parse_cli(args: Vec<std::ffi::OsString>) -> Result<Parsed, Failure> {
     };
     let endpoints =
         Endpoint::parse_list(endpoints.as_deref().unwrap_or("127.0.0.1:8001")).map_err(usage)?;
-    let command = command(&words, consistency, limit, prometheus, flags)?;
+    let mut command = command(&words, consistency, limit, prometheus, flags)?;
     let options = ClientOptions {
         endpoints,
         timeout,
@@ -361,6 +400,10 @@ pub fn parse_cli(args: Vec<std::ffi::OsString>) -> Result<Parsed, Failure> {
             key: key.map(PathBuf::from),
         },
     };
+    if let Command::Migrate(m) = &mut command {
+        m.ferrium = options.clone();
+        m.etcd.timeout = timeout;
+    }
     let api = match use_grpc {
         true => Api::Grpc(GrpcClient::new(&options).map_err(usage)?),
         false => Api::Rest(RestClient::new(&options).map_err(usage)?),
@@ -410,6 +453,13 @@ struct Flags {
     ttl: Option<u64>,
     once: bool,
     keys: bool,
+    /// `migrate`'s flags.
+    from_etcd: Option<String>,
+    migrate_prefix: Option<String>,
+    follow: bool,
+    state: Option<String>,
+    overwrite: bool,
+    etcd_tls: TlsOptions,
 }
 
 fn lease_id(v: &str, what: &str) -> Result<u64, Failure> {
@@ -568,9 +618,10 @@ fn command(
             ));
         }
         ["metrics"] => Command::Metrics { prometheus },
+        ["migrate"] => Command::Migrate(Box::new(migrate_args(&flags)?)),
         [
             cmd @ ("put" | "get" | "del" | "list" | "status" | "leader" | "health" | "metrics"
-            | "range" | "txn" | "compact" | "watch" | "lock" | "elect"),
+            | "range" | "txn" | "compact" | "watch" | "lock" | "elect" | "migrate"),
             ..,
         ] => {
             return Err(Failure::usage(format!("wrong arguments for {cmd}")));
@@ -588,4 +639,34 @@ fn command(
         [other, ..] => return Err(Failure::usage(format!("unknown command {other:?}"))),
     };
     Ok(cmd)
+}
+
+/// `migrate`'s arguments; the cluster's own options are filled in once
+/// parsed.
+fn migrate_args(flags: &Flags) -> Result<crate::migrate::MigrateArgs, Failure> {
+    let Some(list) = &flags.from_etcd else {
+        return Err(Failure::usage(
+            "migrate needs --from-etcd ENDPOINTS (etcd's client URLs, e.g. http://127.0.0.1:2379)",
+        ));
+    };
+    let endpoints = Endpoint::parse_list(list).map_err(|e| match e {
+        OptionsError::NoPort(ep) => Failure::usage(format!(
+            "--from-etcd endpoint {ep:?} has no port: write http://host:port or host:port, e.g. \
+             http://127.0.0.1:2379"
+        )),
+        other => Failure::usage(format!("--from-etcd: {other}")),
+    })?;
+    Ok(crate::migrate::MigrateArgs {
+        etcd: ClientOptions {
+            endpoints,
+            timeout: Duration::from_secs(10),
+            token: None,
+            tls: flags.etcd_tls.clone(),
+        },
+        ferrium: ClientOptions::new(Vec::new()),
+        prefix: flags.migrate_prefix.clone().unwrap_or_default(),
+        follow: flags.follow,
+        state: flags.state.as_ref().map(PathBuf::from),
+        overwrite: flags.overwrite,
+    })
 }

@@ -12,8 +12,8 @@
 //! cluster applies once; if the outcome is still unknown after that, it is
 //! reported with its own exit status. Those rules live in [`ferrium::client::RestClient::call`]; this
 //! binary parses the command line ([`cli`]), runs one command ([`kv`],
-//! [`txn`], [`lease`], [`members`], [`status`], [`health`], [`watch`], [`snapshot`], [`grpc`]) and prints the answer
-//! ([`output`]).
+//! [`txn`], [`lease`], [`members`], [`status`], [`health`], [`watch`], [`snapshot`], [`grpc`],
+//! [`migrate`]) and prints the answer ([`output`]).
 
 mod cli;
 mod grpc;
@@ -21,6 +21,7 @@ mod health;
 mod kv;
 mod lease;
 mod members;
+mod migrate;
 mod output;
 mod snapshot;
 mod status;
@@ -115,7 +116,7 @@ fn fail(f: Failure) -> ExitCode {
 }
 
 async fn run(cli: Box<Cli>) -> Outcome {
-    // Commands on local files only.
+    // Commands on local files only, and migrate (over etcd's gRPC API).
     match cli.command {
         Command::SnapshotStatus(file) => return snapshot::status(cli.output, file).await,
         Command::SnapshotRestore {
@@ -124,6 +125,7 @@ async fn run(cli: Box<Cli>) -> Outcome {
             id,
             members,
         } => return snapshot::restore(cli.output, file, data_dir, id, members).await,
+        Command::Migrate(args) => return migrate::migrate(cli.output, *args).await,
         _ => {}
     }
     let client = match cli.api {
@@ -155,7 +157,9 @@ async fn run(cli: Box<Cli>) -> Outcome {
         Command::MemberRemove(id) => members::remove(&ctl, id).await,
         Command::Health => health::health(&ctl).await,
         Command::SnapshotSave(file) => snapshot::save(&ctl, file).await,
-        Command::SnapshotStatus(_) | Command::SnapshotRestore { .. } => Ok(()),
+        Command::SnapshotStatus(_) | Command::SnapshotRestore { .. } | Command::Migrate(_) => {
+            Ok(())
+        }
         Command::Metrics { prometheus } => health::metrics(&ctl, prometheus).await,
         Command::Watch(args) => watch::watch(&ctl, args).await,
         Command::PutLease(key, value, l) => lease::put(&ctl, key, value, l).await,
