@@ -150,6 +150,21 @@ fn restore_into(file: &Path, c: &Cluster, id: u64) -> Run {
     ])
 }
 
+/// `ferriumctl snapshot restore FILE` into `dir` for a one-member cluster.
+fn restore_alone(file: &Path, dir: &Path) -> Run {
+    ctl(&[
+        "snapshot",
+        "restore",
+        file.to_str().unwrap(),
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--id",
+        "1",
+        "--initial-members",
+        "1=127.0.0.1:1",
+    ])
+}
+
 #[test]
 fn a_backup_taken_under_writers_restores_into_a_new_cluster_equal_at_its_revision() {
     let src = Cluster::start_in_process("backup-src", 3, Bootstrap::Static, "");
@@ -296,17 +311,7 @@ fn a_damaged_or_truncated_backup_is_refused_by_status_and_restore() {
     assert_eq!(z["size"].as_u64(), Some(bytes.len() as u64));
     assert_eq!(z["file_size"].as_u64(), Some(zst_bytes.len() as u64));
     let zst_dir = scratch.path.join("restored-zst");
-    let r = ctl(&[
-        "snapshot",
-        "restore",
-        zst.to_str().unwrap(),
-        "--data-dir",
-        zst_dir.to_str().unwrap(),
-        "--id",
-        "1",
-        "--initial-members",
-        "1=127.0.0.1:1",
-    ]);
+    let r = restore_alone(&zst, &zst_dir);
     assert_eq!(r.code, 0, "restore of a compressed backup: {}", r.stderr);
     assert!(r.stdout.contains("300 keys"), "{}", r.stdout);
 
@@ -323,17 +328,7 @@ fn a_damaged_or_truncated_backup_is_refused_by_status_and_restore() {
             "restored-{}",
             bad.file_stem().unwrap().to_string_lossy()
         ));
-        let r = ctl(&[
-            "snapshot",
-            "restore",
-            &name,
-            "--data-dir",
-            dir.to_str().unwrap(),
-            "--id",
-            "1",
-            "--initial-members",
-            "1=127.0.0.1:1",
-        ]);
+        let r = restore_alone(Path::new(&name), &dir);
         assert_ne!(r.code, 0, "restore accepted {name}: {}", r.stdout);
         assert!(
             r.stderr.contains(&name) && !r.stderr.contains("Error {"),
@@ -360,17 +355,7 @@ fn a_damaged_or_truncated_backup_is_refused_by_status_and_restore() {
     let full = scratch.path.join("occupied");
     std::fs::create_dir_all(&full).unwrap();
     std::fs::write(full.join("something"), b"x").unwrap();
-    let r = ctl(&[
-        "snapshot",
-        "restore",
-        good.to_str().unwrap(),
-        "--data-dir",
-        full.to_str().unwrap(),
-        "--id",
-        "1",
-        "--initial-members",
-        "1=127.0.0.1:1",
-    ]);
+    let r = restore_alone(&good, &full);
     assert_ne!(r.code, 0, "restore overwrote a non-empty directory");
     assert!(
         r.stderr.contains("not empty"),
@@ -407,17 +392,7 @@ fn a_backup_saved_by_etcdctl_restores() {
     let v: Value = serde_json::from_str(&st.stdout).unwrap();
     assert_eq!(v["keys"].as_u64(), Some(50), "{v}");
     let dir = scratch.path.join("restored");
-    let r = ctl(&[
-        "snapshot",
-        "restore",
-        file.to_str().unwrap(),
-        "--data-dir",
-        dir.to_str().unwrap(),
-        "--id",
-        "1",
-        "--initial-members",
-        "1=127.0.0.1:1",
-    ]);
+    let r = restore_alone(&file, &dir);
     assert_eq!(r.code, 0, "restore of etcdctl's file: {}", r.stderr);
     // Anything else after the checksum is still refused.
     let mut bytes = std::fs::read(&file).unwrap();
