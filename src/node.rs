@@ -42,6 +42,11 @@ use std::time::Duration;
 /// Longest wait a client may ask of `/add-learner`.
 pub const MAX_LEARNER_WAIT: Duration = Duration::from_secs(24 * 3600);
 
+/// Longest a backup (`GET /snapshot`, etcd's `Maintenance.Snapshot`, a
+/// scheduled backup) waits for this member to build a snapshot of
+/// everything applied, when `network.request_timeout` is shorter.
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(600);
+
 /// Keys returned by a listing when the client asks for no particular number.
 pub const DEFAULT_PAGE: usize = 1000;
 /// Most keys one listing returns.
@@ -1284,15 +1289,19 @@ impl Node {
                 .snapshot()
                 .await
                 .map_err(|e| Error::Unavailable(format!("cannot build a snapshot: {e}")))?;
+            // Building one takes about a second per million keys and more on
+            // a busy disk: a backup waits for it longer than a request does,
+            // since a retry would need a newer one under live writes.
+            let wait = self.inner.request_timeout.max(SNAPSHOT_WAIT);
             self.inner
                 .raft
-                .wait(Some(self.inner.request_timeout))
+                .wait(Some(wait))
                 .metrics(has, "a snapshot of everything applied")
                 .await
                 .map_err(|_| {
                     Error::Unavailable(format!(
-                        "no snapshot of revision {applied} was built within {} ms; retry",
-                        self.inner.request_timeout.as_millis()
+                        "no snapshot of revision {applied} was built within {} s; retry, or check the member's disk and log",
+                        wait.as_secs()
                     ))
                 })?;
         }

@@ -217,6 +217,8 @@ impl RestClient {
             .options
             .http_config()
             .map_err(|e| http::Error::InvalidUrl(e.to_string()))?;
+        // The member may first have to build its snapshot before it answers.
+        config.request_timeout = config.request_timeout.max(silence);
         config.body_read_timeout = silence;
         let client = http::Client::new(config);
         let mut req = ClientRequest::new(http::Method::Get, &url(endpoint, path))?;

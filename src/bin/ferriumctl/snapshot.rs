@@ -16,9 +16,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::output::Output;
 use crate::{Ctl, EXIT_FAILED, EXIT_UNREACHABLE, Failure, Outcome};
 
-/// Longest wait for the next bytes of a backup (the member may first have
-/// to build its snapshot).
-const SILENCE: Duration = Duration::from_secs(120);
+/// Longest wait for the answer and for the next bytes of a backup: the
+/// member may first have to build its snapshot, for which it waits up to
+/// 10 minutes.
+const SILENCE: Duration = Duration::from_secs(600);
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
