@@ -5,8 +5,10 @@
 //! - *safety*: no read saw a key missing before the TTL had passed since
 //!   the send of a keep-alive (or of the grant) that was acknowledged;
 //! - *liveness*: every abandoned key is gone from the first read that
-//!   began after its bound: the last keep-alive sent (acknowledged or
-//!   not) + TTL + 1.5 s (the expiry check and a commit), plus, for every
+//!   began after its bound: when its last renewal could have taken
+//!   effect (the answer to an acknowledged grant or keep-alive; the send
+//!   plus the members' request timeout for one left without an answer),
+//!   plus TTL and 1.5 s (the expiry check and a commit), plus, for every
 //!   time the cluster could not serve the monitor overlapping that time
 //!   (a gap of more than 300 ms between its successful reads: no leader, or
 //!   no quorum) or between two reads in different Raft terms (a leader
@@ -30,6 +32,8 @@ use std::time::{Duration, Instant};
 const TTL: u64 = 3;
 const HOLDERS: usize = 4;
 const EVERY: Duration = Duration::from_millis(400);
+/// The members' `network.request_timeout` in these runs (`crate::CONFIG`).
+const SERVER_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// One key under a lease, as its holder saw it.
 #[derive(Clone, Debug)]
@@ -41,6 +45,11 @@ struct Held {
     acked: Vec<Instant>,
     /// The last keep-alive sent, whatever its outcome.
     last_sent: Instant,
+    /// The latest time the last renewal (the grant or a keep-alive) may
+    /// have taken effect: when its answer came if it was acknowledged; if
+    /// it had no answer, its send plus the servers' request timeout, after
+    /// which a member answers an uncommitted write as of unknown outcome.
+    renewed_by: Instant,
 }
 
 /// One monitor read: when it began and ended, and the keys it saw.
@@ -179,6 +188,7 @@ fn hold(api: Api, addrs: Vec<String>, stop: Arc<AtomicBool>, h: usize, seed: u64
             std::thread::sleep(Duration::from_millis(100));
             continue;
         };
+        let granted = Instant::now();
         let Some(lease) = g["id"].as_u64() else {
             continue;
         };
@@ -194,6 +204,7 @@ fn hold(api: Api, addrs: Vec<String>, stop: Arc<AtomicBool>, h: usize, seed: u64
             put_acked: Instant::now(),
             acked: vec![grant_sent],
             last_sent: grant_sent,
+            renewed_by: granted,
         };
         let hold_for = Duration::from_millis(rng.range(2_000, 8_000));
         let began = Instant::now();
@@ -210,11 +221,15 @@ fn hold(api: Api, addrs: Vec<String>, stop: Arc<AtomicBool>, h: usize, seed: u64
                 Some(&text),
                 Duration::from_secs(1),
             ) {
-                Ok(r) if r.status == 200 => held.acked.push(sent),
+                Ok(r) if r.status == 200 => {
+                    held.acked.push(sent);
+                    held.renewed_by = Instant::now();
+                }
                 // The lease ended (keep-alives failed for a TTL): the
                 // checker decides whether that was allowed.
                 Ok(r) if r.status == 404 => break,
-                _ => {}
+                // It may still be applied, until the member gives up on it.
+                _ => held.renewed_by = held.renewed_by.max(sent + SERVER_TIMEOUT),
             }
             std::thread::sleep(EVERY.saturating_sub(sent.elapsed()));
         }
@@ -223,7 +238,7 @@ fn hold(api: Api, addrs: Vec<String>, stop: Arc<AtomicBool>, h: usize, seed: u64
     out
 }
 
-/// The latest time a key whose keep-alives stopped at `last_sent` may
+/// The latest time a key whose last renewal took effect by `last_sent` may
 /// still exist, given when the cluster could not serve (`gaps`).
 fn bound(last_sent: Instant, gaps: &[(Instant, Instant)]) -> Instant {
     let mut deadline = last_sent + Duration::from_secs(TTL) + Duration::from_millis(1500);
@@ -264,7 +279,7 @@ fn check(held: &[Held], reads: &[Read], gaps: &[(Instant, Instant)], problems: &
             }
         }
         // Liveness: gone from every read that began after its bound.
-        let deadline = bound(h.last_sent, gaps);
+        let deadline = bound(h.renewed_by, gaps);
         if let Some(r) = reads
             .iter()
             .find(|r| r.began > deadline && r.keys.contains(&h.key))
