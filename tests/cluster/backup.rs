@@ -5,6 +5,7 @@
 //! status` and `snapshot restore` with a message that says so; a file
 //! `etcdctl snapshot save` made from Ferrium restores too.
 
+use crate::ctl::{Run, ferriumctl as ctl};
 use crate::support::cluster::{Bootstrap, Cluster, Scratch, request};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -14,33 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-const CTL: &str = env!("CARGO_BIN_EXE_ferriumctl");
 const WRITERS: u64 = 16;
 const WAIT: Duration = Duration::from_secs(60);
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn ctl(args: &[&str]) -> Run {
-    let out = Command::new(CTL)
-        .env_remove("FERRIUM_ENDPOINTS")
-        .args(args)
-        .output()
-        .expect("run ferriumctl");
-    let run = Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    eprintln!(
-        "ferriumctl {args:?} -> {}\n{}{}",
-        run.code, run.stdout, run.stderr
-    );
-    run
-}
 
 /// Every key with its value, revisions, version and lease, as etcd's JSON
 /// gateway lists them from member `addr` (at `revision`, or the latest),

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 const CTL: &str = env!("CARGO_BIN_EXE_ferriumctl");
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Run {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl Run {
@@ -26,12 +26,16 @@ impl Run {
 
 /// Runs `ferriumctl --endpoints ENDPOINTS ARGS...`.
 fn ctl(endpoints: &str, args: &[&str]) -> Run {
+    let mut all = vec!["--endpoints", endpoints, "--timeout", "5"];
+    all.extend_from_slice(args);
+    ferriumctl(&all)
+}
+
+/// Runs `ferriumctl ARGS...` (without `FERRIUM_ENDPOINTS`), printing what
+/// it printed.
+pub(crate) fn ferriumctl(args: &[&str]) -> Run {
     let out = Command::new(CTL)
         .env_remove("FERRIUM_ENDPOINTS")
-        .arg("--endpoints")
-        .arg(endpoints)
-        .arg("--timeout")
-        .arg("5")
         .args(args)
         .output()
         .expect("run ferriumctl");
