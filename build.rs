@@ -37,6 +37,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .preserve_proto_field_names()
         .ignore_unknown_fields()
         .build(&[".etcdserverpb", ".mvccpb", ".v3lockpb", ".v3electionpb"])?;
+    // The build profile, for `--version`: packages must ship release builds,
+    // and a benchmark must say what it measured.
+    let profile = std::env::var("PROFILE").unwrap_or_else(|_| "unknown".into());
+    let opt = std::env::var("OPT_LEVEL").unwrap_or_else(|_| "?".into());
+    println!("cargo:rustc-env=FERRIUM_BUILD_PROFILE={profile} build, opt-level {opt}");
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

@@ -3,9 +3,11 @@
 # (RocksDB is compiled from source and its Rust bindings are generated with
 # libclang), plus curl, python3, openssl, etcd and etcdctl used by the test
 # suite (the TLS tests make their certificates with the openssl commands
-# CONFIG.md shows; the etcd API tests compare Ferrium with etcd 3.4). Installs what is
-# missing with apt-get when run as root on Debian/Ubuntu; otherwise prints the
-# exact command and stops.
+# CONFIG.md shows; the etcd API tests compare Ferrium with etcd 3.4; the
+# console test drives Chromium through ChromeDriver, and the monitoring test
+# checks the alert rules with promtool). Installs what is missing with
+# apt-get when run as root on Debian/Ubuntu; otherwise prints the exact
+# command and stops.
 set -eu
 
 missing=""
@@ -32,6 +34,11 @@ command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
 # etcdctl commands against Ferrium and a real etcd, and compare.
 command -v etcd >/dev/null 2>&1 || missing="$missing etcd-server"
 command -v etcdctl >/dev/null 2>&1 || missing="$missing etcd-client"
+# The console's browser test drives Debian's Chromium through ChromeDriver;
+# the monitoring test checks contrib/prometheus/alerts.yml with promtool.
+[ -x /usr/bin/chromium ] || missing="$missing chromium"
+[ -x /usr/bin/chromedriver ] || missing="$missing chromium-driver"
+command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
 
 [ -z "$missing" ] && exit 0
 
@@ -43,5 +50,5 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
 fi
 echo "Missing build prerequisites:$missing" >&2
 echo "Install them with:  sudo apt-get install -y$missing" >&2
-echo "(on Fedora/RHEL: sudo dnf install -y gcc-c++ clang-devel curl python3 openssl etcd)" >&2
+echo "(on Fedora/RHEL: sudo dnf install -y gcc-c++ clang-devel curl python3 openssl etcd; Chromium, ChromeDriver and promtool for the console and monitoring tests)" >&2
 exit 1

@@ -47,7 +47,7 @@ check "ferrium is a system user without a login shell" \
 check "/var/lib/ferrium owned by ferrium, 0700" \
     test "$(stat -c '%U:%G %a' /var/lib/ferrium)" = "ferrium:ferrium 700"
 check "ferrium-server --version says $version" \
-    test "$(/usr/bin/ferrium-server --version)" = "ferrium-server $version"
+    test "$(/usr/bin/ferrium-server --version)" = "ferrium-server $version (release build, opt-level 3)"
 check "ferriumctl --version says $version" \
     test "$(/usr/bin/ferriumctl --version)" = "ferriumctl $version"
 check "the packaged config validates as the ferrium user" \

@@ -481,6 +481,7 @@ impl Auth {
                     Err(Refusal::Replay) => Err(Denial::NotMember("peer_replay")),
                 };
             }
+            Required::Nothing => return Ok(()),
             _ if self.method == AuthMethod::None => return Ok(()),
             Required::Health(_) if self.open_health => return Ok(()),
             Required::Health(role) | Required::Role(role) => role,

@@ -3,7 +3,8 @@
 //! Module map (request flow from the outside in):
 //!
 //! - [`api`]: where requests enter: the operations and their roles ([`api::op`]),
-//!   the REST and gRPC front ends side by side, and the generated protobuf types.
+//!   the REST and gRPC front ends side by side, etcd's v3 API, the console's
+//!   static files ([`api::ui`]), and the generated protobuf types.
 //! - [`auth`]: bearer tokens and certificate names with roles for clients, member
 //!   certificates and the cluster secret for peers.
 //! - [`client`]: the other side: a REST and gRPC client for a cluster, with
@@ -20,7 +21,8 @@
 //! - [`metrics`]: counters and histograms in the Prometheus text format.
 //! - [`node`]: the core every front end calls: writes, reads at a
 //!   consistency level, leases and the leader's lease clock
-//!   ([`node::lease`]), membership, status, forwarding to the leader.
+//!   ([`node::lease`]), membership, status and the cluster view
+//!   ([`node::members`]), forwarding to the leader.
 //! - [`raft`]: the openraft type configuration, the commands that go into the
 //!   log, and the peer network over [`http`].
 //! - [`rng`]: a small seeded pseudo-random generator for the tests and

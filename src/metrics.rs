@@ -383,6 +383,7 @@ impl Sources {
     /// Gauges and counters read at scrape time.
     pub fn values(&self) -> (Vec<Sample>, Vec<Sample>) {
         let mem = self.reader.memory_usage().unwrap_or_default();
+        let fs = filesystem_space(&self.data_dir);
         let gauges = vec![
             (
                 "ferrium_http_open_connections",
@@ -393,6 +394,16 @@ impl Sources {
                 "ferrium_storage_disk_bytes",
                 "Bytes on disk under the data directory.",
                 dir_size(&self.data_dir) as f64,
+            ),
+            (
+                "ferrium_storage_filesystem_avail_bytes",
+                "Bytes available to this process on the data directory's filesystem.",
+                fs.avail as f64,
+            ),
+            (
+                "ferrium_storage_filesystem_size_bytes",
+                "Size of the data directory's filesystem.",
+                fs.size as f64,
             ),
             (
                 "ferrium_rocksdb_block_cache_bytes",
@@ -542,6 +553,35 @@ pub fn dir_size(dir: &std::path::Path) -> u64 {
         }
     }
     total
+}
+
+/// Space on a filesystem, in bytes.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Space {
+    /// Available to an unprivileged process.
+    pub avail: u64,
+    /// The filesystem's size.
+    pub size: u64,
+}
+
+/// Space on the filesystem holding `path` (zeros when it cannot be read).
+pub fn filesystem_space(path: &std::path::Path) -> Space {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return Space::default();
+    };
+    // SAFETY: `c_path` is a NUL-terminated string that outlives the call,
+    // and `st` is a plain C struct that statvfs fills in; it is read only
+    // when the call succeeds.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c_path.as_ptr(), &mut st) } != 0 {
+        return Space::default();
+    }
+    let unit = st.f_frsize as u64;
+    Space {
+        avail: (st.f_bavail as u64).saturating_mul(unit),
+        size: (st.f_blocks as u64).saturating_mul(unit),
+    }
 }
 
 /// VmRSS of this process in bytes (0 where /proc is not available).

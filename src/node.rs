@@ -19,6 +19,7 @@
 //! have sent the entry to followers and a new leader can commit it.
 
 pub mod lease;
+pub mod members;
 
 use crate::config::{Config, Millis};
 use crate::http;

@@ -288,6 +288,7 @@ pub async fn start(cfg: Config) -> Result<RunningNode, String> {
     let etcd = crate::api::etcd::EtcdApi::new(node.clone(), data_dir.clone(), tls.is_some());
     let routes = rest::routes(Routes::new(), node.clone(), max_body, sources);
     let routes = crate::api::etcd::gateway::routes(routes, etcd.clone(), max_body);
+    let routes = crate::api::ui::routes(routes);
     let (router, ops) = rpc::routes(routes, node.clone(), reader).into_parts();
     let grpc_server = grpc::GrpcServer::new(
         grpc_listener,

@@ -6,6 +6,7 @@ pub mod etcd;
 pub mod grpc;
 pub mod op;
 pub mod rest;
+pub mod ui;
 
 /// Types and service stubs generated from `proto/` at build time.
 pub mod proto {

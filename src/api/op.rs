@@ -64,6 +64,9 @@ pub enum Op {
     AddLearner,
     /// Change the voters (REST `/change-membership`, gRPC `ChangeMembership`).
     ChangeMembership,
+    /// The console's page, script and styles (`/ui`): static files with no
+    /// data in them; everything they show comes from calls that need a role.
+    Console,
     /// A peer-to-peer call: Raft RPCs, forwarded writes and reads, snapshots
     /// (the routes under `/raft/`).
     Peer,
@@ -82,6 +85,8 @@ pub enum Required {
     /// A cluster member (mTLS member certificate or cluster-secret signature),
     /// when peers are authenticated at all.
     Peer,
+    /// Nothing: a static file anyone may load.
+    Nothing,
 }
 
 impl Op {
@@ -107,6 +112,7 @@ impl Op {
             Op::Health | Op::Ready => Required::Health(by_method),
             Op::Metrics | Op::IsLeader | Op::Leader | Op::Unrouted => Required::Role(by_method),
             Op::Peer => Required::Peer,
+            Op::Console => Required::Nothing,
         }
     }
 }

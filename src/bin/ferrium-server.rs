@@ -131,7 +131,11 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Action::Version => {
-            println!("ferrium-server {}", env!("CARGO_PKG_VERSION"));
+            println!(
+                "ferrium-server {} ({})",
+                env!("CARGO_PKG_VERSION"),
+                env!("FERRIUM_BUILD_PROFILE")
+            );
             ExitCode::SUCCESS
         }
         Action::ListPaths => {

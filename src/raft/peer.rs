@@ -60,11 +60,13 @@ pub enum Route {
     AddLearner,
     /// A forwarded membership change.
     ChangeMembership,
+    /// What a member says of itself (the console's cluster view).
+    Status,
 }
 
 impl Route {
     /// Every route, in the order they are registered.
-    pub const ALL: [Route; 9] = [
+    pub const ALL: [Route; 10] = [
         Route::Append,
         Route::Vote,
         Route::PreVote,
@@ -74,6 +76,7 @@ impl Route {
         Route::ReadIndex,
         Route::AddLearner,
         Route::ChangeMembership,
+        Route::Status,
     ];
 
     /// The request path.
@@ -88,6 +91,7 @@ impl Route {
             Route::ReadIndex => "/raft/read-index",
             Route::AddLearner => "/raft/add-learner",
             Route::ChangeMembership => "/raft/change-membership",
+            Route::Status => "/raft/status",
         }
     }
 

@@ -111,6 +111,12 @@ pub fn routes(router: Routes, node: Node, reader: StateReader) -> Routes {
         Route::ChangeMembership.path(),
         |n, voters: BTreeSet<u64>| async move { n.change_membership_local(voters).await },
     );
+    let router = json_route(
+        router,
+        &node,
+        Route::Status.path(),
+        |n, (): ()| async move { Ok::<_, String>(n.member_self()) },
+    );
     router.route_with_body_limit(
         Method::Post,
         Route::Snapshot.path(),

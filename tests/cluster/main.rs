@@ -7,6 +7,7 @@ mod auth;
 mod backup;
 mod cluster;
 mod config;
+mod console;
 mod ctl;
 mod deploy_examples;
 mod etcd_client;

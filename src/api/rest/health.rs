@@ -107,5 +107,11 @@ pub(super) fn prometheus_text(s: &node::Status, sources: &Sources) -> String {
             ));
         }
     }
+    out.push_str("# HELP ferrium_build_info The version of this node's binary (always 1).\n");
+    out.push_str("# TYPE ferrium_build_info gauge\n");
+    out.push_str(&format!(
+        "ferrium_build_info{{version=\"{}\"}} 1\n",
+        env!("CARGO_PKG_VERSION")
+    ));
     out
 }

@@ -53,6 +53,14 @@ pub(super) async fn init(node: Node, mut req: Request, max: usize) -> Response {
     }
 }
 
+/// How long the cluster view waits for each member.
+const MEMBER_STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1000);
+
+/// Every member and what it says of itself (the console's cluster view).
+pub(super) async fn cluster_status(node: Node, _req: Request, _max: usize) -> Response {
+    Response::json(200, &node.cluster_view(MEMBER_STATUS_TIMEOUT).await)
+}
+
 pub(super) async fn is_leader(node: Node, _req: Request, _max: usize) -> Response {
     Response::json(200, &json!({"is_leader": node.is_leader()}))
 }

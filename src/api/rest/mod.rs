@@ -27,7 +27,7 @@ use crate::metrics::Sources;
 use crate::node::Node;
 use health::{health, metrics, ready};
 use kv::{list, read, write};
-use management::{add_learner, change_membership, init, is_leader, leader};
+use management::{add_learner, change_membership, cluster_status, init, is_leader, leader};
 
 /// Adds the client routes to `routes`, each with its operation.
 pub fn routes(routes: Routes, node: Node, max_body: usize, sources: Sources) -> Routes {
@@ -211,6 +211,15 @@ pub fn routes(routes: Routes, node: Node, max_body: usize, sources: Sources) -> 
         Op::Maintenance,
         max_body,
         snapshot::snapshot,
+    );
+    let routes = with(
+        routes,
+        n,
+        Method::Get,
+        "/cluster/status",
+        Op::Status,
+        max_body,
+        cluster_status,
     );
     let routes = with(routes, n, Method::Post, "/init", Op::Init, max_body, init);
     let routes = with(
