@@ -30,10 +30,11 @@ from collections import Counter
 
 NOW_MS = lambda: int(time.time() * 1000)  # noqa: E731
 
-REST_ROUTES = ["/write", "/read", "/list", "/init", "/add-learner", "/change-membership"]
+REST_ROUTES = ["/write", "/read", "/list", "/init", "/add-learner", "/change-membership",
+               "/cluster/status", "/ui", "/ui/app.js"]
 PEER_ROUTES = ["/raft/append", "/raft/vote", "/raft/pre-vote", "/raft/write",
                "/raft/read-index", "/raft/add-learner", "/raft/change-membership",
-               "/raft/snapshot"]
+               "/raft/snapshot", "/raft/status"]
 
 
 def connect(addr, tls, timeout=3.0):

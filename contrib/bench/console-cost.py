@@ -10,7 +10,9 @@ with the console (/ui) open in headless Chromium on every member at once (one br
 Needs Debian's chromium and chromium-driver. The member processes are found
 from contrib/dev-cluster.sh's pid files (or PIDS="p1 p2 p3" with
 ENDPOINTS="127.0.0.1:8001 ..."). CPU is utime+stime from /proc/PID/stat.
-Prints, per member, the CPU share in each phase and the difference.
+Prints, per member, the CPU share in each phase, the difference, and the
+console's calls it served per second while open (/cluster/status, /metrics
+and the peer route /raft/status they cause).
 """
 
 import json
@@ -51,6 +53,21 @@ def measure(members, seconds):
     took = time.monotonic() - t0
     after = [cpu_seconds(p) for p in members]
     return [100.0 * (a - b) / took for a, b in zip(after, before)]
+
+
+def served(ep):
+    """Requests this member has served for the console's routes."""
+    req = urllib.request.Request(f"http://{ep}/metrics",
+                                 headers={"Accept": "text/plain;version=0.0.4"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        text = r.read().decode()
+    total = 0
+    for line in text.splitlines():
+        if line.startswith("ferrium_http_requests_total{") and (
+                'route="/cluster/status"' in line or 'route="/metrics"' in line
+                or 'route="/raft/status"' in line):
+            total += int(float(line.rsplit(" ", 1)[1]))
+    return total
 
 
 def webdriver(addr, method, path, body=None):
@@ -97,15 +114,18 @@ def main():
                                       "document.querySelectorAll('#members tbody tr').length]",
                             "args": []})["value"] for s in sessions]
         print(f"pages (visibility, member rows): {state}")
+        before = [served(ep) for ep in ENDPOINTS]
         looking = measure(members, SECONDS)
+        after = [served(ep) for ep in ENDPOINTS]
+        calls = [(b - a) / SECONDS for a, b in zip(before, after)]
         for session in sessions:
             webdriver(addr, "DELETE", f"/session/{session}")
     finally:
         driver.kill()
-    print(f"{'member':>8} {'idle CPU %':>11} {'console open %':>15} {'difference':>11}")
-    for ep, a, b in zip(ENDPOINTS, idle, looking):
-        print(f"{ep:>8} {a:11.2f} {b:15.2f} {b - a:11.2f}")
-    print(f"{'all':>8} {sum(idle):11.2f} {sum(looking):15.2f} {sum(looking) - sum(idle):11.2f}")
+    print(f"{'member':>15} {'idle CPU %':>11} {'console open %':>15} {'difference':>11} {'console calls/s':>16}")
+    for ep, a, b, n in zip(ENDPOINTS, idle, looking, calls):
+        print(f"{ep:>15} {a:11.2f} {b:15.2f} {b - a:11.2f} {n:16.2f}")
+    print(f"{'all':>15} {sum(idle):11.2f} {sum(looking):15.2f} {sum(looking) - sum(idle):11.2f}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 //! `contrib/`: headless Chromium driven through ChromeDriver (W3C WebDriver
 //! over HTTP) against three node processes with token authentication; every
 //! metric the Grafana dashboard and the alert rules name is exported by a
-//! running node, and `promtool` accepts the rules.
+//! running node, `promtool` accepts the rules, and each alert fires on the
+//! series of its unit test (`contrib/prometheus/alerts_test.yml`).
 //!
 //! Chromium, ChromeDriver and promtool come from Debian's `chromium`,
 //! `chromium-driver` and `prometheus` packages (`contrib/check-prereqs.sh`
@@ -355,6 +356,39 @@ fn the_console_shows_members_keys_changes_and_a_member_going_down() {
     up.sort();
     assert_eq!(up, expected);
 
+    // A read token sees everything but may not write: the put is refused
+    // with the server's reason, and nothing is written.
+    browser.fill_and_click("token", READ, "token-save");
+    browser.run(
+        "document.getElementById('put-key').value = 'console/by-reader';
+         document.getElementById('put-value').value = 'x';
+         document.getElementById('put').click();",
+        json!([]),
+    );
+    let refusal = browser.wait_for(
+        "the refusal of a put with a read token",
+        "const e = document.getElementById('keys-error');
+         return e && !e.hidden && e.textContent.includes('does not allow') ? e.textContent : null;",
+        json!([]),
+    );
+    assert!(
+        refusal.as_str().is_some_and(|t| t.contains("role")),
+        "{refusal}"
+    );
+    let r = c.get(leader, "console/by-reader", "linearizable").unwrap();
+    assert_eq!(
+        r.json()["value"],
+        Value::Null,
+        "a read token wrote: {}",
+        r.body
+    );
+    browser.fill_and_click("token", WRITE, "token-save");
+    browser.wait_for(
+        "the members again with the write token",
+        "return document.querySelectorAll('#members tbody tr').length === 3;",
+        json!([]),
+    );
+
     // The screenshot is of the whole window, and each section of the page
     // is drawn in it, with a size, without overlapping another.
     let png = browser.screenshot();
@@ -503,7 +537,7 @@ fn every_metric_the_dashboard_and_the_alerts_name_is_exported() {
 }
 
 #[test]
-fn promtool_accepts_the_alert_rules_and_the_example_configuration() {
+fn promtool_accepts_the_alert_rules_and_each_fires_when_it_should() {
     let Some(promtool) = program("/usr/bin/promtool") else {
         eprintln!(
             "skipped: checking the alert rules needs promtool (as root: apt-get install prometheus, \
@@ -513,11 +547,14 @@ fn promtool_accepts_the_alert_rules_and_the_example_configuration() {
     };
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     for args in [
-        ["check", "rules", "contrib/prometheus/alerts.yml"],
-        ["check", "config", "contrib/prometheus/prometheus.yml"],
+        vec!["check", "rules", "contrib/prometheus/alerts.yml"],
+        vec!["check", "config", "contrib/prometheus/prometheus.yml"],
+        // Each alert fires on the series that should raise it, and not on
+        // a healthy member's.
+        vec!["test", "rules", "contrib/prometheus/alerts_test.yml"],
     ] {
         let out = Command::new(&promtool)
-            .args(args)
+            .args(&args)
             .current_dir(root)
             .output()
             .expect("promtool runs");

@@ -11,10 +11,14 @@
 //!   plus TTL and 1.5 s (the expiry check and a commit), plus, for every
 //!   time the cluster could not serve the monitor overlapping that time
 //!   (a gap of more than 300 ms between its successful reads: no leader, or
-//!   no quorum) or between two reads in different Raft terms (a leader
-//!   change the monitor did not notice as a gap), the gap and 1 s (the
+//!   no quorum), between two reads in different Raft terms (a leader
+//!   change the monitor did not notice as a gap), or when it could not
+//!   commit (a probe write that took more than 300 ms, or more than 300 ms
+//!   without a successful one: the expiry is an entry, which commits no
+//!   sooner than the writes around it, while reads may still be served by
+//!   a leader whose only follower is catching up), the gap and 1 s (the
 //!   lease clock checkpoint and the new leader catching up), as the README
-//!   documents the bound per leader change.
+//!   documents the bound per leader change and per commit.
 //!
 //! All times are the test process's monotonic clock, which the members on
 //! this machine share.
@@ -66,7 +70,11 @@ pub struct Leases {
     stop_monitor: Arc<AtomicBool>,
     holders: Vec<JoinHandle<Vec<Held>>>,
     monitor: JoinHandle<Vec<Read>>,
+    prober: JoinHandle<Vec<(Instant, Instant)>>,
 }
+
+/// Longer than this without a read, or without a commit, is a gap.
+const GAP: Duration = Duration::from_millis(300);
 
 fn any(
     api: &Api,
@@ -101,7 +109,7 @@ impl Leases {
             })
             .collect();
         let monitor = {
-            let (stop, addrs) = (stop_monitor.clone(), addrs.clone());
+            let (stop, addrs, api) = (stop_monitor.clone(), addrs.clone(), api.clone());
             std::thread::spawn(move || {
                 let mut reads = Vec::new();
                 let mut i = 0usize;
@@ -129,11 +137,31 @@ impl Leases {
                 reads
             })
         };
+        // Probe writes, one after another: when each began and was
+        // acknowledged, so that the checker knows when commits were slow.
+        let prober = {
+            let (stop, addrs) = (stop_monitor.clone(), addrs.clone());
+            std::thread::spawn(move || {
+                let mut probes = Vec::new();
+                let mut i = 0usize;
+                let body = json!({"Set": {"key": "lease-probe", "value": "commit"}});
+                while !stop.load(Ordering::SeqCst) {
+                    let began = Instant::now();
+                    if any(&api, &addrs, &mut i, "/write", &body, None).is_some() {
+                        probes.push((began, Instant::now()));
+                    }
+                    // Polling the commits.
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                probes
+            })
+        };
         Leases {
             stop,
             stop_monitor,
             holders,
             monitor,
+            prober,
         }
     }
 
@@ -151,17 +179,37 @@ impl Leases {
         std::thread::sleep(Duration::from_secs(TTL + 4)); // the monitor reads meanwhile
         self.stop_monitor.store(true, Ordering::SeqCst);
         let reads = self.monitor.join().unwrap_or_default();
+        let probes = self.prober.join().unwrap_or_default();
         // A leader change may set the lease clock back to its last
         // checkpoint even when the monitor saw no gap (the new leader was
         // elected between two reads): a change of term counts as one.
-        let gaps: Vec<(Instant, Instant)> = reads
+        let mut gaps: Vec<(Instant, Instant)> = reads
             .windows(2)
-            .filter(|w| {
-                w[1].began.duration_since(w[0].ended) > Duration::from_millis(300)
-                    || w[1].term != w[0].term
-            })
+            .filter(|w| w[1].began.duration_since(w[0].ended) > GAP || w[1].term != w[0].term)
             .map(|w| (w[0].ended, w[1].began))
             .collect();
+        let read_gaps = gaps.len();
+        // Slow commits: a probe that took long, or a long time between two
+        // acknowledged probes.
+        gaps.extend(
+            probes
+                .iter()
+                .filter(|(began, ended)| ended.duration_since(*began) > GAP)
+                .copied(),
+        );
+        gaps.extend(
+            probes
+                .windows(2)
+                .filter(|w| w[1].1.duration_since(w[0].1) > GAP + Duration::from_millis(50))
+                .map(|w| (w[0].1, w[1].1)),
+        );
+        let slow_commits = gaps.len() - read_gaps;
+        let gaps = merged(gaps);
+        eprintln!(
+            "robustness: lease checker: {} periods without service ({read_gaps} seen by the reads, {slow_commits} by the probe writes, {} probes)",
+            gaps.len(),
+            probes.len()
+        );
         check(&held, &reads, &gaps, problems);
         held.len()
     }
@@ -234,6 +282,20 @@ fn hold(api: Api, addrs: Vec<String>, stop: Arc<AtomicBool>, h: usize, seed: u64
             std::thread::sleep(EVERY.saturating_sub(sent.elapsed()));
         }
         out.push(held);
+    }
+    out
+}
+
+/// The same times as `gaps`, overlapping ones joined, in order: one period
+/// without service counts once, however many probes noticed it.
+fn merged(mut gaps: Vec<(Instant, Instant)>) -> Vec<(Instant, Instant)> {
+    gaps.sort();
+    let mut out: Vec<(Instant, Instant)> = Vec::with_capacity(gaps.len());
+    for (start, end) in gaps {
+        match out.last_mut() {
+            Some(last) if start <= last.1 => last.1 = last.1.max(end),
+            _ => out.push((start, end)),
+        }
     }
     out
 }
