@@ -71,7 +71,7 @@ rpm: package-bins
 	contrib/rpm/build-rpm.sh $(TARGET_DIR)/$(PROFILE) $(DIST)
 
 package-test: deb rpm
-	contrib/test-packages.sh $(DIST)/ferrium_$(VERSION)_$$(dpkg --print-architecture).deb \
+	FERRIUM_PACKAGE_PROFILE=$(PROFILE) contrib/test-packages.sh $(DIST)/ferrium_$(VERSION)_$$(dpkg --print-architecture).deb \
 		$(DIST)/ferrium-$(VERSION)-1.$$(rpm --eval '%{_arch}').rpm
 
 ci:

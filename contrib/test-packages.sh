@@ -12,6 +12,12 @@ cd "$(dirname "$0")/.."
 deb=${1:?usage: $0 DEB [RPM]}
 rpm=${2:-}
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+# What `ferrium-server --version` says of its build: packages ship release
+# builds (`make package-test PROFILE=debug` tests a dev-build package).
+case "${FERRIUM_PACKAGE_PROFILE:-release}" in
+    debug) build="debug build, opt-level 1" ;;
+    *) build="release build, opt-level 3" ;;
+esac
 failures=0
 pass() { echo "ok   $*"; }
 fail() { echo "FAIL $*"; failures=$((failures + 1)); }
@@ -47,7 +53,7 @@ check "ferrium is a system user without a login shell" \
 check "/var/lib/ferrium owned by ferrium, 0700" \
     test "$(stat -c '%U:%G %a' /var/lib/ferrium)" = "ferrium:ferrium 700"
 check "ferrium-server --version says $version" \
-    test "$(/usr/bin/ferrium-server --version)" = "ferrium-server $version (release build, opt-level 3)"
+    test "$(/usr/bin/ferrium-server --version)" = "ferrium-server $version ($build)"
 check "ferriumctl --version says $version" \
     test "$(/usr/bin/ferriumctl --version)" = "ferriumctl $version"
 check "the packaged config validates as the ferrium user" \

@@ -383,7 +383,6 @@ impl Sources {
     /// Gauges and counters read at scrape time.
     pub fn values(&self) -> (Vec<Sample>, Vec<Sample>) {
         let mem = self.reader.memory_usage().unwrap_or_default();
-        let fs = filesystem_space(&self.data_dir);
         let gauges = vec![
             (
                 "ferrium_http_open_connections",
@@ -394,16 +393,6 @@ impl Sources {
                 "ferrium_storage_disk_bytes",
                 "Bytes on disk under the data directory.",
                 dir_size(&self.data_dir) as f64,
-            ),
-            (
-                "ferrium_storage_filesystem_avail_bytes",
-                "Bytes available to this process on the data directory's filesystem.",
-                fs.avail as f64,
-            ),
-            (
-                "ferrium_storage_filesystem_size_bytes",
-                "Size of the data directory's filesystem.",
-                fs.size as f64,
             ),
             (
                 "ferrium_rocksdb_block_cache_bytes",
@@ -483,6 +472,22 @@ impl Sources {
         ];
         let mut counters = counters;
         let mut gauges = gauges;
+        // Left out, rather than reported as a full disk, when it cannot be
+        // read.
+        if let Some(fs) = filesystem_space(&self.data_dir) {
+            gauges.extend([
+                (
+                    "ferrium_storage_filesystem_avail_bytes",
+                    "Bytes of the data directory's filesystem available to unprivileged users.",
+                    fs.avail as f64,
+                ),
+                (
+                    "ferrium_storage_filesystem_size_bytes",
+                    "Size of the data directory's filesystem.",
+                    fs.size as f64,
+                ),
+            ]);
+        }
         if let Some(b) = &self.backup {
             let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
             gauges.extend([
@@ -558,30 +563,28 @@ pub fn dir_size(dir: &std::path::Path) -> u64 {
 /// Space on a filesystem, in bytes.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Space {
-    /// Available to an unprivileged process.
+    /// Available to unprivileged users.
     pub avail: u64,
     /// The filesystem's size.
     pub size: u64,
 }
 
-/// Space on the filesystem holding `path` (zeros when it cannot be read).
-pub fn filesystem_space(path: &std::path::Path) -> Space {
+/// Space on the filesystem holding `path` (none when it cannot be read).
+pub fn filesystem_space(path: &std::path::Path) -> Option<Space> {
     use std::os::unix::ffi::OsStrExt;
-    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return Space::default();
-    };
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
     // SAFETY: `c_path` is a NUL-terminated string that outlives the call,
     // and `st` is a plain C struct that statvfs fills in; it is read only
     // when the call succeeds.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     if unsafe { libc::statvfs(c_path.as_ptr(), &mut st) } != 0 {
-        return Space::default();
+        return None;
     }
     let unit = st.f_frsize as u64;
-    Space {
+    Some(Space {
         avail: (st.f_bavail as u64).saturating_mul(unit),
         size: (st.f_blocks as u64).saturating_mul(unit),
-    }
+    })
 }
 
 /// VmRSS of this process in bytes (0 where /proc is not available).

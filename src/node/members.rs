@@ -128,12 +128,15 @@ impl Node {
         let answers = futures_util::future::join_all(asks).await;
         // How far behind each member is, as the leader counts it (a
         // follower does not track the others).
+        // The newest leader's, should an old one still think it leads.
         let lags = answers
             .iter()
-            .find_map(|(_, _, said)| match said {
-                Ok(m) if m.leader == Some(m.id) => Some(m.lags.clone()),
+            .filter_map(|(_, _, said)| match said {
+                Ok(m) if m.leader == Some(m.id) => Some(m),
                 _ => None,
             })
+            .max_by_key(|m| m.term)
+            .map(|m| m.lags.clone())
             .unwrap_or_default();
         let members = answers
             .into_iter()

@@ -645,6 +645,9 @@ fn run_schedule(s: &Schedule, length: Duration) -> RunStats {
     let mut rec = clients.join().expect("the clients panicked");
     nemesis::heal_all(&mut c);
     c.wait_leader(Duration::from_secs(60));
+    if let Some(l) = &leases {
+        l.stop_probes();
+    }
 
     // Counted before the final reads, which are not part of the workload.
     let count = |o: Outcome| {

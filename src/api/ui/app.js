@@ -19,9 +19,6 @@
   const READ_ROUTES = new Set(['/read', '/list', '/range', '/v3/kv/range']);
   const WRITE_METHODS = new Set(['Set', 'Delete', 'BatchSet', 'Txn', 'etcd.Put', 'etcd.DeleteRange', 'etcd.Txn']);
   const READ_METHODS = new Set(['Get', 'Exists', 'ListKeys', 'Range', 'etcd.Range']);
-  // Streams, and the console's own calls, are not request latency.
-  const STREAMING_ROUTES = new Set(['/watch', '/election/observe', '/snapshot', '/metrics', '/cluster/status', '/ui', '/ui/', '/ui/app.js', '/ui/style.css']);
-  const STREAMING_METHOD_PARTS = ['Watch', 'KeepAlive', 'Snapshot', 'Observe', 'Campaign', 'Lock'];
 
   const $ = (id) => document.getElementById(id);
 
@@ -372,10 +369,16 @@
     return Number(s);
   }
 
-  function isStreaming(sample) {
-    if (sample.name.startsWith('ferrium_http_')) return STREAMING_ROUTES.has(sample.labels.route);
+  // The latency chart is of clients' reads and writes only: not streams,
+  // not the peers' Raft traffic, not the console's own calls.
+  function isClientCall(sample) {
+    if (sample.name.startsWith('ferrium_http_')) {
+      const r = sample.labels.route;
+      // A lock waits for its holder: its time is not a request's latency.
+      return r !== '/lock' && (WRITE_ROUTES.has(r) || READ_ROUTES.has(r));
+    }
     const m = sample.labels.method || '';
-    return STREAMING_METHOD_PARTS.some((p) => m.includes(p));
+    return WRITE_METHODS.has(m) || READ_METHODS.has(m);
   }
 
   // Counter increase since the previous poll; a decrease (reset) counts 0.
@@ -414,7 +417,7 @@
     for (const s of samples) {
       if (s.name !== 'ferrium_http_request_duration_seconds_bucket' &&
           s.name !== 'ferrium_grpc_request_duration_seconds_bucket') continue;
-      if (s.labels.le === undefined || isStreaming(s)) continue;
+      if (s.labels.le === undefined || !isClientCall(s)) continue;
       const le = parseValue(s.labels.le);
       if (Number.isNaN(le)) continue;
       const gk = s.name + '|' + (s.labels.route || '') + '|' + (s.labels.method || '') + '|' +
@@ -572,9 +575,12 @@
     loaded: false,
   };
 
-  function keysError(e) {
+  // `from` says which action the error is about ('load' or 'write'), so
+  // that a page that loads fine does not wipe a refused write's reason.
+  function keysError(e, from) {
     showMsg($('keys-message'), '');
     showMsg($('keys-error'), e ? describe(e) : '');
+    $('keys-error').dataset.from = from || 'write';
   }
 
   function keysOk(text) {
@@ -620,7 +626,7 @@
         $('key-list').tBodies[0].replaceChildren();
         $('key-count').textContent = '—';
       }
-      keysError(e);
+      keysError(e, 'load');
       updatePager();
       return false;
     }
@@ -631,7 +637,7 @@
     $('key-list').tBodies[0].replaceChildren(...kvs.map(keyRow));
     $('key-count').textContent = dash(r.count);
     $('key-count-label').textContent = page === 0 ? 'keys' : 'keys from this page on';
-    showMsg($('keys-error'), '');
+    if ($('keys-error').dataset.from === 'load') showMsg($('keys-error'), '');
     keys.loaded = true;
     updatePager();
     return true;
