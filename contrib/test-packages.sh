@@ -52,7 +52,7 @@ check "ferrium is a system user without a login shell" \
     bash -c '[ "$(getent passwd ferrium | cut -d: -f3)" -lt 1000 ] && getent passwd ferrium | grep -q nologin'
 check "/var/lib/ferrium owned by ferrium, 0700" \
     test "$(stat -c '%U:%G %a' /var/lib/ferrium)" = "ferrium:ferrium 700"
-check "ferrium-server --version says $version" \
+check "ferrium-server --version says $version ($build)" \
     test "$(/usr/bin/ferrium-server --version)" = "ferrium-server $version ($build)"
 check "ferriumctl --version says $version" \
     test "$(/usr/bin/ferriumctl --version)" = "ferriumctl $version"
