@@ -11,6 +11,8 @@
 #   DURATION=30s contrib/bench/compare-etcd.sh
 #   SKIP_LOAD=1 contrib/bench/compare-etcd.sh        # throughput table only
 #   LOAD_KEYS=100000 contrib/bench/compare-etcd.sh   # smaller data set
+#   FERRIUM_BIN_DIR=$CARGO_TARGET_DIR/release contrib/bench/compare-etcd.sh
+#                                                    # given binaries, no build
 #
 # Needs wrk, curl, python3 and etcd 3.4 (Debian: apt-get install wrk curl
 # python3 etcd-server). Everything runs from a scratch directory (WORKDIR,
@@ -39,6 +41,13 @@ case $ETCD_VERSION in
     *) echo "warning: etcd $ETCD_VERSION, not 3.4" >&2 ;;
 esac
 
+if [ -n "${FERRIUM_BIN_DIR:-}" ]; then
+    # Given binaries (e.g. the release build the packages ship).
+    mkdir -p "$WORKDIR/bin"
+    cp "$FERRIUM_BIN_DIR/ferrium-server" "$FERRIUM_BIN_DIR/ferrium-bench" "$WORKDIR/bin/"
+    SERVER="$WORKDIR/bin/ferrium-server"
+    BENCH="$WORKDIR/bin/ferrium-bench"
+else
 # Our crate at full optimisation, dependencies from the shared dev build.
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/root/.cache/ferrium/target}
 # Debug info does not slow the code down and lets perf name functions. Debug
@@ -58,6 +67,7 @@ CARGO_PROFILE_DEV_OPT_LEVEL=3 CARGO_PROFILE_DEV_DEBUG=1 \
     cargo build --quiet "${assertions[@]}" --bin ferrium-server --bin ferrium-bench
 SERVER="$CARGO_TARGET_DIR/debug/ferrium-server"
 BENCH="$CARGO_TARGET_DIR/debug/ferrium-bench"
+fi
 
 LOGS="$WORKDIR/logs"
 mkdir -p "$LOGS" "$WORKDIR/lua"
