@@ -127,8 +127,8 @@ impl Node {
         });
         let answers = futures_util::future::join_all(asks).await;
         // How far behind each member is, as the leader counts it (a
-        // follower does not track the others).
-        // The newest leader's, should an old one still think it leads.
+        // follower does not track the others): the newest leader's, should
+        // an old one still think it leads.
         let lags = answers
             .iter()
             .filter_map(|(_, _, said)| match said {
@@ -174,21 +174,36 @@ impl Node {
     /// Entries each member is behind this node, when it leads (none
     /// otherwise).
     fn leader_lags(&self, status: &super::Status) -> std::collections::BTreeMap<u64, u64> {
+        if status.current_leader != Some(status.node_id) {
+            return Default::default();
+        }
         let mut lags: std::collections::BTreeMap<u64, u64> = status
             .replication
             .iter()
             .map(|(id, r)| (*id, r.lag))
             .collect();
-        if status.current_leader == Some(status.node_id) {
-            lags.insert(status.node_id, 0);
-        } else {
-            lags.clear();
-        }
+        lags.insert(status.node_id, 0);
         lags
     }
 
-    /// Asks member `id` at `addr` for its own state.
+    /// Asks member `id` at `addr` for its own state, giving up after
+    /// `timeout` whether the answer's head or its body is late.
     async fn ask_status(
+        &self,
+        id: u64,
+        addr: &str,
+        timeout: Duration,
+    ) -> Result<MemberSelf, String> {
+        match tokio::time::timeout(timeout, self.ask_status_once(id, addr, timeout)).await {
+            Ok(answer) => answer,
+            Err(_) => Err(format!(
+                "no answer from {addr} within {} ms",
+                timeout.as_millis()
+            )),
+        }
+    }
+
+    async fn ask_status_once(
         &self,
         id: u64,
         addr: &str,

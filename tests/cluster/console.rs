@@ -9,7 +9,7 @@
 //! `chromium-driver` and `prometheus` packages (`contrib/check-prereqs.sh`
 //! installs them); a test whose program is missing says so and passes.
 
-use crate::support::cluster::{Bootstrap, Cluster, Scratch, eventually, request};
+use crate::support::cluster::{Bootstrap, Cluster, Scratch, eventually, request, request_text};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -153,19 +153,14 @@ impl Drop for Browser {
 /// One WebDriver command. ChromeDriver keeps connections open whatever the
 /// request asks, so the answer is read by its `Content-Length`.
 fn webdriver(addr: &str, method: &str, path: &str, body: Option<&Value>) -> Value {
-    let text = body.map(|b| b.to_string()).unwrap_or_default();
+    let text = body.map(|b| b.to_string());
     let fail = |e: std::io::Error| -> ! {
         panic!("chromedriver at {addr} did not answer {method} {path}: {e}")
     };
     let mut s = TcpStream::connect(addr).unwrap_or_else(|e| fail(e));
     s.set_read_timeout(Some(Duration::from_secs(120)))
         .unwrap_or_else(|e| fail(e));
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        text.len()
-    );
-    s.write_all(head.as_bytes())
-        .and_then(|()| s.write_all(text.as_bytes()))
+    s.write_all(request_text(addr, method, path, text.as_deref(), &[], false).as_bytes())
         .unwrap_or_else(|e| fail(e));
     let mut reader = BufReader::new(s);
     let mut status = String::new();
